@@ -1,0 +1,43 @@
+# Quickstart: `make demo` labels the example data offline; `make test` runs every test.
+# Both create .venv and install what is missing first, so they work on a fresh clone.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first, pinned, so pip never resolves a multi-GB CUDA build by accident on CPU machines.
+TORCH_SPEC ?= torch==2.13.0
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install system demo test test-fast lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[all,dev]"
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+# System packages the sandbox and Docker tests need (root + apt only; skipped elsewhere).
+system:
+	@scripts/system-deps.sh
+
+demo: install
+	$(VENV)/bin/autoannotator-agent "label tweets for toxicity" --data examples/tweets.csv \
+		--offline --output generated/tweets.labeled.csv
+
+test: install system
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not docker"
+
+lint: install
+	$(VENV)/bin/black --check agent sandbox templates tests benchmarks
+	$(VENV)/bin/ruff check agent sandbox templates tests benchmarks
+
+clean:
+	rm -rf .autoannotator .pytest_cache build *.egg-info

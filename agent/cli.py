@@ -1,0 +1,259 @@
+"""Command line: ``autoannotator-agent TASK --data FILE`` and its subcommands.
+
+Exit status: 0 on success, 2 on bad usage or bad input (one clear line, no
+traceback), 1 on internal errors. Human output goes to stderr; ``--json``
+prints a machine-readable summary last, on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from . import __version__
+from .errors import AgentError, UserInputError
+from .reporting import ConsoleReporter
+from .settings import Settings
+from .state import RunOutput
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="An LLM orchestrates small classifiers to label text and verifies their disagreements.",
+)
+sandbox_app = typer.Typer(help="Run commands the way a labeler is run.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+SUBCOMMANDS = {"label", "doctor", "sandbox", "review", "finetune", "--help", "-h", "--version"}
+
+Opt = typer.Option
+
+
+@app.command("label")
+def label_command(
+    task: Annotated[str | None, typer.Argument(help='e.g. "label tweets for toxicity"')] = None,
+    data: Annotated[Path | None, Opt("--data", help="CSV, TSV, JSON Lines or Parquet")] = None,
+    text_column: Annotated[str | None, Opt(help="column holding the text")] = None,
+    labels: Annotated[
+        str | None, Opt(help="labels, comma-separated (overrides the planner)")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        Opt("--model", help="voter: Hub id or local folder (repeatable; skips discovery)"),
+    ] = None,
+    out: Annotated[Path | None, Opt(help="folder for the labeler package [generated/]")] = None,
+    output: Annotated[Path | None, Opt(help="labeled data file (.csv, .jsonl, .parquet)")] = None,
+    offline: Annotated[bool, Opt("--offline", help="no Hub, no LLM")] = False,
+    llm_model: Annotated[str | None, Opt(help="LLM model name")] = None,
+    llm_base_url: Annotated[
+        str | None, Opt(help="OpenAI-compatible endpoint; key from OPENAI_API_KEY")
+    ] = None,
+    verifier: Annotated[str | None, Opt(help="llm | human | column:NAME | none")] = None,
+    sandbox: Annotated[str | None, Opt(help="process | docker | none")] = None,
+    min_agreement: Annotated[
+        float | None, Opt(help="rows with a lower winning vote share are disagreements [1.0]")
+    ] = None,
+    voters: Annotated[int | None, Opt(help="voters discovery keeps [3]")] = None,
+    pilot_rows: Annotated[int | None, Opt(help="pilot sample size [200]")] = None,
+    batch_size: Annotated[int | None, Opt(help="rows per model batch [32]")] = None,
+    device: Annotated[str | None, Opt(help="auto | cpu | cuda")] = None,
+    runs_dir: Annotated[
+        Path | None, Opt(help="where run folders live [.autoannotator/runs]")
+    ] = None,
+    resume: Annotated[str | None, Opt("--resume", help="continue an interrupted run")] = None,
+    yes: Annotated[bool, Opt("--yes", "-y", help="do not ask before spending")] = False,
+    json_summary: Annotated[
+        bool, Opt("--json", help="print a JSON summary last, on stdout")
+    ] = False,
+) -> None:
+    """Label a data set and emit a reproducible labeler package."""
+    from .runs import default_context, execute, load_request, prepare_run
+
+    flags = {
+        "text_column": text_column,
+        "labels": labels,
+        "models": tuple(model) if model else None,
+        "out": out,
+        "output": output,
+        "offline": offline or None,
+        "llm_model": llm_model,
+        "llm_base_url": llm_base_url,
+        "verifier": verifier,
+        "sandbox": sandbox,
+        "min_agreement": min_agreement,
+        "voters": voters,
+        "pilot_rows": pilot_rows,
+        "batch_size": batch_size,
+        "device": device,
+        "runs_dir": runs_dir,
+        "yes": yes or None,
+        "json_summary": json_summary or None,
+    }
+    reporter = ConsoleReporter()
+    if resume:
+        base = settings_from({"runs_dir": runs_dir} if runs_dir else {})
+        run_dir, settings = load_request(base.runs_dir, resume)
+        settings = settings.model_copy(
+            update={"yes": yes or settings.yes, "json_summary": json_summary}
+        )
+        context = default_context(settings, reporter)
+        reporter.stage("resume", resume)
+        result = _guarded(lambda: execute(None, resume, run_dir, context), resume)
+    else:
+        if not task or data is None:
+            raise UserInputError("give a TASK and --data FILE (or --resume RUN_ID)")
+        settings = settings_from(flags)
+        run = prepare_run(task, data, settings)
+        context = default_context(settings, reporter)
+        reporter.stage("run", f"{run.run_id} ({run.run_dir})")
+        result = _guarded(lambda: execute(run, run.run_id, Path(run.run_dir), context), run.run_id)
+    reporter.summary(summary_rows(result))
+    if settings.json_summary:
+        print(json.dumps(summary_json(result), indent=2))
+
+
+def _guarded(call, run_id: str) -> RunOutput:
+    """Run the graph; an error names the run so the user can resume it."""
+    try:
+        return call()
+    except AgentError as error:
+        error.args = (f"{error} [run {run_id}; after fixing, continue with --resume {run_id}]",)
+        raise
+
+
+def settings_from(flags: dict[str, Any]) -> Settings:
+    """Settings from environment variables, overridden by the flags that were given."""
+    try:
+        return Settings(**{name: value for name, value in flags.items() if value is not None})
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = str(problem["loc"][0]).replace("_", "-") if problem["loc"] else "settings"
+        raise UserInputError(f"--{field}: {problem['msg']}") from None
+
+
+def summary_json(result: RunOutput) -> dict[str, Any]:
+    labeling, verification = result.labeling, result.verification
+    return {
+        "package": result.package_path,
+        "output": result.output_path,
+        "rows": labeling.rows if labeling else 0,
+        "disagreements": labeling.disagreements if labeling else 0,
+        "escalations": {
+            "verifier": verification.verifier if verification else None,
+            "verified": verification.verified if verification else 0,
+            "unresolved": verification.unresolved if verification else 0,
+            "review_file": verification.review_path if verification else None,
+        },
+        "llm": {
+            "calls": verification.llm_calls if verification else 0,
+            "prompt_tokens": verification.prompt_tokens if verification else 0,
+            "completion_tokens": verification.completion_tokens if verification else 0,
+            "cost_usd": verification.cost_usd if verification else 0.0,
+        },
+        "voters": [voter.ref for voter in result.voters],
+        "labels": list(result.plan.label_names) if result.plan else [],
+    }
+
+
+def summary_rows(result: RunOutput) -> list[tuple[str, str]]:
+    data = summary_json(result)
+    escalations, llm = data["escalations"], data["llm"]
+    rows = [
+        ("labels", ", ".join(data["labels"])),
+        ("voters", ", ".join(data["voters"])),
+        ("rows", str(data["rows"])),
+        ("disagreements", str(data["disagreements"])),
+        ("verified", f"{escalations['verified']} by {escalations['verifier'] or '-'}"),
+        ("unresolved", str(escalations["unresolved"])),
+        (
+            "LLM calls / tokens",
+            f"{llm['calls']} / {llm['prompt_tokens'] + llm['completion_tokens']}",
+        ),
+        ("LLM cost", f"${llm['cost_usd']:.4f}"),
+        ("labeled data", str(data["output"])),
+        ("labeler package", str(data["package"])),
+    ]
+    if escalations["review_file"]:
+        rows.append(("review file", escalations["review_file"]))
+    return rows
+
+
+@app.command("doctor")
+def doctor_command(
+    llm_base_url: Annotated[str | None, Opt(help="OpenAI-compatible endpoint to check")] = None,
+) -> None:
+    """What this machine offers: sandboxes, Docker, GPU, LLM endpoint, Hub."""
+    from .doctor import run_checks
+
+    settings = settings_from({"llm_base_url": llm_base_url})
+    reporter = ConsoleReporter()
+    reporter.summary([(check.name, check.line) for check in run_checks(settings)])
+
+
+@sandbox_app.command(
+    "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def sandbox_exec_command(
+    command: Annotated[list[str], typer.Argument(help="command and its arguments, after --")],
+    kind: Annotated[str | None, Opt("--sandbox", help="process | docker | none")] = None,
+) -> None:
+    """Run COMMAND in the sandbox a labeler gets, with the current folder writable."""
+    from sandbox import make_sandbox
+
+    settings = settings_from({"sandbox": kind})
+    options = {}
+    if settings.sandbox == "docker":
+        options = {"image": settings.docker_image, "base_url": settings.docker_host}
+    box = make_sandbox(settings.sandbox, **options)
+    result = box.run(
+        command, Path.cwd(), on_output=lambda line: print(line, file=sys.stderr, flush=True)
+    )
+    sys.stdout.write(result.stdout)
+    if result.timed_out:
+        raise UserInputError("the command passed the sandbox's wall-time limit")
+    if result.killed_for_memory:
+        raise UserInputError("the command passed the sandbox's memory limit")
+    raise typer.Exit(result.returncode)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:
+        print(f"autoannotator-agent {__version__}")
+        return 0
+    if args and args[0] not in SUBCOMMANDS:
+        args = ["label", *args]
+    try:
+        app(args, prog_name="autoannotator-agent", standalone_mode=False)
+    except typer.Exit as done:
+        return done.exit_code
+    except typer.TyperException as error:
+        print(f"error: {error.format_message()}", file=sys.stderr)
+        return 2 if error.exit_code == 2 else 1
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except AgentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume RUN_ID", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        if os.environ.get("AUTOANNOTATOR_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"internal error: {type(error).__name__}: {error} "
+            "(set AUTOANNOTATOR_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,91 @@
+"""The agent, as a graph that reads like the design.
+
+plan_task -> (search_models | resolve_models) -> vet_models -> render_labeler
+-> lint_labeler -> run_labeler -> (verify_disagreements) -> emit_package
+
+``graph.py`` only wires: each node lives in ``agent/nodes/<name>.py``, each
+router is ``route_after_<node>``. A lint failure raises and stops the run (it
+is a template bug); a run with no disagreements skips verification. The graph
+is checkpointed in the run folder, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Literal
+
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from .context import RunContext
+from .nodes.emit_package import emit_package
+from .nodes.lint_labeler import lint_labeler
+from .nodes.plan_task import plan_task
+from .nodes.render_labeler import render_labeler
+from .nodes.resolve_models import resolve_models
+from .nodes.run_labeler import run_labeler
+from .nodes.search_models import search_models
+from .nodes.verify_disagreements import verify_disagreements
+from .nodes.vet_models import vet_models
+from .state import STATE_RECORDS, RunInput, RunOutput, RunState
+
+CHECKPOINTS = "checkpoints.sqlite"
+
+
+def route_after_plan_task(
+    state: RunState, runtime: Runtime[RunContext]
+) -> Literal["resolve_models", "search_models"]:
+    """Voters named with ``--model`` skip discovery."""
+    return "resolve_models" if runtime.context.settings.models else "search_models"
+
+
+def route_after_run_labeler(state: RunState) -> Literal["verify_disagreements", "emit_package"]:
+    """Only disagreements need verifying."""
+    return "verify_disagreements" if state.labeling.disagreements else "emit_package"
+
+
+def build_graph() -> StateGraph:
+    graph = StateGraph(
+        RunState, context_schema=RunContext, input_schema=RunInput, output_schema=RunOutput
+    )
+    for node in (
+        plan_task,
+        search_models,
+        resolve_models,
+        vet_models,
+        render_labeler,
+        lint_labeler,
+        run_labeler,
+        verify_disagreements,
+        emit_package,
+    ):
+        graph.add_node(node)
+    graph.add_edge(START, "plan_task")
+    graph.add_conditional_edges("plan_task", route_after_plan_task)
+    graph.add_edge("search_models", "vet_models")
+    graph.add_edge("resolve_models", "vet_models")
+    graph.add_edge("vet_models", "render_labeler")
+    graph.add_edge("render_labeler", "lint_labeler")
+    graph.add_edge("lint_labeler", "run_labeler")
+    graph.add_conditional_edges("run_labeler", route_after_run_labeler)
+    graph.add_edge("verify_disagreements", "emit_package")
+    graph.add_edge("emit_package", END)
+    return graph
+
+
+def serializer() -> JsonPlusSerializer:
+    """The checkpoint serialiser, allowed to restore exactly our state records."""
+    allowed = [(record.__module__, record.__name__) for record in STATE_RECORDS]
+    return JsonPlusSerializer(allowed_msgpack_modules=allowed)
+
+
+def open_checkpointer(run_dir: Path) -> SqliteSaver:
+    connection = sqlite3.connect(run_dir / CHECKPOINTS, check_same_thread=False)
+    return SqliteSaver(connection, serde=serializer())
+
+
+def compile_graph(run_dir: Path):
+    return build_graph().compile(checkpointer=open_checkpointer(run_dir))

@@ -1,0 +1,162 @@
+"""The LLM judge: verdicts for disagreement rows, several rows per request.
+
+Instructions and label definitions go once per batch; texts go as JSON data.
+Every answer is validated: a label outside the set, a missing verdict, an
+abstention or a malformed reply sends that row alone to the LLM once more,
+and a row that still has no valid verdict is ``unresolved`` (for human
+review). Nothing is ever mapped to a default label.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field, create_model
+
+from .errors import LLMUnavailableError, ModelOutputError
+from .llm import LanguageModel, Message, TokenUsage
+from .prompts import Prompt, load_prompt
+from .state import TaskPlan
+
+ABSTAIN = "abstain"
+MAX_TEXT_CHARS = 4000
+"""Longer texts are cut for the judge (the label stays about the whole text's gist)."""
+CONSECUTIVE_FAILURES_TO_STOP = 3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    row: int
+    label: str | None
+    source: str
+    """``llm`` or ``unresolved``."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One LLM request, for the ledger."""
+
+    rows: int
+    usage: TokenUsage
+    latency_s: float
+    outcome: str
+
+
+@dataclass
+class JudgeStats:
+    calls: list[CallRecord] = field(default_factory=list)
+
+    @property
+    def usage(self) -> TokenUsage:
+        total = TokenUsage()
+        for call in self.calls:
+            total = total + call.usage
+        return total
+
+
+def verdict_schema(labels: Sequence[str]) -> type[BaseModel]:
+    """The reply schema; the label enum is advertised to the LLM but validated here, per row."""
+    choices = [*labels, ABSTAIN]
+    label = Field(description="one of the labels, or abstain", json_schema_extra={"enum": choices})
+    item = create_model(
+        "Verdict",
+        id=(int, Field(description="the item's id")),
+        label=(str, label),
+        reason=(str, Field(description="at most 20 words")),
+    )
+    return create_model("Verdicts", verdicts=(list[item], ...))
+
+
+class Judge:
+    def __init__(
+        self,
+        llm: LanguageModel,
+        plan: TaskPlan,
+        batch_size: int,
+        on_call: Callable[[CallRecord], None] | None = None,
+    ) -> None:
+        self.llm = llm
+        self.plan = plan
+        self.batch_size = batch_size
+        self.schema = verdict_schema(plan.label_names)
+        self.stats = JudgeStats()
+        self._on_call = on_call
+        self._failures = 0
+
+    @property
+    def prompt_id(self) -> str:
+        return self._prompt([]).id
+
+    def _prompt(self, items: list[dict[str, Any]]) -> Prompt:
+        return load_prompt(
+            "verify_disagreements",
+            task_json=json.dumps(self.plan.task, ensure_ascii=False),
+            labels_json=json.dumps(
+                {label.name: label.description for label in self.plan.labels}, ensure_ascii=False
+            ),
+            items_json=json.dumps(items, ensure_ascii=False, indent=1),
+        )
+
+    def judge(self, rows: Sequence[dict[str, Any]]) -> list[Verdict]:
+        """Verdicts for one batch of disagreement records (``row``, ``text``, ``votes``)."""
+        answers, problem = self._ask(rows)
+        verdicts = []
+        for index, record in enumerate(rows):
+            label, reason = answers.get(index, (None, problem or "no verdict for this row"))
+            if label is None:
+                label, reason = self._ask_alone(record, reason)
+            if label is None:
+                verdicts.append(Verdict(record["row"], None, "unresolved", reason))
+            else:
+                verdicts.append(Verdict(record["row"], label, "llm", reason))
+        return verdicts
+
+    def _ask_alone(self, record: dict[str, Any], first_problem: str) -> tuple[str | None, str]:
+        answers, problem = self._ask([record])
+        label, reason = answers.get(0, (None, problem or "no verdict"))
+        if label is None:
+            return None, f"{first_problem}; retry: {reason}"
+        return label, reason
+
+    def _ask(self, rows: Sequence[dict[str, Any]]) -> tuple[dict[int, tuple[str | None, str]], str]:
+        """Answers by item id (label None and the problem when invalid), or a batch problem."""
+        if self._failures >= CONSECUTIVE_FAILURES_TO_STOP:
+            return {}, "LLM unavailable; left for review"
+        items = [
+            {"id": i, "text": r["text"][:MAX_TEXT_CHARS], "votes": r["votes"]}
+            for i, r in enumerate(rows)
+        ]
+        prompt = self._prompt(items)
+        messages = [Message("system", prompt.system), Message("user", prompt.user)]
+        try:
+            reply = self.llm.structured(messages, self.schema)
+        except LLMUnavailableError as error:
+            self._failures += 1
+            self._record(CallRecord(len(rows), TokenUsage(), 0.0, f"unavailable: {error}"))
+            return {}, f"LLM unavailable ({error})"
+        except ModelOutputError as error:
+            usage = getattr(error, "usage", TokenUsage())
+            self._record(CallRecord(len(rows), usage, 0.0, "malformed"))
+            return {}, f"malformed answer ({error})"
+        self._failures = 0
+        self._record(CallRecord(len(rows), reply.usage, reply.latency_s, "ok"))
+        answers: dict[int, tuple[str | None, str]] = {}
+        for verdict in reply.value.verdicts:
+            if verdict.id not in range(len(rows)) or verdict.id in answers:
+                continue
+            if verdict.label in self.plan.label_names:
+                answers[verdict.id] = (verdict.label, verdict.reason.strip())
+            elif verdict.label == ABSTAIN:
+                answers[verdict.id] = (None, f"abstained: {verdict.reason.strip()}")
+            else:
+                answers[verdict.id] = (None, f"answered {verdict.label!r}, not a task label")
+        return answers, ""
+
+    def _record(self, call: CallRecord) -> None:
+        self.stats.calls.append(call)
+        if self._on_call is not None:
+            self._on_call(call)

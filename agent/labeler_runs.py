@@ -1,0 +1,137 @@
+"""Running a rendered labeler package in the sandbox, and reading its progress.
+
+The agent labels nothing itself: for the pilot and for the full run it starts
+the package's own CLI inside the sandbox, with the package, the input and the
+model cache mounted read-only and a fresh writable work folder, then reads
+the output file back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox import Limits, Sandbox
+
+from .errors import LabelerRunError, SandboxLimitError
+from .settings import Settings
+
+GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class LabelerJob:
+    package_dir: Path
+    module: str
+    input_path: Path
+    output_path: Path
+    """Must lie inside ``workdir``."""
+    workdir: Path
+    text_column: str
+
+
+@dataclass(frozen=True)
+class LabelerOutcome:
+    rows: int
+    needs_review: int
+    seconds: float
+
+
+def hf_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def limits_for(settings: Settings) -> Limits:
+    gpus = settings.device == "cuda"
+    return Limits(
+        wall_seconds=settings.labeler_timeout_s,
+        memory_bytes=int(settings.labeler_memory_gb * GiB),
+        gpus=gpus,
+    )
+
+
+def run_labeler_job(
+    sandbox: Sandbox,
+    job: LabelerJob,
+    settings: Settings,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> LabelerOutcome:
+    """Run the package's CLI over ``job.input_path``; raise with the reason when it fails."""
+    job.workdir.mkdir(parents=True, exist_ok=True)
+    command = [
+        sandbox.python,
+        "-m",
+        job.module,
+        str(job.input_path),
+        "--output",
+        str(job.output_path),
+        "--text-column",
+        job.text_column,
+        "--batch-size",
+        str(settings.batch_size),
+        "--chunk-size",
+        str(settings.chunk_size),
+        "--device",
+        settings.device,
+        "--min-agreement",
+        repr(settings.min_agreement),
+        "--progress",
+        "json",
+    ]
+    cache = hf_cache_dir()
+    mounts = [job.package_dir, job.input_path] + ([cache] if cache.is_dir() else [])
+    env = {"PYTHONPATH": str(job.package_dir), "HF_HUB_CACHE": str(cache)}
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    events: list[dict] = []
+
+    def on_output(line: str) -> None:
+        event = _event(line)
+        if event is None:
+            return
+        events.append(event)
+        if event.get("event") == "progress" and on_progress is not None:
+            on_progress(int(event["rows"]), int(event["total"]))
+
+    limits = limits_for(settings)
+    result = sandbox.run(command, job.workdir, mounts, env, limits, on_output)
+    if result.timed_out:
+        raise SandboxLimitError(
+            f"the labeler passed the wall-time limit of {limits.wall_seconds:.0f} s "
+            "(raise --labeler-timeout-s); results of earlier steps are kept in the run folder"
+        )
+    if result.killed_for_memory:
+        raise SandboxLimitError(
+            f"the labeler passed the memory limit of {settings.labeler_memory_gb:g} GiB "
+            "(raise --labeler-memory-gb or lower --batch-size)"
+        )
+    if result.returncode != 0:
+        raise LabelerRunError(f"the labeler failed (exit {result.returncode}): {_reason(result)}")
+    done = next((e for e in reversed(events) if e.get("event") == "done"), None)
+    if done is None or not job.output_path.exists():
+        raise LabelerRunError("the labeler exited without writing its output")
+    return LabelerOutcome(int(done["rows"]), int(done["needs_review"]), float(done["seconds"]))
+
+
+def _event(line: str) -> dict | None:
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _reason(result) -> str:
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    if errors:
+        return errors[-1][len("error:") :].strip()
+    return lines[-1].strip() if lines else "no output"

@@ -1,0 +1,103 @@
+"""Mapping a model's own labels onto the task's labels.
+
+A wrong mapping is the most common silent failure in this field (the public
+AutoAnnotator code assumes index 1 means "toxic" in every model), so a model
+is accepted only when each of its labels maps, by name or known synonym, to a
+task label or to ``ignore``, and the mapped labels cover at least two of the
+task's labels. Anything else is refused with a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from templates.labeler.pkg.config import IGNORE
+
+_SYNONYM_GROUPS: tuple[frozenset[str], ...] = tuple(
+    frozenset(group)
+    for group in (
+        {"toxic", "toxicity", "offensive", "abusive", "insult", "insulting", "obscene", "harmful",
+         "profane", "profanity", "hate", "hateful", "hate speech", "severe toxic", "bad"},
+        {"non toxic", "nontoxic", "not toxic", "clean", "normal", "safe", "benign", "ok",
+         "non offensive", "not offensive", "nonoffensive", "acceptable", "neither", "none",
+         "no hate", "non hate", "not hate", "neutral"},
+        {"positive", "pos", "good", "favorable", "favourable"},
+        {"negative", "neg", "bad", "unfavorable", "unfavourable"},
+        {"neutral", "neu", "mixed"},
+        {"spam", "junk", "scam"},
+        {"ham", "not spam", "non spam", "legit", "legitimate"},
+        {"hate", "hateful", "hate speech", "hatespeech"},
+        {"offensive", "abusive", "insult", "offensive language"},
+    )
+)  # fmt: skip
+IGNORABLE = frozenset({"neutral", "neu", "mixed", "other", "unknown", "irrelevant", "none"})
+"""Model labels that may be ignored when the task has no matching label."""
+_OPAQUE = re.compile(r"(label ?)?\d+")
+
+
+def normalize(label: str) -> str:
+    """Lowercase words: ``Non-Toxic`` and ``non_toxic`` both become ``non toxic``."""
+    return " ".join(re.split(r"[\s_\-]+", label.strip().lower())).strip()
+
+
+def is_opaque(label: str) -> bool:
+    """``LABEL_0``, ``0``: names that say nothing about meaning."""
+    return bool(_OPAQUE.fullmatch(normalize(label)))
+
+
+@dataclass(frozen=True)
+class LabelMapping:
+    mapping: dict[str, str]
+    """Model label -> task label or ``ignore``; complete when ``reason`` is None."""
+    reason: str | None
+    """Why the model cannot be used, or None."""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def _synonyms(task_label: str) -> set[str]:
+    """The task label and every synonym group it belongs to."""
+    names = {normalize(task_label)}
+    for group in _SYNONYM_GROUPS:
+        if names & group:
+            names |= group
+    return names
+
+
+def _match(model_label: str, task_labels: Sequence[str]) -> list[str]:
+    wanted = normalize(model_label)
+    exact = [label for label in task_labels if normalize(label) == wanted]
+    if exact:
+        return exact
+    return [label for label in task_labels if wanted in _synonyms(label)]
+
+
+def map_labels(model_labels: Sequence[str], task_labels: Sequence[str]) -> LabelMapping:
+    """Map each model label to a task label, ``ignore``, or refuse the model with a reason."""
+    if all(is_opaque(label) for label in model_labels):
+        names = ", ".join(model_labels)
+        return LabelMapping({}, f"its labels ({names}) are opaque: they do not say what they mean")
+    mapping: dict[str, str] = {}
+    for model_label in model_labels:
+        matches = _match(model_label, task_labels)
+        if len(matches) == 1:
+            mapping[model_label] = matches[0]
+        elif len(matches) > 1:
+            return LabelMapping(
+                {}, f"its label {model_label!r} could mean any of {sorted(matches)}"
+            )
+        elif normalize(model_label) in IGNORABLE:
+            mapping[model_label] = IGNORE
+        else:
+            return LabelMapping(
+                {},
+                f"its label {model_label!r} matches none of the task's labels {list(task_labels)}",
+            )
+    covered = {target for target in mapping.values() if target != IGNORE}
+    if len(covered) < min(2, len(task_labels)):
+        return LabelMapping({}, f"its labels cover only {sorted(covered)} of {list(task_labels)}")
+    return LabelMapping(mapping, None)

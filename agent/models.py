@@ -1,0 +1,186 @@
+"""Turning model references (local folders, Hub ids) into vetted voter candidates.
+
+A model is accepted only when it ships safetensors weights, needs no remote
+code, and its labels map onto the task's (see :mod:`agent.labels`). Each
+refusal carries a reason a person can read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+
+from .errors import UserInputError
+from .hub import MODEL_FILE_PATTERNS, HubModel, ModelHub
+from .labels import map_labels
+from .state import Candidate, Rejection
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """Facts read from a model folder's files."""
+
+    path: Path
+    model_labels: tuple[str, ...]
+    has_safetensors: bool
+    remote_code: bool
+    parameters: int | None
+
+
+def read_model_folder(path: Path) -> ModelFolder:
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise UserInputError(f"{path}: not a model folder (no config.json)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"{config_path}: unreadable ({error})") from None
+    # Without id2label, transformers names the classes LABEL_0..LABEL_{n-1}.
+    id2label = config.get("id2label") or {
+        str(i): f"LABEL_{i}" for i in range(int(config.get("num_labels", 2)))
+    }
+    try:
+        labels = tuple(str(id2label[key]) for key in sorted(id2label, key=int))
+    except ValueError:
+        raise UserInputError(f"{config_path}: id2label keys are not integers") from None
+    weights = sorted(path.glob("*.safetensors"))
+    return ModelFolder(
+        path=path,
+        model_labels=labels,
+        has_safetensors=bool(weights),
+        remote_code="auto_map" in config,
+        parameters=sum(_safetensors_parameters(w) for w in weights) if weights else None,
+    )
+
+
+def _safetensors_parameters(path: Path) -> int:
+    """Parameter count from a safetensors header, without loading the tensors."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return sum(prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
+
+
+def labeler_files(path: Path) -> list[Path]:
+    """The files of a model folder a labeler needs (config, safetensors, tokenizer)."""
+    chosen = {f for pattern in MODEL_FILE_PATTERNS for f in path.glob(pattern) if f.is_file()}
+    return sorted(chosen)
+
+
+def file_hashes(path: Path) -> dict[str, str]:
+    hashes = {}
+    for file in labeler_files(path):
+        digest = hashlib.sha256()
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        hashes[file.name] = digest.hexdigest()
+    return hashes
+
+
+def content_revision(hashes: dict[str, str]) -> str:
+    """A revision id for local files: sha256 over their names and hashes."""
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+
+
+def voter_name(reference: str, taken: set[str]) -> str:
+    """A short identifier for output columns, unique among ``taken``."""
+    base = reference.rstrip("/").split("/")[-1].lower()
+    base = re.sub(r"[^a-z0-9]+", "_", base).strip("_")[:32] or "voter"
+    if not base[0].isalpha():
+        base = f"v_{base}"
+    name, counter = base, 2
+    while name in taken:
+        name, counter = f"{base}_{counter}", counter + 1
+    taken.add(name)
+    return name
+
+
+def check_model_reference(reference: str) -> None:
+    """Refuse at once a ``--model`` that is neither an existing folder nor a Hub id."""
+    path = Path(reference).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserInputError(f"--model {reference}: not a folder")
+        read_model_folder(path)
+        return
+    if not HUB_ID.fullmatch(reference):
+        raise UserInputError(f"--model {reference}: no such folder, and not a Hub id (owner/name)")
+
+
+def vet_folder(
+    reference: str,
+    folder: ModelFolder,
+    task_labels: tuple[str, ...],
+    *,
+    name: str,
+    origin: str,
+    revision: str | None = None,
+    license_name: str = "unknown",
+    downloads: int | None = None,
+) -> Candidate | Rejection:
+    """A candidate when the folder is safe and its labels map, else a rejection with the reason."""
+    if not folder.has_safetensors:
+        return Rejection(ref=reference, reason="no safetensors weights (pickle files are refused)")
+    if folder.remote_code:
+        return Rejection(ref=reference, reason="needs remote code (trust_remote_code is refused)")
+    mapping = map_labels(folder.model_labels, task_labels)
+    if not mapping.ok:
+        return Rejection(ref=reference, reason=mapping.reason or "")
+    hashes = file_hashes(folder.path)
+    return Candidate(
+        name=name,
+        ref=reference,
+        origin=origin,
+        path=str(folder.path.resolve()),
+        revision=revision or content_revision(hashes),
+        model_labels=folder.model_labels,
+        label_map=mapping.mapping,
+        license=license_name,
+        parameters=folder.parameters,
+        downloads=downloads,
+        files=hashes,
+    )
+
+
+def hub_precheck(model: HubModel, language: str) -> str | None:
+    """Why a Hub model is refused from its metadata alone, or None."""
+    if model.gated or model.private:
+        return "gated or private"
+    if model.remote_code:
+        return "needs remote code (trust_remote_code is refused)"
+    if not any(name.endswith(".safetensors") for name in model.files):
+        return "no safetensors weights (pickle files are refused)"
+    if model.pipeline_tag not in (None, "text-classification"):
+        return f"pipeline tag is {model.pipeline_tag}, not text-classification"
+    if (
+        model.languages
+        and language not in model.languages
+        and "multilingual" not in model.languages
+    ):
+        return f"languages {list(model.languages)} do not include {language}"
+    return None
+
+
+def fetch_hub_candidate(
+    hub: ModelHub, model: HubModel, task_labels: tuple[str, ...], name: str
+) -> Candidate | Rejection:
+    """Download a Hub model's labeler files at its exact commit and vet them."""
+    folder = read_model_folder(hub.download(model.id, model.sha))
+    return vet_folder(
+        model.id,
+        folder,
+        task_labels,
+        name=name,
+        origin="hub",
+        revision=model.sha,
+        license_name=model.license,
+        downloads=model.downloads,
+    )

@@ -1,0 +1,1 @@
+"""One module per graph node, each named after the node (``verb_noun``)."""

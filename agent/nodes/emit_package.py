@@ -1,0 +1,115 @@
+"""emit_package: write the labeled data and the labeler package.
+
+The labeled data is the labeler's own output with each verified row's label
+and its source filled in; it is written atomically. The package gets its
+model card's metrics from this run, then is copied to ``--out`` atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from langgraph.runtime import Runtime
+
+from templates.labeler.pkg.tabular import TableWriter, read_columns
+
+from ..context import RunContext
+from ..data import iter_rows
+from ..packaging import build_spec, emit, provenance, selection_notes
+from ..rendering import render_package
+from ..state import RunState
+from .render_labeler import llm_info
+from .verify_disagreements import read_jsonl
+
+README = "README.md"
+
+
+def default_output_path(state: RunState, out_dir: Path) -> Path:
+    data = Path(state.dataset.path)
+    return out_dir / f"{data.stem}.labeled{data.suffix.lower()}"
+
+
+def emit_package(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    context = runtime.context
+    settings = context.settings
+    context.reporter.stage("emit_package", str(settings.out))
+    output_path = Path(settings.output or default_output_path(state, settings.out))
+    sources = write_labeled_data(state, output_path)
+    metrics = run_metrics(state, sources)
+    package_dir = Path(state.package_dir)
+    spec = build_spec(
+        state.plan,
+        state.voters,
+        settings,
+        selection_notes=selection_notes(state),
+        metrics=metrics,
+    )
+    readme = render_package(spec, provenance(state, settings, llm_info(context)))[README]
+    (package_dir / README).write_text(readme, encoding="utf-8")
+    package_path = emit(package_dir, Path(settings.out) / spec.name)
+    report = {"metrics": metrics, "output": str(output_path), "package": str(package_path)}
+    (Path(state.run_dir) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    context.reporter.info(f"labeled data: {output_path}")
+    context.reporter.info(f"labeler package: {package_path}")
+    return {"output_path": str(output_path), "package_path": str(package_path)}
+
+
+def write_labeled_data(state: RunState, output_path: Path) -> Counter:
+    """Merge the verdicts into the labeler's output; returns the count of rows per source."""
+    verdicts = {}
+    if state.verification is not None:
+        verdicts = {v["row"]: v for v in read_jsonl(Path(state.verification.verdicts_path))}
+    labeled = Path(state.labeling.output_path)
+    columns = [c for c in read_columns(labeled) if c != "needs_review"]
+    columns.insert(columns.index("label") + 1, "source")
+    sources: Counter = Counter()
+    with TableWriter(output_path, columns) as writer:
+        batch = []
+        for row_number, row in enumerate(iter_rows(labeled)):
+            needs_review = row.pop("needs_review")
+            if needs_review is True or str(needs_review).lower() == "true":
+                verdict = verdicts.get(row_number)
+                if verdict is None:
+                    row["label"], row["source"] = None, "unresolved"
+                else:
+                    row["label"], row["source"] = verdict["label"], verdict["source"]
+            else:
+                row["source"] = "consensus"
+            sources[row["source"]] += 1
+            batch.append(row)
+            if len(batch) == 10_000:
+                writer.write(batch)
+                batch = []
+        writer.write(batch)
+    return sources
+
+
+def run_metrics(state: RunState, sources: Counter) -> dict[str, str]:
+    """Figures for the model card and the run report, as display strings."""
+    labeling = state.labeling
+    rows = max(labeling.rows, 1)
+    seconds = max(labeling.seconds, 1e-9)
+    metrics = {
+        "rows labeled": str(labeling.rows),
+        "voter disagreements": f"{labeling.disagreements} ({labeling.disagreements / rows:.1%})",
+        "labeling time": f"{labeling.seconds:.1f} s ({labeling.rows / seconds:.0f} rows/s)",
+    }
+    for source in ("consensus", "llm", "human", "vote", "unresolved"):
+        if sources.get(source):
+            metrics[f"rows from {source}"] = str(sources[source])
+    verification = state.verification
+    if verification is not None and verification.llm_calls:
+        metrics["LLM calls"] = str(verification.llm_calls)
+        metrics["LLM tokens (prompt / completion)"] = (
+            f"{verification.prompt_tokens} / {verification.completion_tokens}"
+        )
+        metrics["LLM cost"] = f"${verification.cost_usd:.4f}"
+    if state.pilot is not None:
+        for score in state.pilot.scores:
+            if score.selected:
+                metrics[f"pilot consensus agreement of {score.name}"] = (
+                    f"{score.consensus_agreement:.1%}"
+                )
+    return metrics

@@ -1,0 +1,50 @@
+"""resolve_models: the user named the voters (``--model``); fetch and vet each one.
+
+Discovery is skipped, but safety is not: every named model must ship
+safetensors, need no remote code, and have labels that map onto the task's.
+A named model that fails is an error with its reason, not a silent drop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from langgraph.runtime import Runtime
+
+from ..context import RunContext
+from ..errors import UserInputError
+from ..models import fetch_hub_candidate, hub_precheck, read_model_folder, vet_folder, voter_name
+from ..state import Candidate, Rejection, RunState
+
+
+def resolve_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    context = runtime.context
+    refs = context.settings.models
+    context.reporter.stage("resolve_models", ", ".join(refs))
+    taken: set[str] = set()
+    candidates: list[Candidate] = []
+    for ref in refs:
+        outcome = resolve_reference(ref, state, context, voter_name(ref, taken))
+        if isinstance(outcome, Rejection):
+            raise UserInputError(f"--model {ref} cannot be used: {outcome.reason}")
+        candidates.append(outcome)
+    return {"candidates": tuple(candidates)}
+
+
+def resolve_reference(
+    ref: str, state: RunState, context: RunContext, name: str
+) -> Candidate | Rejection:
+    """A local folder, or a Hub model downloaded at its current commit."""
+    labels = state.plan.label_names
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        folder = read_model_folder(path)
+        return vet_folder(ref, folder, labels, name=name, origin="local")
+    if context.hub is None:
+        raise UserInputError(f"--model {ref}: not a local folder, and the Hub is off (--offline)")
+    model = context.hub.info(ref)
+    reason = hub_precheck(model, state.plan.language)
+    if reason is not None:
+        return Rejection(ref=ref, reason=reason)
+    context.reporter.info(f"downloading {ref} at {model.sha[:12]}")
+    return fetch_hub_candidate(context.hub, model, labels, name)

@@ -1,0 +1,91 @@
+"""run_labeler: run the lint-clean package over the whole input, in the sandbox.
+
+Afterwards the rows the voters disagree on are collected, with their text and
+every vote, into ``disagreements.jsonl`` for verification. Rerunning this node
+after an interruption resumes the labeler at its first unfinished chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from langgraph.runtime import Runtime
+
+from templates.labeler.pkg.engine import added_columns, input_renames
+
+from ..context import RunContext
+from ..data import iter_rows
+from ..labeler_runs import LabelerJob, run_labeler_job
+from ..packaging import package_names
+from ..state import LabelingResult, RunState
+
+
+def run_labeler(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    context = runtime.context
+    plan = state.plan
+    context.reporter.stage("run_labeler", f"{state.dataset.rows} rows")
+    workdir = Path(state.run_dir) / "labeled"
+    input_path = Path(state.dataset.path)
+    job = LabelerJob(
+        package_dir=Path(state.package_dir),
+        module=package_names(plan)[1],
+        input_path=input_path,
+        output_path=workdir / f"output{input_path.suffix.lower()}",
+        workdir=workdir,
+        text_column=plan.text_column,
+    )
+    outcome = run_labeler_job(
+        context.sandbox,
+        job,
+        context.settings,
+        lambda done, total: context.reporter.progress("labeling", done, total),
+    )
+    disagreements_path = Path(state.run_dir) / "disagreements.jsonl"
+    count = collect_disagreements(job.output_path, disagreements_path, state)
+    context.reporter.info(
+        f"labeled {outcome.rows} rows in {outcome.seconds:.1f} s; "
+        f"{count} disagreements ({count / max(outcome.rows, 1):.1%})"
+    )
+    return {
+        "labeling": LabelingResult(
+            output_path=str(job.output_path),
+            rows=outcome.rows,
+            disagreements=count,
+            seconds=outcome.seconds,
+            disagreements_path=str(disagreements_path),
+        )
+    }
+
+
+def collect_disagreements(labeled: Path, target: Path, state: RunState) -> int:
+    """Write the rows flagged ``needs_review`` (row number, text, votes) as JSON Lines."""
+    text_column = _output_text_column(state)
+    temporary = target.with_suffix(".tmp")
+    count = 0
+    with open(temporary, "w", encoding="utf-8") as handle:
+        for row_number, row in enumerate(iter_rows(labeled)):
+            if not _truthy(row["needs_review"]):
+                continue
+            record = {
+                "row": row_number,
+                "text": "" if row.get(text_column) is None else str(row.get(text_column)),
+                "vote": row["label"],
+                "agreement": float(row["agreement"]),
+                "votes": {v.name: row[f"label_{v.name}"] for v in state.voters},
+                "probabilities": {v.name: float(row[f"prob_{v.name}"]) for v in state.voters},
+            }
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    temporary.replace(target)
+    return count
+
+
+def _output_text_column(state: RunState) -> str:
+    reserved = added_columns([voter.name for voter in state.voters])
+    renames = input_renames(state.dataset.columns, reserved)
+    return renames.get(state.plan.text_column, state.plan.text_column)
+
+
+def _truthy(value) -> bool:
+    return value is True or str(value).lower() == "true"

@@ -1,0 +1,207 @@
+"""Building the labeler package on disk: spec, staging, lint gate, promotion, emission.
+
+Rendered files go to a staging folder; only after the lint gate passes is the
+staging folder renamed into the run's package folder, so nothing unlinted is
+ever used or emitted. Local models are bundled into the package (hard links
+in the run folder, real copies when emitted); Hub models are referenced by
+id and pinned commit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from .lint import format_and_lint
+from .package import PackageSpec, Provenance, VoterEntry, slug
+from .rendering import render_package
+from .settings import Settings
+from .state import Candidate, RunState, TaskPlan
+
+RUNTIME_DISTRIBUTIONS = (
+    "numpy",
+    "safetensors",
+    "tokenizers",
+    "torch",
+    "tqdm",
+    "transformers",
+    "huggingface_hub",
+)
+"""What the generated labeler imports; pinned to the versions the agent ran it with."""
+SAMPLE_TEXTS = (
+    "Thank you so much, this was really helpful!",
+    "This is the worst service I have ever had, you idiots.",
+    "The meeting has been moved to 3 pm on Thursday.",
+)
+
+
+def pinned(distribution: str, fallback: str) -> str:
+    """``name==version`` of an installed distribution (local build tags dropped)."""
+    try:
+        version = metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return f"{distribution}{fallback}"
+    return f"{distribution}=={version.split('+', 1)[0]}"
+
+
+def runtime_requirements() -> tuple[str, ...]:
+    return tuple(pinned(name, ">=0") for name in RUNTIME_DISTRIBUTIONS)
+
+
+def runtime_extras() -> dict[str, tuple[str, ...]]:
+    return {"parquet": (pinned("pyarrow", ">=17"),), "test": (pinned("pytest", ">=8"),)}
+
+
+def default_base_image(requirements: Sequence[str]) -> str:
+    torch = next((r for r in requirements if r.startswith("torch==")), "torch==2.11.0")
+    return f"pytorch/pytorch:{torch.split('==', 1)[1]}-cuda12.8-cudnn9-runtime"
+
+
+def package_names(plan: TaskPlan) -> tuple[str, str]:
+    """Distribution and module names, from the task family (``toxicity-labeler``)."""
+    base = slug(plan.family if plan.family not in ("other", "topic") else plan.task)
+    name = f"{base}-labeler"
+    return name, name.replace("-", "_")
+
+
+def voter_entry(candidate: Candidate) -> VoterEntry:
+    if candidate.origin == "hub":
+        source = f"hub:{candidate.ref}"
+    else:
+        source = f"bundled:models/{candidate.name}"
+    return VoterEntry(
+        name=candidate.name,
+        kind=candidate.kind,
+        source=source,
+        revision=candidate.revision,
+        label_map=candidate.label_map,
+        origin=candidate.ref,
+        license=candidate.license,
+        files=candidate.files,
+    )
+
+
+def build_spec(
+    plan: TaskPlan,
+    voters: Sequence[Candidate],
+    settings: Settings,
+    *,
+    selection_notes: Sequence[str] = (),
+    metrics: dict[str, str] | None = None,
+) -> PackageSpec:
+    name, module = package_names(plan)
+    requirements = runtime_requirements()
+    return PackageSpec(
+        name=name,
+        module=module,
+        title=f"{plan.family.capitalize()} labeler ({', '.join(plan.label_names)})",
+        task=plan.task,
+        labels=plan.label_names,
+        label_descriptions={label.name: label.description for label in plan.labels},
+        text_column=plan.text_column,
+        min_agreement=settings.min_agreement,
+        voters=tuple(voter_entry(v) for v in voters),
+        requirements=requirements,
+        extras=runtime_extras(),
+        base_image=default_base_image(requirements),
+        sample_texts=SAMPLE_TEXTS,
+        selection_notes=tuple(selection_notes),
+        metrics=metrics or {},
+    )
+
+
+def selection_notes(state: RunState) -> list[str]:
+    """Why the voters are what they are: pilot scores, then refusals."""
+    notes = [score.note for score in state.pilot.scores] if state.pilot else []
+    return notes + [f"{r.ref}: refused, {r.reason}" for r in state.rejections]
+
+
+def provenance(state: RunState, settings: Settings, llm_info: dict | None) -> Provenance:
+    return Provenance(
+        run_id=state.run_id,
+        plan=state.plan.model_dump(mode="json"),
+        data=state.dataset.model_dump(mode="json"),
+        llm=llm_info,
+        settings=settings.model_dump(mode="json", exclude={"llm_api_key"}),
+    )
+
+
+def write_tree(
+    folder: Path,
+    spec: PackageSpec,
+    prov: Provenance,
+    voters: Sequence[Candidate],
+    *,
+    link: bool,
+) -> Path:
+    """Render the package into ``folder`` (replaced if present) and bundle local models."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for relative, content in render_package(spec, prov).items():
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
+    for candidate in voters:
+        if candidate.origin == "local":
+            destination = folder / spec.module / "models" / candidate.name
+            destination.mkdir(parents=True)
+            for relative in candidate.files:
+                _place(Path(candidate.path) / relative, destination / relative, link=link)
+    return folder
+
+
+def _place(source: Path, target: Path, *, link: bool) -> None:
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass  # another filesystem: fall back to a copy
+    shutil.copy2(source, target)
+
+
+def build_package(
+    folder: Path, spec: PackageSpec, prov: Provenance, voters: Sequence[Candidate]
+) -> Path:
+    """Render into a staging sibling, lint it, then move it into ``folder``."""
+    staging = folder.with_name(folder.name + ".staging")
+    write_tree(staging, spec, prov, voters, link=True)
+    format_and_lint(staging)
+    promote(staging, folder)
+    return folder
+
+
+def promote(staging: Path, folder: Path) -> None:
+    """Replace ``folder`` with ``staging`` (both in the same parent)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
+
+
+def emit(package_dir: Path, destination: Path) -> Path:
+    """Copy the package to ``destination`` atomically: a temporary sibling, then a rename."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        shutil.copytree(
+            package_dir,
+            temporary,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+        if destination.exists():
+            retired = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+            os.replace(destination, retired)
+            os.replace(temporary, destination)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(temporary, destination)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return destination

@@ -1,0 +1,107 @@
+"""Starting and resuming runs: the run folder, its saved request, the graph invocation.
+
+Everything a run writes lives in ``<runs dir>/<run id>/``. The input is
+validated before that folder exists, so bad input leaves nothing behind. The
+request (task, data, settings without secrets) is saved there, so
+``--resume RUN_ID`` continues with exactly the settings the run started with.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from .context import Reporter, RunContext
+from .data import inspect_dataset
+from .errors import RunStateError
+from .graph import compile_graph
+from .hub import HfHub
+from .llm import OpenAIChatModel
+from .models import check_model_reference
+from .settings import Settings
+from .state import RunInput, RunOutput
+
+REQUEST_FILE = "request.json"
+RECURSION_LIMIT = 50
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def default_context(settings: Settings, reporter: Reporter) -> RunContext:
+    """The real clients, built from settings (tests inject their own)."""
+    from sandbox import make_sandbox
+
+    llm = None
+    if settings.llm_configured:
+        llm = OpenAIChatModel(
+            settings.llm_model,
+            api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+            base_url=settings.llm_base_url,
+            timeout_s=settings.llm_timeout_s,
+            max_retries=settings.llm_max_retries,
+            method=settings.llm_structured_method,
+        )
+    hub = None if settings.offline else HfHub(settings.hf_endpoint)
+    options: dict[str, Any] = {}
+    if settings.sandbox == "docker":
+        options = {"image": settings.docker_image, "base_url": settings.docker_host}
+    return RunContext(
+        settings=settings,
+        sandbox=make_sandbox(settings.sandbox, **options),
+        reporter=reporter,
+        llm=llm,
+        hub=hub,
+    )
+
+
+def _config(run_id: str) -> dict:
+    return {"configurable": {"thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
+
+
+def prepare_run(task: str, data: Path, settings: Settings) -> RunInput:
+    """Validate the input, then create the run folder and save the request."""
+    if not task.strip():
+        from .errors import UserInputError
+
+        raise UserInputError("the task description is empty")
+    dataset = inspect_dataset(data, settings.text_column)
+    for reference in settings.models:
+        check_model_reference(reference)
+    run_id = new_run_id()
+    run_dir = Path(settings.runs_dir).resolve() / run_id
+    run_dir.mkdir(parents=True)
+    request = {
+        "task": task,
+        "data": dataset.path,
+        "settings": settings.model_dump(mode="json", exclude={"llm_api_key"}),
+    }
+    (run_dir / REQUEST_FILE).write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
+    return RunInput(
+        task=task, data_path=dataset.path, dataset=dataset, run_id=run_id, run_dir=str(run_dir)
+    )
+
+
+def execute(run: RunInput | None, run_id: str, run_dir: Path, context: RunContext) -> RunOutput:
+    """Invoke the graph: a fresh run when ``run`` is given, else continue the checkpoint."""
+    graph = compile_graph(run_dir)
+    result = graph.invoke(run, _config(run_id), context=context)
+    return RunOutput.model_validate(result)
+
+
+def load_request(runs_dir: Path, run_id: str) -> tuple[Path, Settings]:
+    """The run folder and the settings a run started with (secrets from the environment)."""
+    run_dir = Path(runs_dir).resolve() / run_id
+    request_path = run_dir / REQUEST_FILE
+    if not request_path.is_file():
+        raise RunStateError(f"no run {run_id!r} in {runs_dir}")
+    try:
+        request = json.loads(request_path.read_text(encoding="utf-8"))
+        settings = Settings(**request["settings"])
+    except (ValueError, KeyError) as error:
+        raise RunStateError(f"run {run_id}: unreadable {REQUEST_FILE} ({error})") from None
+    return run_dir, settings

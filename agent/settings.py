@@ -1,0 +1,113 @@
+"""One settings object: ``AUTOANNOTATOR_*`` environment variables, overridden by CLI flags.
+
+Secrets (the OpenAI key) are read here and never copied into run state,
+manifests or a sandbox.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SandboxKind = Literal["process", "docker", "none"]
+DeviceKind = Literal["auto", "cpu", "cuda"]
+VERIFIER_KINDS = ("llm", "human", "none")
+
+
+class Settings(BaseSettings):
+    """Every knob of a run. Flags and environment variables share these names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUTOANNOTATOR_", extra="ignore", populate_by_name=True
+    )
+
+    text_column: str | None = None
+    """Column holding the text; inferred by the planner when unset."""
+    labels: Annotated[tuple[str, ...], NoDecode] = ()
+    """Task labels, overriding the planner's."""
+    models: Annotated[tuple[str, ...], NoDecode] = ()
+    """Voters to use (Hub ids or local folders); skips discovery."""
+    out: Path = Path("generated")
+    """Folder the labeler package is written to."""
+    output: Path | None = None
+    """Labeled data file; defaults to ``<out>/<input stem>.labeled<ext>``."""
+    offline: bool = False
+    """No Hub and no LLM."""
+    llm_model: str = "gpt-4o-mini"
+    llm_base_url: str | None = None
+    """Any OpenAI-compatible endpoint; the OpenAI API when unset."""
+    llm_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "AUTOANNOTATOR_LLM_API_KEY")
+    )
+    llm_timeout_s: float = 60.0
+    llm_max_retries: int = 3
+    llm_structured_method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema"
+    llm_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    """Extra price-table entries: model -> (USD per 1M input tokens, per 1M output tokens)."""
+    verifier: str | None = None
+    """``llm``, ``human``, ``column:NAME`` or ``none``; default: ``llm`` if configured."""
+    judge_batch_size: int = 10
+    """Disagreement rows per LLM request."""
+    sandbox: SandboxKind = "process"
+    docker_image: str = "autoannotator-labeler:latest"
+    docker_host: str | None = None
+    min_agreement: float = 1.0
+    """A row is a disagreement when the winning vote share is below this (1.0 = not unanimous)."""
+    voters: int = 3
+    """How many voters discovery keeps (the paper's best is 3)."""
+    candidates: int = 6
+    """How many Hub candidates the pilot tries."""
+    pilot_rows: int = 200
+    batch_size: int = 32
+    chunk_size: int = 10_000
+    device: DeviceKind = "auto"
+    labeler_timeout_s: float = 6 * 3600
+    labeler_memory_gb: float = 16.0
+    hf_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("AUTOANNOTATOR_HF_ENDPOINT", "HF_ENDPOINT")
+    )
+    runs_dir: Path = Path(".autoannotator/runs")
+    yes: bool = False
+    json_summary: bool = False
+
+    @field_validator("labels", "models", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("min_agreement")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError("must be in (0, 1]")
+        return value
+
+    @field_validator("verifier")
+    @classmethod
+    def _verifier(cls, value: str | None) -> str | None:
+        if value is None or value in VERIFIER_KINDS:
+            return value
+        if value.startswith("column:") and value[len("column:") :]:
+            return value
+        raise ValueError("must be llm, human, column:NAME or none")
+
+    @field_validator("voters", "candidates", "pilot_rows", "batch_size", "chunk_size")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @property
+    def llm_configured(self) -> bool:
+        return not self.offline and (self.llm_api_key is not None or self.llm_base_url is not None)
+
+    def resolved_verifier(self) -> str:
+        if self.verifier is not None:
+            return self.verifier
+        return "llm" if self.llm_configured else "human"

@@ -1,0 +1,205 @@
+"""The graph's state: an input shape, the working state and an output shape.
+
+State is checkpointed after every node, so it holds file paths and small typed
+records only: never data frames, models or clients. Bulky things (the pilot
+sample, the labeler's output, verdicts) live as files in the run folder.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Source = Literal["consensus", "llm", "human", "vote", "unresolved"]
+"""Where a row's final label came from (``vote``: disagreement left unverified by choice)."""
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class TaskLabel(Record):
+    name: str
+    """The label as it appears in the output."""
+    description: str = ""
+    """What the label means, for the LLM judge and the model card."""
+
+
+class TaskPlan(Record):
+    """What to label, with which labels, from which column."""
+
+    task: str
+    """The user's request, verbatim."""
+    family: str
+    """Task family (sentiment, toxicity, spam, hate, topic, other); picks search terms."""
+    labels: tuple[TaskLabel, ...]
+    """The labels, in output order."""
+    text_column: str
+    """Input column holding the text."""
+    search_queries: tuple[str, ...]
+    """Hub search terms for voters."""
+    language: str = "en"
+    """Language of the texts (ISO 639-1)."""
+    planner: str
+    """Who made the plan: ``rules`` or ``llm:<model>``; ``+user`` when flags overrode parts."""
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(label.name for label in self.labels)
+
+
+class DatasetInfo(Record):
+    """The input file, validated."""
+
+    path: str
+    format: str
+    columns: tuple[str, ...]
+    rows: int
+    sha256: str
+
+
+class Candidate(Record):
+    """A model that may become a voter."""
+
+    name: str
+    """Voter identifier (output columns)."""
+    ref: str
+    """As the user or the Hub named it."""
+    origin: Literal["local", "hub"]
+    kind: str = "hf-sequence-classifier"
+    path: str
+    """Local folder with the model's files."""
+    revision: str
+    """Hub commit sha or content hash of the local files."""
+    model_labels: tuple[str, ...]
+    """The model's labels in ``id2label`` order."""
+    label_map: dict[str, str]
+    """Model label -> task label or ``ignore``."""
+    license: str = "unknown"
+    parameters: int | None = None
+    downloads: int | None = None
+    files: dict[str, str] = Field(default_factory=dict)
+    """Relative file -> sha256 of the files the labeler needs."""
+
+
+class Rejection(Record):
+    """A model that was considered and refused, and why."""
+
+    ref: str
+    reason: str
+
+
+class VoterScore(Record):
+    """How one candidate did on the pilot."""
+
+    name: str
+    consensus_agreement: float
+    """Share of pilot rows where it agreed with the other voters' majority."""
+    selected: bool
+    note: str
+
+
+class PilotReport(Record):
+    rows: int
+    """Pilot sample size."""
+    scores: tuple[VoterScore, ...]
+    disagreement_rate: float
+    """Share of pilot rows the selected voters disagree on (expected escalation rate)."""
+    output_path: str
+
+
+class LabelingResult(Record):
+    """What the full labeler run produced."""
+
+    output_path: str
+    """The labeler's own output (every row, every voter's vote)."""
+    rows: int
+    disagreements: int
+    seconds: float
+    disagreements_path: str
+    """JSON Lines of the rows needing verification: row number, text, votes."""
+
+
+class VerificationResult(Record):
+    verifier: str
+    """``llm``, ``human``, ``column:NAME`` or ``none``."""
+    verdicts_path: str
+    """JSON Lines: row, label, source, reason."""
+    verified: int
+    unresolved: int
+    review_path: str | None = None
+    """CSV for a human reviewer, when rows await review."""
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class RunInput(BaseModel):
+    """What a run starts from."""
+
+    task: str
+    """The user's request, e.g. "label tweets for toxicity"."""
+    data_path: str
+    """Input table (CSV, TSV, JSON Lines or Parquet)."""
+    dataset: DatasetInfo
+    """The input, validated before the run started."""
+    run_id: str
+    run_dir: str
+    """Folder holding every file of this run, including the checkpoints."""
+
+
+class RunState(RunInput):
+    """Everything the nodes share while a run goes on."""
+
+    plan: TaskPlan | None = None
+    """The task plan."""
+    candidates: tuple[Candidate, ...] = ()
+    """Models that passed the filters and await the pilot."""
+    rejections: tuple[Rejection, ...] = ()
+    """Models refused, with reasons (run report and model card)."""
+    voters: tuple[Candidate, ...] = ()
+    """The chosen voters."""
+    pilot: PilotReport | None = None
+    """Pilot scores and the expected disagreement rate."""
+    staging_dir: str | None = None
+    """Rendered, not yet linted labeler."""
+    package_dir: str | None = None
+    """Lint-clean labeler package in the run folder."""
+    labeling: LabelingResult | None = None
+    """Outcome of the full labeler run."""
+    verification: VerificationResult | None = None
+    """Outcome of verifying the disagreements."""
+    output_path: str | None = None
+    """Final labeled data."""
+    package_path: str | None = None
+    """Emitted labeler package."""
+
+
+class RunOutput(BaseModel):
+    """What a finished run returns."""
+
+    plan: TaskPlan | None = None
+    voters: tuple[Candidate, ...] = ()
+    labeling: LabelingResult | None = None
+    verification: VerificationResult | None = None
+    output_path: str | None = None
+    package_path: str | None = None
+
+
+STATE_RECORDS = (
+    TaskLabel,
+    TaskPlan,
+    DatasetInfo,
+    Candidate,
+    Rejection,
+    VoterScore,
+    PilotReport,
+    LabelingResult,
+    VerificationResult,
+    RunInput,
+    RunState,
+    RunOutput,
+)
+"""Types the checkpointer may deserialise (its msgpack allow-list)."""

@@ -1,0 +1,290 @@
+"""Docker backend: one throwaway container per command, for images and GPUs.
+
+What a container run guarantees: no network (``network_mode="none"``), a read-only image
+filesystem with a private ``/tmp`` tmpfs, only the work folder writable (mounted at its own
+path), read-only mounts at their own paths, no capabilities, ``no-new-privileges``, an
+unprivileged user (65534 by default), a cgroup memory limit without swap (an overrun is
+OOM-killed), a process-count limit, and the same scrubbed environment as the process
+backend. The container is always removed. The engine's host paths are used for mounts, so the
+engine must run on this machine (a local socket), not a remote host.
+
+GPUs: ``Limits(gpus=True)`` adds a device request for all GPUs, which needs the NVIDIA
+Container Toolkit on the engine host (``nvidia-ctk runtime configure --runtime=docker`` and
+an engine restart); :func:`sandbox.probe.probe_backends` shows whether an ``nvidia`` runtime
+is registered.
+
+The ``docker`` package is imported only when this backend is used, so the rest of the project
+works without it (``pip install 'autoannotator-agent[docker]'``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sandbox.base import Limits, OutputCallback, SandboxError, SandboxResult, SandboxUnavailable
+from sandbox.capture import (
+    LineCapture,
+    chunks_to_capture,
+    keep_tail,
+    list_output_files,
+    looks_out_of_memory,
+)
+from sandbox.env import DEFAULT_PATH, scrubbed_env
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+DEFAULT_IMAGE = "autoannotator-labeler:latest"
+SANDBOX_LABEL = "autoannotator.sandbox"
+"""Label on every container we create, so leftovers can be found (``docker ps -a -f label=``)."""
+NOBODY = "65534:65534"
+DEFAULT_LIMITS = Limits()
+
+
+def _docker_module() -> Any:
+    try:
+        import docker
+    except ImportError as error:
+        raise SandboxUnavailable(
+            "the docker Python package is missing: pip install 'autoannotator-agent[docker]'"
+        ) from error
+    return docker
+
+
+def connect(base_url: str | None = None) -> DockerClient:
+    """A client that has answered a ping; ``base_url`` None means ``DOCKER_HOST`` or default."""
+    docker = _docker_module()
+    import requests
+
+    where = base_url or os.environ.get("DOCKER_HOST") or "the default socket"
+    try:
+        client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+        client.ping()
+    except (docker.errors.DockerException, requests.RequestException, OSError) as error:
+        raise SandboxUnavailable(f"no Docker engine reachable at {where}: {error}") from error
+    return client
+
+
+def require_image(client: DockerClient, image: str) -> None:
+    docker = _docker_module()
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound as error:
+        raise SandboxUnavailable(
+            f"image {image} not found on the Docker engine: build or load it first"
+        ) from error
+
+
+def host_python_mounts() -> list[Path]:
+    """The venv and its base interpreter's prefix, mounted at their own paths.
+
+    Only for interpreters in a prefix of their own (pyenv, uv, a venv over them): mounting a
+    system ``/usr`` over the image's would replace the image.
+    """
+    base = Path(sys.base_prefix).resolve()
+    if base in (Path("/"), Path("/usr"), Path("/usr/local")):
+        raise ValueError(f"cannot mount the host interpreter from {base}: it is not self-contained")
+    return sorted({Path(sys.prefix).absolute(), base})
+
+
+def container_kwargs(
+    *,
+    image: str,
+    command: Sequence[str],
+    workdir: Path,
+    read_only_mounts: Sequence[Path],
+    environment: Mapping[str, str],
+    limits: Limits,
+    user: str | None = NOBODY,
+    tmpfs_size: str = "1g",
+) -> dict[str, Any]:
+    """Keyword arguments for ``client.containers.create``: the whole security policy, pure."""
+    docker = _docker_module()
+    volumes = {str(p): {"bind": str(p), "mode": "ro"} for p in read_only_mounts}
+    volumes[str(workdir)] = {"bind": str(workdir), "mode": "rw"}
+    ulimits = [
+        docker.types.Ulimit(name="core", soft=0, hard=0),
+        docker.types.Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
+    ]
+    if limits.file_size_bytes is not None:
+        size = limits.file_size_bytes
+        ulimits.append(docker.types.Ulimit(name="fsize", soft=size, hard=size))
+    if limits.cpu_seconds is not None:
+        cpu = limits.cpu_seconds
+        ulimits.append(docker.types.Ulimit(name="cpu", soft=cpu, hard=cpu + 5))
+    kwargs: dict[str, Any] = {
+        "image": image,
+        "command": list(command),
+        "working_dir": str(workdir),
+        "environment": dict(environment),
+        "user": user,
+        "network_mode": "none",
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={tmpfs_size},mode=1777"},
+        "volumes": volumes,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": limits.pids,
+        "ulimits": ulimits,
+        "labels": {SANDBOX_LABEL: "1"},
+        "stdin_open": False,
+        "tty": False,
+    }
+    if limits.memory_bytes is not None:
+        # Same value for memory+swap: no swap, so an overrun is OOM-killed, not slowed down.
+        kwargs["mem_limit"] = limits.memory_bytes
+        kwargs["memswap_limit"] = limits.memory_bytes
+    if limits.gpus:
+        kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return kwargs
+
+
+def open_to_user(workdir: Path, user: str | None) -> None:
+    """Make the work folder writable by the container user, who owns nothing on the host.
+
+    Folders get mode a+rwx and files a+rw unless the user is the folder's owner (or root).
+    Files the command creates then belong to that uid on the host.
+    """
+    uid = (user or "0").split(":")[0]
+    if uid in ("0", "root", str(workdir.stat().st_uid)):
+        return
+    for folder, _dirs, files in os.walk(workdir):
+        os.chmod(folder, os.stat(folder).st_mode | 0o777)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o666)
+
+
+class DockerSandbox:
+    """Runs each command in a new container of ``image``; see the module docstring."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        image: str = DEFAULT_IMAGE,
+        *,
+        base_url: str | None = None,
+        python: str = "python3",
+        extra_mounts: Sequence[Path] = (),
+        mount_host_python: bool = False,
+        user: str | None = NOBODY,
+        tmpfs_size: str = "1g",
+        client: DockerClient | None = None,
+    ) -> None:
+        """Connects and checks the image now, so a misconfiguration fails before any work.
+
+        ``python`` is the interpreter inside the image. ``mount_host_python`` mounts this
+        process's venv and base interpreter read-only instead (for a bare base image in tests;
+        ``python`` is then this interpreter's path). ``extra_mounts`` are host paths mounted
+        read-only into every run.
+        """
+        self._client = client or connect(base_url)
+        require_image(self._client, image)
+        self.image = image
+        self._python = sys.executable if mount_host_python else python
+        self._extra_mounts = [Path(p) for p in extra_mounts]
+        if mount_host_python:
+            self._extra_mounts += host_python_mounts()
+        self._user = user
+        self._tmpfs_size = tmpfs_size
+
+    @property
+    def python(self) -> str:
+        return self._python
+
+    def run(
+        self,
+        command: Sequence[str],
+        workdir: Path,
+        read_only_mounts: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        on_output: OutputCallback | None = None,
+    ) -> SandboxResult:
+        workdir = Path(workdir).resolve(strict=True)
+        mounts = {Path(p).resolve(strict=True) for p in [*read_only_mounts, *self._extra_mounts]}
+        open_to_user(workdir, self._user)
+        environment = scrubbed_env(
+            env, home=str(workdir), tmpdir="/tmp", limits=limits, path=DEFAULT_PATH
+        )
+        kwargs = container_kwargs(
+            image=self.image,
+            command=command,
+            workdir=workdir,
+            read_only_mounts=sorted(mounts - {workdir}),
+            environment=environment,
+            limits=limits,
+            user=self._user,
+            tmpfs_size=self._tmpfs_size,
+        )
+        docker = _docker_module()
+        container = None
+        try:
+            container = self._client.containers.create(**kwargs)
+            result, callback_error = self._execute(container, workdir, limits, on_output)
+        except docker.errors.APIError as error:
+            raise SandboxError(f"the Docker engine failed to run the container: {error}") from error
+        finally:
+            if container is not None:
+                try:
+                    container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+        if callback_error is not None:
+            raise callback_error
+        return result
+
+    def _execute(
+        self, container: Any, workdir: Path, limits: Limits, on_output: OutputCallback | None
+    ) -> tuple[SandboxResult, BaseException | None]:
+        import requests
+
+        stderr_lines = LineCapture(on_output)
+        started = time.monotonic()
+        container.start()
+        stream = container.logs(stream=True, follow=True, stdout=False, stderr=True)
+        streamer = threading.Thread(
+            target=chunks_to_capture, args=(stream, stderr_lines), daemon=True
+        )
+        streamer.start()
+        timed_out = False
+        try:
+            status = container.wait(timeout=limits.wall_seconds)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            timed_out = True
+            self._kill(container)
+            status = container.wait(timeout=60)
+        duration = time.monotonic() - started
+        streamer.join(timeout=10)
+        container.reload()
+        oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+        code = int(status["StatusCode"])
+        stdout = container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace")
+        stderr = container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
+        result = SandboxResult(
+            returncode=code,
+            stdout=keep_tail(stdout),
+            stderr=keep_tail(stderr),
+            timed_out=timed_out,
+            killed_for_memory=not timed_out and (oom_killed or looks_out_of_memory(code, stderr)),
+            duration_s=duration,
+            output_files=list_output_files(workdir),
+        )
+        return result, stderr_lines.callback_error
+
+    @staticmethod
+    def _kill(container: Any) -> None:
+        docker = _docker_module()
+        try:
+            container.kill()
+        except docker.errors.APIError as error:
+            if error.status_code != 409:  # 409: it exited on its own meanwhile
+                raise

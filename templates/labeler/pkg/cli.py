@@ -1,0 +1,119 @@
+"""Command line: ``<labeler> INPUT --output OUTPUT``.
+
+Exit status: 0 on success, 2 on bad input (unreadable file, unknown column),
+1 when a voter's model cannot be loaded. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import tabular
+from .engine import Labeler, label_file
+from .spec import SPEC
+from .voters import Runtime, VoterLoadError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=SPEC.name, description=f"Label a table for this task: {SPEC.task}"
+    )
+    parser.add_argument("input", type=Path, help="CSV, TSV, JSON Lines or Parquet file")
+    parser.add_argument("--output", "-o", type=Path, required=True, help="labeled file to write")
+    parser.add_argument("--text-column", default=SPEC.text_column, help="column holding the text")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows per model batch")
+    parser.add_argument("--chunk-size", type=int, default=10_000, help="rows read per chunk")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=SPEC.min_agreement,
+        help="rows whose winning vote share is below this need review",
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default="bar",
+        help="progress display on stderr; json prints one event per line",
+    )
+    return parser
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise VoterLoadError("--device cuda was requested but no CUDA device is available")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+class Progress:
+    """Rows done so far, as a bar with rows/s or as JSON events."""
+
+    def __init__(self, style: str) -> None:
+        self.style = style
+        self.started = time.monotonic()
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.style == "json":
+            event = {"event": "progress", "rows": done, "total": total}
+            print(json.dumps(event), file=sys.stderr, flush=True)
+        elif self.style == "bar":
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="rows", desc="labeling", file=sys.stderr)
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1 or args.chunk_size < 1:
+        print("error: --batch-size and --chunk-size must be at least 1", file=sys.stderr)
+        return 2
+    progress = Progress(args.progress)
+    try:
+        runtime = Runtime(PACKAGE_ROOT, resolve_device(args.device), args.batch_size)
+        labeler = Labeler(SPEC, runtime)
+        summary = label_file(
+            labeler,
+            args.input,
+            args.output,
+            text_column=args.text_column,
+            chunk_size=args.chunk_size,
+            min_agreement=args.min_agreement,
+            on_progress=progress,
+        )
+    except tabular.DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except VoterLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        progress.close()
+    seconds = time.monotonic() - progress.started
+    if args.progress == "json":
+        event = {"event": "done", "rows": summary.rows, "needs_review": summary.needs_review}
+        event.update(seconds=round(seconds, 3), resumed_chunks=summary.resumed_chunks)
+        print(json.dumps(event), file=sys.stderr, flush=True)
+    elif args.progress == "bar":
+        print(
+            f"labeled {summary.rows} rows ({summary.needs_review} need review) "
+            f"in {seconds:.1f}s -> {summary.output}",
+            file=sys.stderr,
+        )
+    return 0

@@ -1,0 +1,210 @@
+"""Labeling a whole file: stream chunks through the voters, vote, write results.
+
+Each finished chunk's results are saved as a part file next to the output, so
+an interrupted run resumes at the first unfinished chunk with no row lost or
+duplicated. The output itself is assembled, atomically, only at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import tabular
+from .config import LabelerSpec
+from .vote import vote
+from .voters import Runtime, Voter, load_voter
+
+RESULT_COLUMNS = ("label", "confidence", "agreement", "needs_review")
+PROBABILITY_DECIMALS = 6
+ProgressCallback = Callable[[int, int], None]
+
+
+def added_columns(voter_names: Sequence[str]) -> list[str]:
+    """Columns the labeler adds: the result, then each voter's own label and probability."""
+    columns = list(RESULT_COLUMNS)
+    for name in voter_names:
+        columns += [f"label_{name}", f"prob_{name}"]
+    return columns
+
+
+def input_renames(input_columns: Sequence[str], reserved: Sequence[str]) -> dict[str, str]:
+    """New names for input columns that clash with the labeler's (``label`` -> ``label_input``)."""
+    taken = set(input_columns) | set(reserved)
+    renames = {}
+    for column in input_columns:
+        if column in reserved:
+            new_name = f"{column}_input"
+            while new_name in taken:
+                new_name += "_"
+            taken.add(new_name)
+            renames[column] = new_name
+    return renames
+
+
+class Labeler:
+    """The voters of one spec, loaded once, labeling lists of texts."""
+
+    def __init__(self, spec: LabelerSpec, runtime: Runtime) -> None:
+        self.spec = spec
+        self.voters: list[Voter] = [load_voter(v, spec.labels, runtime) for v in spec.voters]
+
+    def label_texts(self, texts: Sequence[str], min_agreement: float) -> list[dict[str, Any]]:
+        """One dict of result columns per text."""
+        if not texts:
+            return []
+        probabilities = [voter.predict(texts) for voter in self.voters]
+        result = vote(probabilities, [voter.config.weight for voter in self.voters])
+        labels = self.spec.labels
+        rows = []
+        for row in range(len(texts)):
+            agreement = float(result.agreement[row])
+            record: dict[str, Any] = {
+                "label": labels[result.label_index[row]],
+                "confidence": round(float(result.confidence[row]), PROBABILITY_DECIMALS),
+                "agreement": agreement,
+                "needs_review": agreement < min_agreement,
+            }
+            for index, voter in enumerate(self.voters):
+                name = voter.config.name
+                record[f"label_{name}"] = labels[result.voter_label_index[index, row]]
+                record[f"prob_{name}"] = round(
+                    float(result.voter_confidence[index, row]), PROBABILITY_DECIMALS
+                )
+            rows.append(record)
+        return rows
+
+
+@dataclass(frozen=True)
+class LabelingSummary:
+    rows: int
+    needs_review: int
+    chunks: int
+    resumed_chunks: int
+    output: str
+
+
+def text_of(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def count_rows(path: Path) -> int:
+    return sum(len(chunk) for chunk in tabular.iter_chunks(path, 50_000))
+
+
+def label_file(
+    labeler: Labeler,
+    input_path: Path,
+    output_path: Path,
+    *,
+    text_column: str,
+    chunk_size: int,
+    min_agreement: float,
+    on_progress: ProgressCallback | None = None,
+) -> LabelingSummary:
+    """Label every row of ``input_path`` into ``output_path``; resumable chunk by chunk."""
+    input_columns = tabular.read_columns(input_path)
+    if text_column not in input_columns:
+        raise tabular.DataError(
+            f"{input_path}: no column {text_column!r}; columns are {input_columns}"
+        )
+    total = count_rows(input_path)
+    fingerprint = _fingerprint(labeler.spec, input_path, text_column, chunk_size, min_agreement)
+    parts = _PartStore(output_path, fingerprint)
+    resumed = parts.completed()
+    done = needs_review = chunks = 0
+    for index, chunk in enumerate(tabular.iter_chunks(input_path, chunk_size)):
+        chunks += 1
+        if index < resumed:
+            results = parts.read(index)
+        else:
+            texts = [text_of(row.get(text_column)) for row in chunk]
+            results = labeler.label_texts(texts, min_agreement)
+            parts.write(index, results)
+        needs_review += sum(1 for result in results if result["needs_review"])
+        done += len(chunk)
+        if on_progress is not None:
+            on_progress(done, total)
+    _assemble(labeler.spec, input_path, input_columns, output_path, parts, chunk_size)
+    parts.remove()
+    return LabelingSummary(done, needs_review, chunks, min(resumed, chunks), str(output_path))
+
+
+def _assemble(spec, input_path, input_columns, output_path, parts, chunk_size) -> None:
+    extra = added_columns([voter.name for voter in spec.voters])
+    renames = input_renames(input_columns, extra)
+    columns = [renames.get(column, column) for column in input_columns] + extra
+    with tabular.TableWriter(output_path, columns) as writer:
+        for index, chunk in enumerate(tabular.iter_chunks(input_path, chunk_size)):
+            results = parts.read(index)
+            if len(results) != len(chunk):
+                raise RuntimeError(f"part {index} has {len(results)} rows, expected {len(chunk)}")
+            writer.write(
+                {**{renames.get(k, k): v for k, v in row.items()}, **result}
+                for row, result in zip(chunk, results, strict=True)
+            )
+
+
+def _fingerprint(
+    spec: LabelerSpec, input_path: Path, text_column: str, chunk_size: int, min_agreement: float
+) -> str:
+    stat = Path(input_path).stat()
+    identity = {
+        "spec": asdict(spec),
+        "input": [str(Path(input_path).resolve()), stat.st_size, stat.st_mtime_ns],
+        "text_column": text_column,
+        "chunk_size": chunk_size,
+        "min_agreement": min_agreement,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+class _PartStore:
+    """Finished chunks' results, saved as ``<output>.parts/part-NNNNNN.jsonl``.
+
+    A fingerprint of the spec, the input and the chunking guards against mixing
+    parts of a different run; a mismatch discards the old parts.
+    """
+
+    def __init__(self, output_path: Path, fingerprint: str) -> None:
+        output_path = Path(output_path)
+        self.folder = output_path.with_name(output_path.name + ".parts")
+        stamp = self.folder / "fingerprint"
+        if self.folder.exists() and (
+            not stamp.exists() or stamp.read_text(encoding="utf-8") != fingerprint
+        ):
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fingerprint, encoding="utf-8")
+
+    def _path(self, index: int) -> Path:
+        return self.folder / f"part-{index:06d}.jsonl"
+
+    def completed(self) -> int:
+        """Number of leading chunks already finished."""
+        count = 0
+        while self._path(count).exists():
+            count += 1
+        return count
+
+    def write(self, index: int, results: list[dict[str, Any]]) -> None:
+        temporary = self._path(index).with_suffix(".tmp")
+        with open(temporary, "w", encoding="utf-8") as handle:
+            for result in results:
+                handle.write(json.dumps(result, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self._path(index))
+
+    def read(self, index: int) -> list[dict[str, Any]]:
+        with open(self._path(index), encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

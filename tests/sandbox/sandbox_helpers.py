@@ -1,0 +1,57 @@
+"""Helpers shared by the sandbox tests (imported by name: tests/sandbox is on sys.path)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sandbox import ProcessSandbox, Sandbox, SandboxUnavailable
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ESCAPES = Path(__file__).resolve().parent / "escapes"
+CI_DOCKER_SOCKET = REPO_ROOT / ".ci" / "state" / "docker.sock"
+BASE_IMAGE = os.environ.get("AUTOANNOTATOR_BASE_IMAGE", "local/debian:bookworm")
+"""Built by scripts/docker-engine.sh from the Debian mirror (Docker Hub is unreachable)."""
+
+
+def docker_base_url() -> str:
+    """DOCKER_HOST, else the socket of scripts/docker-engine.sh, else Docker's default."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    if CI_DOCKER_SOCKET.is_socket():
+        return f"unix://{CI_DOCKER_SOCKET}"
+    return "unix:///var/run/docker.sock"
+
+
+def process_sandbox(isolation: str, **options: object) -> ProcessSandbox:
+    """A process sandbox, or a skip naming why this machine cannot isolate that way."""
+    try:
+        return ProcessSandbox(isolation, **options)  # type: ignore[arg-type]
+    except SandboxUnavailable as error:
+        pytest.skip(f"{isolation} isolation unavailable here: {error}")
+
+
+def escape(sandbox: Sandbox, script: str, *args: object) -> list[str]:
+    """argv running one of tests/sandbox/escapes (mounted read-only) in ``sandbox``."""
+    return [sandbox.python, str(ESCAPES / script), *map(str, args)]
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of live host processes whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"

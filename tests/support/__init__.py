@@ -1,0 +1,1 @@
+"""Test infrastructure: tiny real models, loopback servers and fakes."""

@@ -1,0 +1,189 @@
+"""The graph with project-owned fakes: planning, routing, discovery and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.context import RunContext
+from agent.errors import ModelOutputError, UserInputError
+from agent.graph import build_graph
+from agent.runs import execute, prepare_run
+from agent.settings import Settings
+from sandbox import make_sandbox
+from tests.support.fakes import FakeHub, FakeLLM, RecordingReporter
+
+PLAN = {
+    "family": "toxicity",
+    "labels": [
+        {"name": "non-toxic", "description": "fine"},
+        {"name": "toxic", "description": "rude"},
+    ],
+    "text_column": "text",
+    "search_queries": ["toxic"],
+}
+
+
+def verdicts_for(call) -> dict:
+    items = json.loads(call.user_text.split("Items (JSON data):", 1)[1])
+    return {"verdicts": [{"id": it["id"], "label": "toxic", "reason": "r"} for it in items]}
+
+
+def make_settings(tmp_path: Path, **values) -> Settings:
+    defaults = {"runs_dir": tmp_path / "runs", "out": tmp_path / "out", "sandbox": "none"}
+    return Settings(**(defaults | values))
+
+
+def context_for(settings: Settings, llm=None, hub=None) -> tuple[RunContext, RecordingReporter]:
+    reporter = RecordingReporter()
+    sandbox = make_sandbox("none")
+    return RunContext(settings, sandbox, reporter, llm=llm, hub=hub), reporter
+
+
+def start(task: str, data: Path, settings: Settings, llm=None, hub=None):
+    run = prepare_run(task, data, settings)
+    context, reporter = context_for(settings, llm, hub)
+    return run, context, reporter
+
+
+@pytest.fixture(autouse=True)
+def quiet_unsandboxed_warning(recwarn):
+    yield
+
+
+def test_graph_reads_like_the_design():
+    graph = build_graph().compile().get_graph()
+    edges = {(e.source, e.target) for e in graph.edges}
+    assert {
+        ("__start__", "plan_task"),
+        ("plan_task", "search_models"),
+        ("plan_task", "resolve_models"),
+        ("search_models", "vet_models"),
+        ("resolve_models", "vet_models"),
+        ("vet_models", "render_labeler"),
+        ("render_labeler", "lint_labeler"),
+        ("lint_labeler", "run_labeler"),
+        ("run_labeler", "verify_disagreements"),
+        ("run_labeler", "emit_package"),
+        ("verify_disagreements", "emit_package"),
+        ("emit_package", "__end__"),
+    } == edges
+
+
+def test_invalid_llm_plan_is_retried_with_the_problem_spelled_out(
+    tmp_path, tweets_csv, toxic_voters
+):
+    llm = FakeLLM()
+    llm.enqueue(PLAN | {"text_column": "tweet"}, PLAN)
+    llm.responder = verdicts_for
+    settings = make_settings(tmp_path, models=(str(toxic_voters["plain"]),))
+    run, context, reporter = start("label tweets for toxicity", tweets_csv, settings, llm)
+    result = execute(run, run.run_id, Path(run.run_dir), context)
+    assert result.plan.planner == "llm:fake-llm"
+    assert result.plan.text_column == "text"
+    assert "'tweet' is not one of ['id', 'text']" in llm.history[1].user_text
+    assert any("invalid plan" in warning for warning in reporter.warnings)
+
+
+def test_plan_that_stays_invalid_stops_the_run(tmp_path, tweets_csv):
+    llm = FakeLLM()
+    llm.enqueue(PLAN | {"labels": [{"name": "only", "description": ""}]}, ModelOutputError("junk"))
+    run, context, _ = start("label tweets", tweets_csv, make_settings(tmp_path), llm)
+    with pytest.raises(ModelOutputError, match="could not produce a valid plan"):
+        execute(run, run.run_id, Path(run.run_dir), context)
+
+
+def test_flags_override_the_plan(tmp_path, tweets_csv, toxic_voters):
+    llm = FakeLLM()
+    llm.enqueue(
+        PLAN | {"labels": [{"name": "ok", "description": ""}, {"name": "bad", "description": ""}]}
+    )
+    settings = make_settings(
+        tmp_path, labels=("non-toxic", "toxic"), models=(str(toxic_voters["plain"]),)
+    )
+    run, context, _ = start("label tweets for toxicity", tweets_csv, settings, llm)
+    result = execute(run, run.run_id, Path(run.run_dir), context)
+    assert result.plan.label_names == ("non-toxic", "toxic")
+    assert result.plan.planner == "llm:fake-llm+user"
+
+
+def test_a_single_voter_never_disagrees_so_verification_is_skipped(
+    tmp_path, tweets_csv, toxic_voters
+):
+    llm = FakeLLM()
+    llm.enqueue(PLAN)
+    settings = make_settings(tmp_path, models=(str(toxic_voters["plain"]),))
+    run, context, reporter = start("label tweets for toxicity", tweets_csv, settings, llm)
+    result = execute(run, run.run_id, Path(run.run_dir), context)
+    assert result.labeling.disagreements == 0
+    assert result.verification is None
+    assert "verify_disagreements" not in reporter.stages
+    assert len(llm.history) == 1
+    assert any("only one voter" in warning for warning in reporter.warnings)
+
+
+def test_resume_continues_from_the_checkpoint_without_redoing_work(
+    tmp_path, tweets_csv, toxic_voters
+):
+    llm = FakeLLM()
+    llm.enqueue(PLAN)
+    llm.responder = lambda call: (_ for _ in ()).throw(RuntimeError("process killed"))
+    models = tuple(str(path) for path in toxic_voters.values())
+    settings = make_settings(tmp_path, models=models, verifier="llm")
+    run, context, _ = start("label tweets for toxicity", tweets_csv, settings, llm)
+    with pytest.raises(RuntimeError, match="process killed"):
+        execute(run, run.run_id, Path(run.run_dir), context)
+    labeled = Path(run.run_dir) / "labeled"
+    stamp = next(labeled.glob("output.*")).stat().st_mtime_ns
+
+    llm.responder = verdicts_for
+    resumed_context, reporter = context_for(settings, llm)
+    result = execute(None, run.run_id, Path(run.run_dir), resumed_context)
+    assert reporter.stages == ["verify_disagreements", "emit_package"]
+    assert next(labeled.glob("output.*")).stat().st_mtime_ns == stamp
+    assert result.verification.verified == result.labeling.disagreements > 0
+    assert Path(result.output_path).exists()
+
+
+def test_discovery_refuses_traps_and_keeps_the_best_voters(
+    tmp_path, tweets_csv, toxic_voters, opaque_voter, monkeypatch
+):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    hub = FakeHub(tmp_path / "hf-cache")
+    hub.add("acme/toxic-plain", toxic_voters["plain"], downloads=900)
+    hub.add("acme/toxic-shouty", toxic_voters["shouty"], downloads=800)
+    hub.add("acme/toxic-threeway", toxic_voters["three_way"], downloads=700)
+    hub.add("acme/toxic-opaque", opaque_voter, downloads=1000)
+    hub.add("acme/toxic-gated", toxic_voters["plain"], downloads=5000, gated=True)
+    hub.add("acme/toxic-remote", toxic_voters["plain"], downloads=4000, remote_code=True)
+    hub.add("acme/toxic-german", toxic_voters["plain"], downloads=3000, languages=("de",))
+    settings = make_settings(tmp_path, offline=False, voters=2, verifier="none")
+    run, context, reporter = start("label tweets for toxicity", tweets_csv, settings, hub=hub)
+    result = execute(run, run.run_id, Path(run.run_dir), context)
+
+    assert hub.searches == ["toxic", "toxicity", "offensive"]
+    assert {repo for repo, _ in hub.downloads} == {
+        "acme/toxic-opaque",
+        "acme/toxic-plain",
+        "acme/toxic-shouty",
+        "acme/toxic-threeway",
+    }
+    assert len(result.voters) == 2
+    assert "acme/toxic-opaque" not in {voter.ref for voter in result.voters}
+    refused = " | ".join(reporter.infos)
+    for reason in ("gated", "remote code", "do not include en", "opaque"):
+        assert reason in refused
+    manifest = json.loads((Path(result.package_path) / "manifest.json").read_text())
+    assert [v["source"] for v in manifest["package"]["voters"]] == [
+        f"hub:{voter.ref}" for voter in result.voters
+    ]
+
+
+def test_offline_without_models_is_a_clear_error(tmp_path, tweets_csv):
+    run, context, _ = start("label tweets for toxicity", tweets_csv, make_settings(tmp_path))
+    with pytest.raises(UserInputError, match="--offline"):
+        execute(run, run.run_id, Path(run.run_dir), context)
