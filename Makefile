@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install system demo test test-fast lint clean
+.PHONY: install demo test test-fast lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,16 +21,15 @@ $(INSTALLED): pyproject.toml | $(PY)
 
 install: $(INSTALLED)
 
-# System packages the sandbox and Docker tests need (root + apt only; skipped elsewhere).
-system:
-	@scripts/system-deps.sh
-
+# The main job on the embedded offline default: pretrained specialists, no Hub, no LLM.
 demo: install
-	$(VENV)/bin/autoannotator-agent "label tweets for toxicity" --data examples/tweets.csv \
-		--offline --output generated/tweets.labeled.csv
+	@command -v bwrap >/dev/null || [ "$$(id -u)" -ne 0 ] || scripts/install-bubblewrap.sh
+	$(VENV)/bin/autoannotator-agent "label tweets for toxicity" --data examples/tweets.csv --offline
+	$(VENV)/bin/autoannotator-agent "label these reviews by sentiment" --data examples/reviews.csv --offline
 
-test: install system
-	$(PY) -m pytest -q
+# Installs bubblewrap and starts a private Docker engine first (as root), then runs everything.
+test: install
+	scripts/with-test-services.sh $(PY) -m pytest -q
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not docker"

@@ -19,7 +19,8 @@ _SYNONYM_GROUPS: tuple[frozenset[str], ...] = tuple(
     frozenset(group)
     for group in (
         {"toxic", "toxicity", "offensive", "abusive", "insult", "insulting", "obscene", "harmful",
-         "profane", "profanity", "hate", "hateful", "hate speech", "severe toxic", "bad"},
+         "profane", "profanity", "hate", "hateful", "hate speech", "severe toxic", "bad",
+         "offensive language"},
         {"non toxic", "nontoxic", "not toxic", "clean", "normal", "safe", "benign", "ok",
          "non offensive", "not offensive", "nonoffensive", "acceptable", "neither", "none",
          "no hate", "non hate", "not hate", "neutral"},
@@ -59,21 +60,23 @@ class LabelMapping:
         return self.reason is None
 
 
-def _synonyms(task_label: str) -> set[str]:
-    """The task label and every synonym group it belongs to."""
-    names = {normalize(task_label)}
-    for group in _SYNONYM_GROUPS:
-        if names & group:
-            names |= group
-    return names
+def _closeness(model_label: str, task_label: str) -> int | None:
+    """0 for the same name, else the size of the smallest synonym group holding both."""
+    wanted, name = normalize(model_label), normalize(task_label)
+    if wanted == name:
+        return 0
+    sizes = [len(group) for group in _SYNONYM_GROUPS if wanted in group and name in group]
+    return min(sizes) if sizes else None
 
 
 def _match(model_label: str, task_labels: Sequence[str]) -> list[str]:
-    wanted = normalize(model_label)
-    exact = [label for label in task_labels if normalize(label) == wanted]
-    if exact:
-        return exact
-    return [label for label in task_labels if wanted in _synonyms(label)]
+    """The task labels closest to ``model_label``: one, or several when it is ambiguous."""
+    scored = [(_closeness(model_label, label), label) for label in task_labels]
+    scored = [(score, label) for score, label in scored if score is not None]
+    if not scored:
+        return []
+    best = min(score for score, _ in scored)
+    return [label for score, label in scored if score == best]
 
 
 def map_labels(model_labels: Sequence[str], task_labels: Sequence[str]) -> LabelMapping:

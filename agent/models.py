@@ -21,6 +21,7 @@ from .labels import map_labels
 from .state import Candidate, Rejection
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+SPECIALIST_PREFIX = "specialist:"
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ def voter_name(reference: str, taken: set[str]) -> str:
 
 def check_model_reference(reference: str) -> None:
     """Refuse at once a ``--model`` that is neither an existing folder nor a Hub id."""
+    if reference.startswith(SPECIALIST_PREFIX):
+        return
     path = Path(reference).expanduser()
     if path.exists():
         if not path.is_dir():

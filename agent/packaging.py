@@ -22,16 +22,16 @@ from .rendering import render_package
 from .settings import Settings
 from .state import Candidate, RunState, TaskPlan
 
-RUNTIME_DISTRIBUTIONS = (
-    "numpy",
-    "safetensors",
-    "tokenizers",
+BASE_DISTRIBUTIONS = ("numpy", "tqdm")
+"""What every generated labeler imports."""
+TRANSFORMER_DISTRIBUTIONS = (
     "torch",
-    "tqdm",
     "transformers",
+    "tokenizers",
+    "safetensors",
     "huggingface_hub",
 )
-"""What the generated labeler imports; pinned to the versions the agent ran it with."""
+"""What a Hugging Face classifier voter adds."""
 SAMPLE_TEXTS = (
     "Thank you so much, this was really helpful!",
     "This is the worst service I have ever had, you idiots.",
@@ -48,8 +48,12 @@ def pinned(distribution: str, fallback: str) -> str:
     return f"{distribution}=={version.split('+', 1)[0]}"
 
 
-def runtime_requirements() -> tuple[str, ...]:
-    return tuple(pinned(name, ">=0") for name in RUNTIME_DISTRIBUTIONS)
+def runtime_requirements(voters: Sequence[Candidate]) -> tuple[str, ...]:
+    """Pinned requirements: the base, plus what each voter needs, sorted, each once."""
+    names = set(BASE_DISTRIBUTIONS)
+    for voter in voters:
+        names.update(voter.requirements or TRANSFORMER_DISTRIBUTIONS)
+    return tuple(pinned(name, ">=0") for name in sorted(names, key=str.lower))
 
 
 def runtime_extras() -> dict[str, tuple[str, ...]]:
@@ -57,7 +61,10 @@ def runtime_extras() -> dict[str, tuple[str, ...]]:
 
 
 def default_base_image(requirements: Sequence[str]) -> str:
-    torch = next((r for r in requirements if r.startswith("torch==")), "torch==2.11.0")
+    """A CUDA PyTorch image matching the pinned torch; plain Python without torch."""
+    torch = next((r for r in requirements if r.startswith("torch==")), None)
+    if torch is None:
+        return "python:3.11-slim"
     return f"pytorch/pytorch:{torch.split('==', 1)[1]}-cuda12.8-cudnn9-runtime"
 
 
@@ -71,6 +78,8 @@ def package_names(plan: TaskPlan) -> tuple[str, str]:
 def voter_entry(candidate: Candidate) -> VoterEntry:
     if candidate.origin == "hub":
         source = f"hub:{candidate.ref}"
+    elif candidate.origin == "specialist":
+        source = f"pypi:{candidate.revision.split('==', 1)[0]}"
     else:
         source = f"bundled:models/{candidate.name}"
     return VoterEntry(
@@ -79,6 +88,7 @@ def voter_entry(candidate: Candidate) -> VoterEntry:
         source=source,
         revision=candidate.revision,
         label_map=candidate.label_map,
+        options=candidate.options,
         origin=candidate.ref,
         license=candidate.license,
         files=candidate.files,
@@ -94,7 +104,7 @@ def build_spec(
     metrics: dict[str, str] | None = None,
 ) -> PackageSpec:
     name, module = package_names(plan)
-    requirements = runtime_requirements()
+    requirements = runtime_requirements(voters)
     return PackageSpec(
         name=name,
         module=module,

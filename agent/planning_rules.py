@@ -22,8 +22,9 @@ class Family:
     search_queries: tuple[str, ...]
 
 
-def _labels(*pairs: tuple[str, str]) -> tuple[TaskLabel, ...]:
-    return tuple(TaskLabel(name=name, description=description) for name, description in pairs)
+def _labels(*entries: tuple[str, str, tuple[str, ...]]) -> tuple[TaskLabel, ...]:
+    """Labels from (name, description, examples) triples."""
+    return tuple(TaskLabel(name=n, description=d, examples=e) for n, d, e in entries)
 
 
 FAMILIES = (
@@ -31,9 +32,21 @@ FAMILIES = (
         "hate",
         re.compile(r"\bhate|\bhateful|\bhate[- ]speech"),
         _labels(
-            ("hate", "attacks or demeans a group for who they are"),
-            ("offensive", "insulting, vulgar or abusive, but not hate speech"),
-            ("neither", "neither hateful nor offensive"),
+            (
+                "hate",
+                "attacks or demeans a group for who they are",
+                ("those people are vermin and should be wiped out", "go back to your country"),
+            ),
+            (
+                "offensive",
+                "insulting, vulgar or abusive, but not hate speech",
+                ("shut up you stupid idiot", "what a pathetic loser"),
+            ),
+            (
+                "neither",
+                "neither hateful nor offensive",
+                ("thanks for sharing this", "the game starts at eight tonight"),
+            ),
         ),
         ("hate speech", "hate offensive"),
     ),
@@ -41,8 +54,24 @@ FAMILIES = (
         "toxicity",
         re.compile(r"toxic|offensive|abusive|insult|profan|obscen|harass|cyberbull"),
         _labels(
-            ("non-toxic", "civil text with no insults, threats, obscenity or hate"),
-            ("toxic", "rude, insulting, threatening, obscene or hateful text"),
+            (
+                "non-toxic",
+                "civil text with no insults, threats, obscenity or hate",
+                (
+                    "thank you for the help, have a nice day",
+                    "the meeting moved to Thursday",
+                    "I disagree, but I see your point",
+                ),
+            ),
+            (
+                "toxic",
+                "rude, insulting, threatening, obscene or hateful text",
+                (
+                    "shut up, you stupid idiot",
+                    "you are a pathetic loser, nobody wants you here",
+                    "go to hell, you worthless piece of trash",
+                ),
+            ),
         ),
         ("toxic", "toxicity", "offensive"),
     ),
@@ -50,8 +79,12 @@ FAMILIES = (
         "spam",
         re.compile(r"\bspam|\bscam|\bphishing|\bjunk"),
         _labels(
-            ("ham", "a legitimate message"),
-            ("spam", "unsolicited advertising, scams or phishing"),
+            ("ham", "a legitimate message", ("are we still on for lunch tomorrow?",)),
+            (
+                "spam",
+                "unsolicited advertising, scams or phishing",
+                ("WINNER! Claim your free prize now, click the link", "cheap loans, reply YES"),
+            ),
         ),
         ("spam", "sms spam"),
     ),
@@ -59,9 +92,33 @@ FAMILIES = (
         "sentiment",
         re.compile(r"sentiment|polarity|positive|negative|opinion|emotion|feeling|review"),
         _labels(
-            ("negative", "expresses a negative opinion or feeling"),
-            ("neutral", "expresses no clear opinion, or a balanced one"),
-            ("positive", "expresses a positive opinion or feeling"),
+            (
+                "negative",
+                "expresses a negative opinion or feeling",
+                (
+                    "this is bad, boring and awful",
+                    "I hated it, a waste of time and money",
+                    "dull, tedious and disappointing",
+                ),
+            ),
+            (
+                "neutral",
+                "expresses no clear opinion, or a balanced one",
+                (
+                    "it is available in three colours",
+                    "the film runs two hours",
+                    "some parts work and some do not",
+                ),
+            ),
+            (
+                "positive",
+                "expresses a positive opinion or feeling",
+                (
+                    "this is great, moving and wonderful",
+                    "I loved it, a masterpiece",
+                    "funny, charming and brilliant",
+                ),
+            ),
         ),
         ("sentiment", "twitter sentiment", "sentiment analysis"),
     ),
@@ -81,11 +138,11 @@ def plan_by_rules(
                 f"cannot tell which labels {task!r} needs without an LLM: pass --labels a,b,c"
             )
         queries = tuple(labels_override[:3])
-        return "topic", _labels(*((name, "") for name in labels_override)), queries
+        return "topic", tuple(TaskLabel(name=name) for name in labels_override), queries
     labels = family.labels
     if family.name == "sentiment" and _BINARY_SENTIMENT.search(text):
         labels = tuple(label for label in labels if label.name != "neutral")
     if labels_override:
-        known = {label.name: label.description for label in labels}
-        labels = _labels(*((name, known.get(name, "")) for name in labels_override))
+        known = {label.name: label for label in labels}
+        labels = tuple(known.get(name, TaskLabel(name=name)) for name in labels_override)
     return family.name, labels, family.search_queries

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     docker_host: str | None = None
     min_agreement: float = 1.0
     """A row is a disagreement when the winning vote share is below this (1.0 = not unanimous)."""
+    models_dir: Path | None = None
+    """A folder of local model folders the offline catalog offers."""
     voters: int = 3
     """How many voters discovery keeps (the paper's best is 3)."""
     candidates: int = 6

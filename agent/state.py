@@ -7,7 +7,7 @@ sample, the labeler's output, verdicts) live as files in the run folder.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,8 @@ class TaskLabel(Record):
     """The label as it appears in the output."""
     description: str = ""
     """What the label means, for the LLM judge and the model card."""
+    examples: tuple[str, ...] = ()
+    """A few short texts with this label: prototypes for the embedding voter."""
 
 
 class TaskPlan(Record):
@@ -66,10 +68,10 @@ class Candidate(Record):
     """Voter identifier (output columns)."""
     ref: str
     """As the user or the Hub named it."""
-    origin: Literal["local", "hub"]
+    origin: Literal["local", "hub", "specialist"]
     kind: str = "hf-sequence-classifier"
     path: str
-    """Local folder with the model's files."""
+    """Local folder with the model's files ("" for specialists that ship in a package)."""
     revision: str
     """Hub commit sha or content hash of the local files."""
     model_labels: tuple[str, ...]
@@ -81,6 +83,10 @@ class Candidate(Record):
     downloads: int | None = None
     files: dict[str, str] = Field(default_factory=dict)
     """Relative file -> sha256 of the files the labeler needs."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Adapter settings (prototype phrasings, neutral band...)."""
+    requirements: tuple[str, ...] = ()
+    """PyPI distributions the labeler needs for this voter."""
 
 
 class Rejection(Record):

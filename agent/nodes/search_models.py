@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
+from ..catalog import catalog_candidates
 from ..context import RunContext
-from ..errors import UserInputError
+from ..errors import HubUnavailableError, UserInputError
 from ..hub import HubModel
 from ..labels import map_labels
 from ..models import fetch_hub_candidate, hub_precheck, voter_name
@@ -24,15 +25,16 @@ def search_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
     context = runtime.context
     plan = state.plan
     if context.hub is None:
-        raise UserInputError(
-            "no voters: the Hub is off (--offline) and no --model was given; "
-            "pass --model with a local model folder"
-        )
+        return search_catalog(state, context, "the Hub is off (--offline)")
     context.reporter.stage("search_models", ", ".join(plan.search_queries))
     found: dict[str, HubModel] = {}
-    for query in plan.search_queries:
-        for model in context.hub.search(query, RESULTS_PER_QUERY):
-            found.setdefault(model.id, model)
+    try:
+        for query in plan.search_queries:
+            for model in context.hub.search(query, RESULTS_PER_QUERY):
+                found.setdefault(model.id, model)
+    except HubUnavailableError as error:
+        context.reporter.warn(f"{error}; using the offline catalog instead")
+        return search_catalog(state, context, "the Hub is unreachable")
     rejections: list[Rejection] = []
     shortlist: list[HubModel] = []
     for model in sorted(found.values(), key=lambda m: (-m.downloads, -m.likes, m.id)):
@@ -54,11 +56,21 @@ def search_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
             rejections.append(outcome)
         else:
             candidates.append(outcome)
+    return _outcome(candidates, rejections, context, f"on the Hub for {list(plan.search_queries)}")
+
+
+def search_catalog(state: RunState, context: RunContext, why: str) -> dict:
+    """Specialists, cached models and ``--models-dir`` folders that fit the task."""
+    context.reporter.stage("search_models", f"offline catalog ({why})")
+    candidates, rejections = catalog_candidates(state.plan, context.settings.models_dir)
+    return _outcome(candidates, rejections, context, "in the offline catalog")
+
+
+def _outcome(candidates, rejections, context: RunContext, where: str) -> dict:
     for rejection in rejections:
         context.reporter.info(f"refused {rejection.ref}: {rejection.reason}")
     if not candidates:
         raise UserInputError(
-            f"no usable voters found on the Hub for {list(plan.search_queries)} "
-            f"({len(rejections)} refused); pass --model"
+            f"no usable voters found {where} ({len(rejections)} refused); pass --model"
         )
     return {"candidates": tuple(candidates), "rejections": tuple(rejections)}

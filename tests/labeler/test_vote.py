@@ -61,3 +61,18 @@ def test_three_labels_plurality_over_many_rows():
 def test_refuses_non_positive_weights():
     with pytest.raises(ValueError):
         vote([probs([0.5, 0.5])], [0.0])
+
+
+def test_a_voter_with_no_opinion_abstains():
+    uniform = probs([0.5, 0.5])
+    result = vote([probs([0.2, 0.8]), probs([0.3, 0.7]), uniform], [1.0, 1.0, 1.0])
+    assert result.label_index.tolist() == [1]
+    assert result.agreement.tolist() == [1.0]
+    assert result.confidence.tolist() == [pytest.approx(0.75)]
+    assert result.abstained[:, 0].tolist() == [False, False, True]
+
+
+def test_when_every_voter_abstains_agreement_is_zero():
+    result = vote([probs([0.5, 0.5]), probs([0.5, 0.5])], [1.0, 1.0])
+    assert result.agreement.tolist() == [0.0]
+    assert result.label_index.tolist() == [0]

