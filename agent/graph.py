@@ -1,11 +1,13 @@
 """The agent, as a graph that reads like the design.
 
 plan_task -> (search_models | resolve_models) -> vet_models -> render_labeler
--> lint_labeler -> run_labeler -> (verify_disagreements) -> emit_package
+-> lint_labeler -> run_labeler -> (verify_disagreements -> (fit_heads -> run_labeler
+-> ...)) -> emit_package
 
 ``graph.py`` only wires: each node lives in ``agent/nodes/<name>.py``, each
 router is ``route_after_<node>``. A lint failure raises and stops the run (it
-is a template bug); a run with no disagreements skips verification. The graph
+is a template bug); a run with no disagreements skips verification; verified
+rows teach the embedding voters a head once, and the data is relabeled. The graph
 is checkpointed in the run folder, so an interrupted run resumes.
 """
 
@@ -22,6 +24,7 @@ from langgraph.runtime import Runtime
 
 from .context import RunContext
 from .nodes.emit_package import emit_package
+from .nodes.fit_heads import fit_heads, should_fit_heads
 from .nodes.lint_labeler import lint_labeler
 from .nodes.plan_task import plan_task
 from .nodes.render_labeler import render_labeler
@@ -47,6 +50,13 @@ def route_after_run_labeler(state: RunState) -> Literal["verify_disagreements", 
     return "verify_disagreements" if state.labeling.disagreements else "emit_package"
 
 
+def route_after_verify_disagreements(
+    state: RunState, runtime: Runtime[RunContext]
+) -> Literal["fit_heads", "emit_package"]:
+    """Verified rows become training data once; then the labels are final."""
+    return "fit_heads" if should_fit_heads(state, runtime.context.settings) else "emit_package"
+
+
 def build_graph() -> StateGraph:
     graph = StateGraph(
         RunState, context_schema=RunContext, input_schema=RunInput, output_schema=RunOutput
@@ -60,6 +70,7 @@ def build_graph() -> StateGraph:
         lint_labeler,
         run_labeler,
         verify_disagreements,
+        fit_heads,
         emit_package,
     ):
         graph.add_node(node)
@@ -71,7 +82,8 @@ def build_graph() -> StateGraph:
     graph.add_edge("render_labeler", "lint_labeler")
     graph.add_edge("lint_labeler", "run_labeler")
     graph.add_conditional_edges("run_labeler", route_after_run_labeler)
-    graph.add_edge("verify_disagreements", "emit_package")
+    graph.add_conditional_edges("verify_disagreements", route_after_verify_disagreements)
+    graph.add_edge("fit_heads", "run_labeler")
     graph.add_edge("emit_package", END)
     return graph
 

@@ -55,6 +55,53 @@ def limits_for(settings: Settings) -> Limits:
     )
 
 
+def run_package(
+    sandbox: Sandbox,
+    package_dir: Path,
+    arguments: list[str],
+    workdir: Path,
+    inputs: list[Path],
+    settings: Settings,
+    on_event: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Run ``python -m <arguments>`` from the package in the sandbox; its JSON events.
+
+    The package, the ``inputs`` and the Hugging Face cache are mounted read-only;
+    ``workdir`` is the only writable folder. A failure raises with its reason.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    cache = hf_cache_dir()
+    mounts = [package_dir, *inputs] + ([cache] if cache.is_dir() else [])
+    env = {"PYTHONPATH": str(package_dir), "HF_HUB_CACHE": str(cache)}
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    events: list[dict] = []
+
+    def on_output(line: str) -> None:
+        event = _event(line)
+        if event is not None:
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+
+    limits = limits_for(settings)
+    command = [sandbox.python, "-m", *arguments]
+    result = sandbox.run(command, workdir, mounts, env, limits, on_output)
+    if result.timed_out:
+        raise SandboxLimitError(
+            f"the labeler passed the wall-time limit of {limits.wall_seconds:.0f} s "
+            "(raise --labeler-timeout-s); results of earlier steps are kept in the run folder"
+        )
+    if result.killed_for_memory:
+        raise SandboxLimitError(
+            f"the labeler passed the memory limit of {settings.labeler_memory_gb:g} GiB "
+            "(raise --labeler-memory-gb or lower --batch-size)"
+        )
+    if result.returncode != 0:
+        raise LabelerRunError(f"the labeler failed (exit {result.returncode}): {_reason(result)}")
+    return events
+
+
 def run_labeler_job(
     sandbox: Sandbox,
     job: LabelerJob,
@@ -62,10 +109,7 @@ def run_labeler_job(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> LabelerOutcome:
     """Run the package's CLI over ``job.input_path``; raise with the reason when it fails."""
-    job.workdir.mkdir(parents=True, exist_ok=True)
-    command = [
-        sandbox.python,
-        "-m",
+    arguments = [
         job.module,
         str(job.input_path),
         "--output",
@@ -83,35 +127,14 @@ def run_labeler_job(
         "--progress",
         "json",
     ]
-    cache = hf_cache_dir()
-    mounts = [job.package_dir, job.input_path] + ([cache] if cache.is_dir() else [])
-    env = {"PYTHONPATH": str(job.package_dir), "HF_HUB_CACHE": str(cache)}
-    if os.environ.get("CUDA_VISIBLE_DEVICES"):
-        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
-    events: list[dict] = []
 
-    def on_output(line: str) -> None:
-        event = _event(line)
-        if event is None:
-            return
-        events.append(event)
+    def on_event(event: dict) -> None:
         if event.get("event") == "progress" and on_progress is not None:
             on_progress(int(event["rows"]), int(event["total"]))
 
-    limits = limits_for(settings)
-    result = sandbox.run(command, job.workdir, mounts, env, limits, on_output)
-    if result.timed_out:
-        raise SandboxLimitError(
-            f"the labeler passed the wall-time limit of {limits.wall_seconds:.0f} s "
-            "(raise --labeler-timeout-s); results of earlier steps are kept in the run folder"
-        )
-    if result.killed_for_memory:
-        raise SandboxLimitError(
-            f"the labeler passed the memory limit of {settings.labeler_memory_gb:g} GiB "
-            "(raise --labeler-memory-gb or lower --batch-size)"
-        )
-    if result.returncode != 0:
-        raise LabelerRunError(f"the labeler failed (exit {result.returncode}): {_reason(result)}")
+    events = run_package(
+        sandbox, job.package_dir, arguments, job.workdir, [job.input_path], settings, on_event
+    )
     done = next((e for e in reversed(events) if e.get("event") == "done"), None)
     if done is None or not job.output_path.exists():
         raise LabelerRunError("the labeler exited without writing its output")

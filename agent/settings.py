@@ -54,8 +54,19 @@ class Settings(BaseSettings):
     sandbox: SandboxKind = "process"
     docker_image: str = "autoannotator-labeler:latest"
     docker_host: str | None = None
+    docker_python: str = "python3"
+    """Interpreter inside ``docker_image`` (ignored with ``docker_mount_host_python``)."""
+    docker_mount_host_python: bool = False
+    """Mount this interpreter and its venv read-only into each container, so a bare base image
+    without Python works; the interpreter must live in a prefix of its own (pyenv, uv)."""
     min_agreement: float = 1.0
     """A row is a disagreement when the winning vote share is below this (1.0 = not unanimous)."""
+    fit_heads: bool = True
+    """Fit embedding voters' few-shot heads on verified rows, then relabel."""
+    head_min_examples: int = 8
+    """Fewest verified rows (of at least two labels) worth fitting a head on."""
+    replay_ratio: float = 3.0
+    """Consensus rows replayed per verified row when fitting heads (against forgetting)."""
     models_dir: Path | None = None
     """A folder of local model folders the offline catalog offers."""
     voters: int = 3

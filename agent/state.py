@@ -142,6 +142,16 @@ class VerificationResult(Record):
     cost_usd: float = 0.0
 
 
+class HeadRecord(Record):
+    """A few-shot head fitted for an embedding voter."""
+
+    voter: str
+    version: str
+    examples: int
+    """Verified rows plus replayed consensus rows it was fitted on."""
+    training_accuracy: float
+
+
 class RunInput(BaseModel):
     """What a run starts from."""
 
@@ -174,9 +184,13 @@ class RunState(RunInput):
     package_dir: str | None = None
     """Lint-clean labeler package in the run folder."""
     labeling: LabelingResult | None = None
-    """Outcome of the full labeler run."""
+    """Outcome of the latest full labeler run."""
+    labeling_passes: int = 0
+    """Full labeler runs so far (a second one follows fitting heads)."""
     verification: VerificationResult | None = None
     """Outcome of verifying the disagreements."""
+    heads: tuple[HeadRecord, ...] = ()
+    """Few-shot heads fitted on verified rows and installed in the package."""
     output_path: str | None = None
     """Final labeled data."""
     package_path: str | None = None
@@ -190,6 +204,7 @@ class RunOutput(BaseModel):
     voters: tuple[Candidate, ...] = ()
     labeling: LabelingResult | None = None
     verification: VerificationResult | None = None
+    heads: tuple[HeadRecord, ...] = ()
     output_path: str | None = None
     package_path: str | None = None
 
@@ -207,5 +222,6 @@ STATE_RECORDS = (
     RunInput,
     RunState,
     RunOutput,
+    HeadRecord,
 )
 """Types the checkpointer may deserialise (its msgpack allow-list)."""

@@ -20,6 +20,7 @@ from ..data import iter_rows
 from ..packaging import build_spec, emit, provenance, selection_notes
 from ..rendering import render_package
 from ..state import RunState
+from .fit_heads import VERIFIED_SOURCES
 from .render_labeler import llm_info
 from .verify_disagreements import read_jsonl
 
@@ -68,13 +69,13 @@ def write_labeled_data(state: RunState, output_path: Path) -> Counter:
     with TableWriter(output_path, columns) as writer:
         batch = []
         for row_number, row in enumerate(iter_rows(labeled)):
-            needs_review = row.pop("needs_review")
-            if needs_review is True or str(needs_review).lower() == "true":
-                verdict = verdicts.get(row_number)
-                if verdict is None:
-                    row["label"], row["source"] = None, "unresolved"
-                else:
-                    row["label"], row["source"] = verdict["label"], verdict["source"]
+            needs_review = str(row.pop("needs_review")).lower() == "true"
+            verdict = verdicts.get(row_number)
+            if verdict is not None and verdict["source"] in VERIFIED_SOURCES:
+                row["label"], row["source"] = verdict["label"], verdict["source"]
+            elif needs_review:
+                verdict = verdict or {"label": None, "source": "unresolved"}
+                row["label"], row["source"] = verdict["label"], verdict["source"]
             else:
                 row["source"] = "consensus"
             sources[row["source"]] += 1
@@ -99,6 +100,10 @@ def run_metrics(state: RunState, sources: Counter) -> dict[str, str]:
     for source in ("consensus", "llm", "human", "vote", "unresolved"):
         if sources.get(source):
             metrics[f"rows from {source}"] = str(sources[source])
+    for head in state.heads:
+        metrics[f"few-shot head of {head.voter}"] = (
+            f"{head.version}, fitted on {head.examples} rows"
+        )
     verification = state.verification
     if verification is not None and verification.llm_calls:
         metrics["LLM calls"] = str(verification.llm_calls)

@@ -24,8 +24,9 @@ from ..state import LabelingResult, RunState
 def run_labeler(state: RunState, runtime: Runtime[RunContext]) -> dict:
     context = runtime.context
     plan = state.plan
-    context.reporter.stage("run_labeler", f"{state.dataset.rows} rows")
-    workdir = Path(state.run_dir) / "labeled"
+    labeling_pass = state.labeling_passes + 1
+    context.reporter.stage("run_labeler", f"{state.dataset.rows} rows, pass {labeling_pass}")
+    workdir = Path(state.run_dir) / "labeled" / f"pass-{labeling_pass}"
     input_path = Path(state.dataset.path)
     job = LabelerJob(
         package_dir=Path(state.package_dir),
@@ -48,19 +49,20 @@ def run_labeler(state: RunState, runtime: Runtime[RunContext]) -> dict:
         f"{count} disagreements ({count / max(outcome.rows, 1):.1%})"
     )
     return {
+        "labeling_passes": labeling_pass,
         "labeling": LabelingResult(
             output_path=str(job.output_path),
             rows=outcome.rows,
             disagreements=count,
             seconds=outcome.seconds,
             disagreements_path=str(disagreements_path),
-        )
+        ),
     }
 
 
 def collect_disagreements(labeled: Path, target: Path, state: RunState) -> int:
     """Write the rows flagged ``needs_review`` (row number, text, votes) as JSON Lines."""
-    text_column = _output_text_column(state)
+    text_column = output_text_column(state)
     temporary = target.with_suffix(".tmp")
     count = 0
     with open(temporary, "w", encoding="utf-8") as handle:
@@ -81,7 +83,7 @@ def collect_disagreements(labeled: Path, target: Path, state: RunState) -> int:
     return count
 
 
-def _output_text_column(state: RunState) -> str:
+def output_text_column(state: RunState) -> str:
     reserved = added_columns([voter.name for voter in state.voters])
     renames = input_renames(state.dataset.columns, reserved)
     return renames.get(state.plan.text_column, state.plan.text_column)

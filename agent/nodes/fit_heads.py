@@ -1,0 +1,104 @@
+"""fit_heads: learn from the verified rows, then relabel (the paper's continual learning).
+
+The rows an LLM or a person verified are exactly where the voters were weak.
+Each embedding voter gets a few-shot head fitted, in the sandbox by the
+package's own ``heads`` module, on those rows plus a replay of consensus rows
+(so it does not forget what the voters agreed on). The head is installed in
+the package as a new version, and the graph relabels the data with it.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+from langgraph.runtime import Runtime
+
+from templates.labeler.pkg.tabular import TableWriter
+
+from ..context import RunContext
+from ..data import iter_rows
+from ..labeler_runs import run_package
+from ..packaging import package_names
+from ..settings import Settings
+from ..state import HeadRecord, RunState
+from .run_labeler import output_text_column
+from .verify_disagreements import read_jsonl
+
+VERIFIED_SOURCES = ("llm", "human")
+
+
+def verified_labels(state: RunState) -> dict[int, str]:
+    """Row -> label for rows an LLM or a person settled."""
+    if state.verification is None:
+        return {}
+    return {
+        v["row"]: v["label"]
+        for v in read_jsonl(Path(state.verification.verdicts_path))
+        if v["source"] in VERIFIED_SOURCES and v["label"] is not None
+    }
+
+
+def should_fit_heads(state: RunState, settings: Settings) -> bool:
+    if not settings.fit_heads or state.heads:
+        return False
+    if not any(voter.kind == "embedding" for voter in state.voters):
+        return False
+    labels = verified_labels(state)
+    return len(labels) >= settings.head_min_examples and len(set(labels.values())) >= 2
+
+
+def fit_heads(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    context = runtime.context
+    settings = context.settings
+    verified = verified_labels(state)
+    context.reporter.stage("fit_heads", f"{len(verified)} verified rows")
+    folder = Path(state.run_dir) / "heads"
+    examples = folder / "examples.jsonl"
+    count = write_examples(state, verified, examples, settings.replay_ratio)
+    module = package_names(state.plan)[1]
+    package_dir = Path(state.package_dir)
+    output = folder / "fitted"
+    shutil.rmtree(output, ignore_errors=True)
+    arguments = [f"{module}.heads", str(examples), "--output", str(output)]
+    arguments += ["--text-column", "text", "--weight-column", "weight", "--device", settings.device]
+    events = run_package(context.sandbox, package_dir, arguments, folder, [examples], settings)
+    records = next(e["heads"] for e in events if e.get("event") == "heads")
+    heads = []
+    for record in records:
+        installed = package_dir / module / "heads" / record["voter"]
+        shutil.copytree(output / record["voter"] / record["version"], installed / record["version"])
+        (installed / "CURRENT").write_text(record["version"] + "\n", encoding="utf-8")
+        heads.append(
+            HeadRecord(
+                voter=record["voter"],
+                version=record["version"],
+                examples=count,
+                training_accuracy=record["training_accuracy"],
+            )
+        )
+        context.reporter.info(
+            f"{record['voter']}: head {record['version']} fitted on {count} rows "
+            f"(training accuracy {record['training_accuracy']:.1%})"
+        )
+    return {"heads": tuple(heads)}
+
+
+def write_examples(state: RunState, verified: dict[int, str], target: Path, ratio: float) -> int:
+    """Verified rows, plus up to ``ratio`` consensus rows per verified row, as training data."""
+    text_column = output_text_column(state)
+    consensus: list[dict] = []
+    rows: list[dict] = []
+    for number, row in enumerate(iter_rows(state.labeling.output_path)):
+        text = "" if row.get(text_column) is None else str(row[text_column])
+        if number in verified:
+            rows.append({"text": text, "label": verified[number], "weight": 1.0})
+        elif str(row["needs_review"]).lower() not in ("true", "1"):
+            consensus.append({"text": text, "label": row["label"], "weight": 1.0})
+    budget = int(ratio * len(rows))
+    random.Random(state.dataset.sha256).shuffle(consensus)
+    rows += consensus[:budget]
+    with TableWriter(target, ["text", "label", "weight"]) as writer:
+        writer.write(rows)
+    return len(rows)

@@ -1,0 +1,125 @@
+"""The embedded offline default: pretrained specialists, few-shot heads, identical relabeling."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+
+pytestmark = pytest.mark.slow
+
+REVIEWS = [
+    ("positive", "An absolute delight from start to finish; the cast is wonderful."),
+    ("negative", "A tedious mess with no story and no reason to exist."),
+    ("positive", "Gorgeous photography and a moving, heartfelt performance."),
+    ("negative", "I walked out after forty minutes. Boring and badly acted."),
+    ("positive", "One of the funniest and smartest comedies of the year."),
+    ("negative", "The dialogue is clumsy and the ending makes no sense."),
+    ("positive", "A warm, charming story that left the whole audience smiling."),
+    ("negative", "Dull characters stuck in a plot that goes nowhere."),
+    ("negative", "The soundtrack is great but the pacing drags and the story is thin."),
+    ("positive", "A masterpiece. I want to watch it again right away."),
+    ("negative", "Cheap effects and a script that insults your intelligence."),
+    ("positive", "It is not perfect, yet I could not stop smiling."),
+    ("positive", "Brilliantly written and beautifully directed."),
+    ("negative", "Painfully slow and utterly forgettable."),
+    ("positive", "The lead actor is superb and the story is gripping."),
+    ("negative", "A disappointing sequel that wastes its talented cast."),
+    ("positive", "Funny and touching in equal measure; highly recommended."),
+    ("negative", "The worst movie I have seen in years."),
+    ("negative", "Not a single laugh in two hours of so-called comedy."),
+    ("positive", "A fresh, clever take on a tired genre."),
+    ("negative", "Predictable, loud and completely empty."),
+    ("positive", "Every frame is full of life and colour."),
+    ("negative", "I regret paying for this ticket."),
+    ("positive", "A solid, enjoyable film for the whole family."),
+    ("negative", "Awkward, boring and far too long."),
+    ("positive", "Smart, moving and wonderfully acted."),
+    ("negative", "The plot is a confusing mess."),
+    ("positive", "A quiet little film that stays with you."),
+    ("negative", "Nothing works: not the jokes, not the drama, not the music."),
+    ("positive", "You will leave the cinema happier than you came in."),
+]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_offline_run_fits_a_head_on_verified_rows_and_the_package_relabels_identically(
+    tmp_path, monkeypatch, sandbox_kind
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOANNOTATOR_HEAD_MIN_EXAMPLES", "4")
+    data = tmp_path / "reviews.csv"
+    with open(data, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "label", "text"])
+        writer.writerows((i, label, text) for i, (label, text) in enumerate(REVIEWS))
+    output = tmp_path / "labeled.csv"
+    code = main(
+        ["label these reviews by sentiment polarity", "--data", str(data), "--offline",
+         "--verifier", "column:label", "--output", str(output), "--out", "out",
+         "--sandbox", sandbox_kind, "--voters", "4", "--min-agreement", "0.75"]
+    )  # fmt: skip
+    assert code == 0
+    package = tmp_path / "out" / "sentiment-labeler"
+    heads = package / "sentiment_labeler" / "heads" / "minilm"
+    assert (heads / "CURRENT").read_text().strip() == "v1"
+    assert (heads / "v1" / "head.npz").is_file()
+    rows = read_csv(output)
+    assert [row["id"] for row in rows] == [str(i) for i in range(len(REVIEWS))]
+    assert {row["source"] for row in rows} <= {"consensus", "human"}
+    assert "human" in {row["source"] for row in rows}
+    for row, (gold, _) in zip(rows, REVIEWS, strict=True):
+        if row["source"] == "human":
+            assert row["label"] == gold
+    readme = (package / "README.md").read_text()
+    assert "few-shot head of minilm" in readme
+
+    relabeled = tmp_path / "relabeled.csv"
+    subprocess.run(
+        [sys.executable, "-m", "sentiment_labeler", str(data), "--output", str(relabeled),
+         "--progress", "none"],
+        check=True, env={**os.environ, "PYTHONPATH": str(package)}, cwd=tmp_path,
+    )  # fmt: skip
+    again = read_csv(relabeled)
+    voters = [c for c in rows[0] if c.startswith(("label_", "prob_")) and c != "label_input"]
+    assert voters, "the output names each voter"
+    for first, second in zip(rows, again, strict=True):
+        assert [first[c] for c in voters] == [second[c] for c in voters]
+
+
+def network_can_be_cut() -> bool:
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not network_can_be_cut(), reason="unshare -n needs root (CI runs as root)")
+def test_with_the_network_cut_the_cli_labels_every_row_and_the_package_agrees(tmp_path):
+    data = tmp_path / "reviews.csv"
+    data.write_text(
+        Path(__file__).resolve().parent.parent.joinpath("examples/reviews.csv").read_text()
+    )
+    cli = [sys.executable, "-m", "agent", "label these reviews by sentiment", "--data", str(data)]
+    cli += ["--offline", "--output", "out.csv", "--verifier", "none"]
+    env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
+    subprocess.run(["unshare", "-n", *cli], check=True, cwd=tmp_path, env=env, capture_output=True)
+    rows = read_csv(tmp_path / "out.csv")
+    assert len(rows) == len(read_csv(data)) and all(row["label"] for row in rows)
+    package = tmp_path / "generated" / "sentiment-labeler"
+    subprocess.run(
+        ["unshare", "-n", sys.executable, "-m", "sentiment_labeler", str(data), "--output",
+         "again.csv", "--progress", "none"],
+        check=True, cwd=tmp_path, env={**env, "PYTHONPATH": str(package)}, capture_output=True,
+    )  # fmt: skip
+    again = read_csv(tmp_path / "again.csv")
+    voters = [c for c in rows[0] if c.startswith(("label_", "prob_"))]
+    assert [[r[c] for c in voters] for r in rows] == [[r[c] for c in voters] for r in again]
