@@ -43,19 +43,28 @@ def evaluate(run_dir: Path, output: Path, gold: list[str]) -> dict:
     voters = [c[len("label_") :] for c in first[0] if c.startswith("label_") and c != "label_input"]
     escalated = [row["needs_review"] == "true" for row in first]
     unanimous = [len({row[f"label_{v}"] for v in voters}) == 1 for row in first]
-    verified_first = [g if esc else row["label"] for row, esc, g in zip(first, escalated, gold)]
+    verified_first = [
+        g if esc else row["label"] for row, esc, g in zip(first, escalated, gold, strict=True)
+    ]
     return {
-        "voters": {v: share(row[f"label_{v}"] == g for row, g in zip(first, gold)) for v in voters},
+        "voters": {
+            v: share(row[f"label_{v}"] == g for row, g in zip(first, gold, strict=True))
+            for v in voters
+        },
         "abstained": {v: share(row[f"label_{v}"] == "" for row in first) for v in voters},
-        "majority vote": share(row["label"] == g for row, g in zip(first, gold)),
+        "majority vote": share(row["label"] == g for row, g in zip(first, gold, strict=True)),
         "unanimous share": share(unanimous),
         "vote on unanimous rows": share(
-            row["label"] == g for row, g, u in zip(first, gold, unanimous) if u
+            row["label"] == g for row, g, u in zip(first, gold, unanimous, strict=True) if u
         ),
         "escalated (first pass)": share(escalated),
-        "after verification, before head": share(l == g for l, g in zip(verified_first, gold)),
+        "after verification, before head": share(
+            label == g for label, g in zip(verified_first, gold, strict=True)
+        ),
         "verified in all": share(row["source"] == "human" for row in final),
-        "after verification and head": share(row["label"] == g for row, g in zip(final, gold)),
+        "after verification and head": share(
+            row["label"] == g for row, g in zip(final, gold, strict=True)
+        ),
     }
 
 
