@@ -19,8 +19,9 @@ from ..context import RunContext
 from ..data import iter_rows
 from ..packaging import build_spec, emit, provenance, selection_notes
 from ..rendering import render_package
+from ..report import write_report
 from ..state import RunState
-from .fit_heads import VERIFIED_SOURCES
+from ..verdicts import resolve
 from .render_labeler import llm_info
 from .verify_disagreements import read_jsonl
 
@@ -52,6 +53,8 @@ def emit_package(state: RunState, runtime: Runtime[RunContext]) -> dict:
     package_path = emit(package_dir, Path(settings.out) / spec.name)
     report = {"metrics": metrics, "output": str(output_path), "package": str(package_path)}
     (Path(state.run_dir) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    report_path = write_report(state, Path(state.run_dir))
+    context.reporter.info(f"run report: {report_path}")
     context.reporter.info(f"labeled data: {output_path}")
     context.reporter.info(f"labeler package: {package_path}")
     return {"output_path": str(output_path), "package_path": str(package_path)}
@@ -70,14 +73,9 @@ def write_labeled_data(state: RunState, output_path: Path) -> Counter:
         batch = []
         for row_number, row in enumerate(iter_rows(labeled)):
             needs_review = str(row.pop("needs_review")).lower() == "true"
-            verdict = verdicts.get(row_number)
-            if verdict is not None and verdict["source"] in VERIFIED_SOURCES:
-                row["label"], row["source"] = verdict["label"], verdict["source"]
-            elif needs_review:
-                verdict = verdict or {"label": None, "source": "unresolved"}
-                row["label"], row["source"] = verdict["label"], verdict["source"]
-            else:
-                row["source"] = "consensus"
+            row["label"], row["source"] = resolve(
+                row["label"], verdicts.get(row_number), needs_review
+            )
             sources[row["source"]] += 1
             batch.append(row)
             if len(batch) == 10_000:

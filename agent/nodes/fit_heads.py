@@ -23,10 +23,9 @@ from ..labeler_runs import run_package
 from ..packaging import package_names
 from ..settings import Settings
 from ..state import HeadRecord, RunState
+from ..verdicts import VERIFIED_SOURCES
 from .run_labeler import output_text_column
 from .verify_disagreements import read_jsonl
-
-VERIFIED_SOURCES = ("llm", "human")
 
 
 def verified_labels(state: RunState) -> dict[int, str]:
