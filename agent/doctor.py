@@ -25,7 +25,7 @@ def run_checks(settings: Settings) -> list[Check]:
 
     checks = [
         Check(f"sandbox: {status.name}", status.available, status.detail)
-        for status in probe_backends(settings.docker_host)
+        for status in probe_backends(settings.docker_host, settings.docker_image)
     ]
     checks.append(_llm_check(settings))
     checks.append(_hub_check(settings))

@@ -166,13 +166,19 @@ def write_tree(
 
 
 def _place(source: Path, target: Path, *, link: bool) -> None:
-    if link:
+    """Hard-link a world-readable file; copy anything else and make the copy readable.
+
+    transformers saves weights with mode 0600; a sandbox user (Docker's uid 65534) must
+    read them, and chmod on a hard link would change the user's own file.
+    """
+    if link and os.stat(source).st_mode & 0o004:
         try:
             os.link(source, target)
             return
         except OSError:
             pass  # another filesystem: fall back to a copy
-    shutil.copy2(source, target)
+    shutil.copyfile(source, target)
+    os.chmod(target, 0o644)
 
 
 def build_package(

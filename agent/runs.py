@@ -32,6 +32,18 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def sandbox_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of ``make_sandbox(settings.sandbox, ...)`` beyond its defaults."""
+    if settings.sandbox != "docker":
+        return {}
+    return {
+        "image": settings.docker_image,
+        "base_url": settings.docker_host,
+        "python": settings.docker_python,
+        "mount_host_python": settings.docker_mount_host_python,
+    }
+
+
 def default_context(settings: Settings, reporter: Reporter) -> RunContext:
     """The real clients, built from settings (tests inject their own)."""
     from sandbox import make_sandbox
@@ -47,12 +59,9 @@ def default_context(settings: Settings, reporter: Reporter) -> RunContext:
             method=settings.llm_structured_method,
         )
     hub = None if settings.offline else HfHub(settings.hf_endpoint)
-    options: dict[str, Any] = {}
-    if settings.sandbox == "docker":
-        options = {"image": settings.docker_image, "base_url": settings.docker_host}
     return RunContext(
         settings=settings,
-        sandbox=make_sandbox(settings.sandbox, **options),
+        sandbox=make_sandbox(settings.sandbox, **sandbox_options(settings)),
         reporter=reporter,
         llm=llm,
         hub=hub,

@@ -8,6 +8,10 @@ OOM-killed), a process-count limit, and the same scrubbed environment as the pro
 backend. The container is always removed. The engine's host paths are used for mounts, so the
 engine must run on this machine (a local socket), not a remote host.
 
+Bind mounts keep host owners and modes, so every read-only input is checked first: one the
+container user could not read fails before the start, naming the file and the fix, rather
+than as a puzzling error inside the container.
+
 GPUs: ``Limits(gpus=True)`` adds a device request for all GPUs, which needs the NVIDIA
 Container Toolkit on the engine host (``nvidia-ctk runtime configure --runtime=docker`` and
 an engine restart); :func:`sandbox.probe.probe_backends` shows whether an ``nvidia`` runtime
@@ -20,10 +24,11 @@ works without it (``pip install 'autoannotator-agent[docker]'``).
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +49,11 @@ DEFAULT_IMAGE = "autoannotator-labeler:latest"
 SANDBOX_LABEL = "autoannotator.sandbox"
 """Label on every container we create, so leftovers can be found (``docker ps -a -f label=``)."""
 NOBODY = "65534:65534"
+GPU_HINT = (
+    "GPU containers need the NVIDIA Container Toolkit on the engine host "
+    "(nvidia-ctk runtime configure --runtime=docker, then restart the engine), "
+    "or run on the CPU (--device cpu)"
+)
 DEFAULT_LIMITS = Limits()
 
 
@@ -162,6 +172,57 @@ def open_to_user(workdir: Path, user: str | None) -> None:
                 os.chmod(path, os.stat(path).st_mode | 0o666)
 
 
+def _user_ids(user: str | None) -> tuple[int, int | None] | None:
+    """Numeric uid and gid of a ``uid[:gid]`` user; None for root, names or the image's user."""
+    uid, _, gid = (user or "").partition(":")
+    if not uid.isdigit() or int(uid) == 0:
+        return None
+    return int(uid), int(gid) if gid.isdigit() else None
+
+
+def _permits(info: os.stat_result, uid: int, gid: int | None, need: int) -> bool:
+    if info.st_uid == uid:
+        bits = info.st_mode >> 6
+    elif gid is not None and info.st_gid == gid:
+        bits = info.st_mode >> 3
+    else:
+        bits = info.st_mode
+    return bits & need == need
+
+
+def _entries(mount: Path) -> Iterator[tuple[Path, int]]:
+    """Every path under ``mount``, with the permission bits that reading it needs."""
+    if not mount.is_dir():
+        yield mount, 0o4
+        return
+    yield mount, 0o5
+    for folder, dirs, files in os.walk(mount):
+        yield from ((Path(folder, name), 0o5) for name in dirs)
+        yield from ((Path(folder, name), 0o4) for name in files)
+
+
+def first_unreadable(paths: Sequence[Path], user: str | None) -> tuple[Path, Path] | None:
+    """The first (mount, path) under ``paths`` that the container ``user`` could not read.
+
+    Bind mounts keep host owners and modes, and the container user owns nothing on the host,
+    so it reads only what the group or "other" permission bits allow. Files need read,
+    folders read and search permission; symlinks are judged by their targets.
+    """
+    ids = _user_ids(user)
+    if ids is None:
+        return None
+    uid, gid = ids
+    for mount in paths:
+        for path, need in _entries(mount):
+            try:
+                info = path.stat()
+            except OSError:
+                continue  # a dangling link: nothing to read either way
+            if not _permits(info, uid, gid, need):
+                return mount, path
+    return None
+
+
 class DockerSandbox:
     """Runs each command in a new container of ``image``; see the module docstring."""
 
@@ -210,8 +271,10 @@ class DockerSandbox:
         on_output: OutputCallback | None = None,
     ) -> SandboxResult:
         workdir = Path(workdir).resolve(strict=True)
-        mounts = {Path(p).resolve(strict=True) for p in [*read_only_mounts, *self._extra_mounts]}
+        inputs = sorted({Path(p).resolve(strict=True) for p in read_only_mounts} - {workdir})
+        mounts = {*inputs, *(p.resolve(strict=True) for p in self._extra_mounts)}
         open_to_user(workdir, self._user)
+        self._check_readable(inputs)
         environment = scrubbed_env(
             env, home=str(workdir), tmpdir="/tmp", limits=limits, path=DEFAULT_PATH
         )
@@ -231,7 +294,12 @@ class DockerSandbox:
             container = self._client.containers.create(**kwargs)
             result, callback_error = self._execute(container, workdir, limits, on_output)
         except docker.errors.APIError as error:
-            raise SandboxError(f"the Docker engine failed to run the container: {error}") from error
+            hint = ""
+            if limits.gpus and "device driver" in str(error):
+                hint = f"; {GPU_HINT}"
+            raise SandboxError(
+                f"the Docker engine failed to run the container: {error}{hint}"
+            ) from error
         finally:
             if container is not None:
                 try:
@@ -241,6 +309,18 @@ class DockerSandbox:
         if callback_error is not None:
             raise callback_error
         return result
+
+    def _check_readable(self, inputs: Sequence[Path]) -> None:
+        """Fail before starting when the container user could not read an input."""
+        unreadable = first_unreadable(inputs, self._user)
+        if unreadable is None:
+            return
+        mount, path = unreadable
+        mode = stat.S_IMODE(path.stat().st_mode)
+        raise SandboxError(
+            f"the container user {self._user} cannot read {path} (mode {mode:04o}): "
+            f"containers see host permissions; make it readable (chmod -R a+rX {mount})"
+        )
 
     def _execute(
         self, container: Any, workdir: Path, limits: Limits, on_output: OutputCallback | None

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_helpers import BASE_IMAGE, docker_base_url, process_sandbox
+from sandbox_helpers import BASE_IMAGE, docker_client_or_skip, process_sandbox
 
 from sandbox import Sandbox, SandboxUnavailable
 
@@ -21,13 +21,7 @@ from sandbox import Sandbox, SandboxUnavailable
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[object]:
     """A client of the test engine; skips the test when none is reachable."""
-    from sandbox.docker import connect
-
-    url = docker_base_url()
-    try:
-        client = connect(url)
-    except SandboxUnavailable as error:
-        pytest.skip(f"{error}; run scripts/docker-engine.sh")
+    client = docker_client_or_skip()
     yield client
     client.close()
 

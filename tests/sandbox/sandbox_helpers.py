@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from sandbox import ProcessSandbox, Sandbox, SandboxUnavailable
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ESCAPES = Path(__file__).resolve().parent / "escapes"
@@ -24,6 +28,18 @@ def docker_base_url() -> str:
     if CI_DOCKER_SOCKET.is_socket():
         return f"unix://{CI_DOCKER_SOCKET}"
     return "unix:///var/run/docker.sock"
+
+
+def docker_client_or_skip() -> DockerClient:
+    """A client of the test engine, or a skip naming why none answers."""
+    pytest.importorskip("docker", reason="the docker Python package is not installed")
+    from sandbox.docker import connect
+
+    url = docker_base_url()
+    try:
+        return connect(url)
+    except SandboxUnavailable as error:
+        pytest.skip(f"{error}; run scripts/docker-engine.sh")
 
 
 def process_sandbox(isolation: str, **options: object) -> ProcessSandbox:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
 import pytest
 from sandbox_helpers import ESCAPES, escape, unique
 
-from sandbox import Limits, SandboxUnavailable, make_sandbox
+from agent.labeler_runs import limits_for
+from agent.settings import Settings
+from sandbox import Limits, SandboxError, SandboxUnavailable, make_sandbox
 
 docker = pytest.importorskip("docker")
-from sandbox.docker import SANDBOX_LABEL, container_kwargs, open_to_user  # noqa: E402
+from sandbox.docker import (  # noqa: E402
+    SANDBOX_LABEL,
+    container_kwargs,
+    first_unreadable,
+    open_to_user,
+)
 
 
 def kwargs_for(limits: Limits, workdir: Path = Path("/data/work")) -> dict:
@@ -31,6 +39,13 @@ def test_gpu_request_only_when_asked() -> None:
         docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])
     ]
     assert "device_requests" not in kwargs_for(Limits(gpus=False))
+
+
+def test_device_cuda_requests_every_gpu() -> None:
+    cuda = kwargs_for(limits_for(Settings(device="cuda")))
+    assert cuda["device_requests"] == [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    for device in ("cpu", "auto"):
+        assert "device_requests" not in kwargs_for(limits_for(Settings(device=device)))
 
 
 def test_container_policy() -> None:
@@ -53,6 +68,29 @@ def test_work_folder_opened_to_container_user(tmp_path: Path) -> None:
     open_to_user(tmp_path, "65534:65534")
     assert stat.S_IMODE((tmp_path / "sub").stat().st_mode) == 0o777
     assert stat.S_IMODE((tmp_path / "sub" / "spec.json").stat().st_mode) & 0o666 == 0o666
+
+
+def test_inputs_the_container_user_cannot_read_are_found(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    weights = model / "sub" / "model.safetensors"
+    weights.write_bytes(b"weights")
+    weights.chmod(0o600)  # how transformers 5 saves them
+    data = tmp_path / "data.csv"
+    data.write_text("id,text\n")
+    nobody = "65534:65534"
+
+    assert first_unreadable([data, model], nobody) == (model, weights)
+    assert first_unreadable([data, model], None) is None  # the image's user: unknown
+    assert first_unreadable([data, model], "0:0") is None
+    weights.chmod(0o644)
+    (model / "sub").chmod(0o700)
+    assert first_unreadable([data, model], nobody) == (model, model / "sub")
+    (model / "sub").chmod(0o750)
+    os.chown(model / "sub", os.getuid(), 65534)
+    assert first_unreadable([data, model], nobody) is None  # through its group
+    assert first_unreadable([data, model], "65534") == (model, model / "sub")
 
 
 def test_unreachable_engine_is_unavailable(tmp_path: Path) -> None:
@@ -85,3 +123,55 @@ def test_runs_as_nobody_and_leaves_no_container(
     assert timed.timed_out
     left = docker_client.containers.list(all=True, filters={"label": SANDBOX_LABEL})
     assert left == []
+
+
+@pytest.mark.docker
+def test_unreadable_input_fails_before_any_container(
+    docker_sandbox: object, docker_client: object, workdir: Path, host_dir: Path
+) -> None:
+    host_dir.chmod(0o755)  # mkdtemp's 0700 would be the first thing refused
+    secret = host_dir / "model.safetensors"
+    secret.write_bytes(b"weights")
+    secret.chmod(0o600)
+    with pytest.raises(SandboxError, match=r"cannot read .*model.safetensors \(mode 0600\).*a\+rX"):
+        docker_sandbox.run([docker_sandbox.python, "-c", "pass"], workdir, [host_dir])
+    assert docker_client.containers.list(all=True, filters={"label": SANDBOX_LABEL}) == []
+    secret.chmod(0o644)
+    result = docker_sandbox.run(
+        [docker_sandbox.python, "-c", f"print(open({str(secret)!r}).read())"], workdir, [host_dir]
+    )
+    assert result.ok and result.stdout == "weights\n", result.stderr
+
+
+@pytest.mark.docker
+def test_engine_receives_the_gpu_request(docker_client: object, base_image: str, workdir: Path):
+    """GPU containers cannot start on these machines: check what the engine was asked for."""
+    created = []
+    try:
+        for device in ("cuda", "cpu"):
+            kwargs = container_kwargs(
+                image=base_image,
+                command=["true"],
+                workdir=workdir,
+                read_only_mounts=[],
+                environment={},
+                limits=limits_for(Settings(device=device)),
+            )
+            created.append(docker_client.containers.create(**kwargs))
+        cuda, cpu = (container.attrs["HostConfig"]["DeviceRequests"] for container in created)
+    finally:
+        for container in created:
+            container.remove(force=True)
+    assert [(r["Driver"], r["Count"], r["Capabilities"]) for r in cuda] == [("", -1, [["gpu"]])]
+    assert not cpu
+
+
+@pytest.mark.docker
+def test_gpu_run_without_the_nvidia_runtime_says_what_to_install(
+    docker_sandbox: object, docker_client: object, workdir: Path
+) -> None:
+    if "nvidia" in docker_client.info().get("Runtimes", {}):
+        pytest.skip("this engine has the nvidia runtime: GPU containers can start")
+    with pytest.raises(SandboxError, match="NVIDIA Container Toolkit"):
+        docker_sandbox.run([docker_sandbox.python, "-c", "pass"], workdir, limits=Limits(gpus=True))
+    assert docker_client.containers.list(all=True, filters={"label": SANDBOX_LABEL}) == []
