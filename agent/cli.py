@@ -17,6 +17,8 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from sandbox import SandboxError
+
 from . import __version__
 from .errors import AgentError, UserInputError
 from .reporting import ConsoleReporter
@@ -31,6 +33,11 @@ app = typer.Typer(
 )
 sandbox_app = typer.Typer(help="Run commands the way a labeler is run.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+review_app = typer.Typer(
+    help="Hand the rows awaiting review to a person and read the decisions back.",
+    no_args_is_help=True,
+)
+app.add_typer(review_app, name="review")
 
 SUBCOMMANDS = {"label", "doctor", "sandbox", "review", "finetune", "--help", "-h", "--version"}
 
@@ -69,6 +76,17 @@ def label_command(
         Path | None, Opt(help="where run folders live [.autoannotator/runs]")
     ] = None,
     resume: Annotated[str | None, Opt("--resume", help="continue an interrupted run")] = None,
+    budget_usd: Annotated[
+        float | None, Opt(help="ask before LLM verification expected to cost more [5.0]")
+    ] = None,
+    max_cost_usd: Annotated[
+        float | None, Opt(help="hard cap on LLM cost; rows past it go to review")
+    ] = None,
+    judge_batch_size: Annotated[int | None, Opt(help="disagreement rows per LLM call [10]")] = None,
+    llm_concurrency: Annotated[int | None, Opt(help="LLM calls in flight at once [4]")] = None,
+    verdict_cache: Annotated[
+        Path | None, Opt(help="SQLite cache of LLM verdicts [~/.cache/autoannotator-agent]")
+    ] = None,
     yes: Annotated[bool, Opt("--yes", "-y", help="do not ask before spending")] = False,
     json_summary: Annotated[
         bool, Opt("--json", help="print a JSON summary last, on stdout")
@@ -94,6 +112,11 @@ def label_command(
         "batch_size": batch_size,
         "device": device,
         "runs_dir": runs_dir,
+        "budget_usd": budget_usd,
+        "max_cost_usd": max_cost_usd,
+        "judge_batch_size": judge_batch_size,
+        "llm_concurrency": llm_concurrency,
+        "verdict_cache": verdict_cache,
         "yes": yes or None,
         "json_summary": json_summary or None,
     }
@@ -101,8 +124,10 @@ def label_command(
     if resume:
         base = settings_from({"runs_dir": runs_dir} if runs_dir else {})
         run_dir, settings = load_request(base.runs_dir, resume)
+        spending = {"budget_usd": budget_usd, "max_cost_usd": max_cost_usd}
         settings = settings.model_copy(
             update={"yes": yes or settings.yes, "json_summary": json_summary}
+            | {name: value for name, value in spending.items() if value is not None}
         )
         context = default_context(settings, reporter)
         reporter.stage("resume", resume)
@@ -198,6 +223,54 @@ def doctor_command(
     reporter.summary([(check.name, check.line) for check in run_checks(settings)])
 
 
+RunsDirOption = Annotated[
+    Path | None, Opt("--runs-dir", help="where run folders live [.autoannotator/runs]")
+]
+
+
+@review_app.command("export")
+def review_export_command(
+    run_id: Annotated[str, typer.Argument(help="the run whose hard rows to export")],
+    runs_dir: RunsDirOption = None,
+    out: Annotated[Path | None, Opt(help="folder for the files [<run folder>/review]")] = None,
+) -> None:
+    """Write the rows awaiting review as a Label Studio import file and as CSV."""
+    from .review import export_review, load_run
+
+    base = settings_from({"runs_dir": runs_dir} if runs_dir else {})
+    exported = export_review(load_run(base.runs_dir, run_id), out)
+    ConsoleReporter().summary(
+        [
+            ("rows awaiting review", str(exported.rows)),
+            ("Label Studio tasks", str(exported.tasks_path)),
+            ("Label Studio labeling config", str(exported.config_path)),
+            ("CSV (fill in label)", str(exported.csv_path)),
+        ]
+    )
+
+
+@review_app.command("import")
+def review_import_command(
+    run_id: Annotated[str, typer.Argument(help="the run the decisions belong to")],
+    file: Annotated[Path, typer.Argument(help="review CSV (row,label) or Label Studio JSON")],
+    runs_dir: RunsDirOption = None,
+) -> None:
+    """Record a person's decisions and emit the run's labeled data again."""
+    from .review import import_review, load_run
+
+    base = settings_from({"runs_dir": runs_dir} if runs_dir else {})
+    reporter = ConsoleReporter()
+    run = load_run(base.runs_dir, run_id)
+    verification = import_review(run, file, reporter)
+    reporter.summary(
+        [
+            ("verified", str(verification.verified)),
+            ("still awaiting review", str(verification.unresolved)),
+            ("labeled data", str(run.state.output_path)),
+        ]
+    )
+
+
 @sandbox_app.command(
     "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
 )
@@ -208,11 +281,10 @@ def sandbox_exec_command(
     """Run COMMAND in the sandbox a labeler gets, with the current folder writable."""
     from sandbox import make_sandbox
 
+    from .runs import sandbox_options
+
     settings = settings_from({"sandbox": kind})
-    options = {}
-    if settings.sandbox == "docker":
-        options = {"image": settings.docker_image, "base_url": settings.docker_host}
-    box = make_sandbox(settings.sandbox, **options)
+    box = make_sandbox(settings.sandbox, **sandbox_options(settings))
     result = box.run(
         command, Path.cwd(), on_output=lambda line: print(line, file=sys.stderr, flush=True)
     )
@@ -244,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     except AgentError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except SandboxError as error:
+        print(f"error: sandbox: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; continue with --resume RUN_ID", file=sys.stderr)
         return 130

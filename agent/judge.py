@@ -4,15 +4,18 @@ Instructions and label definitions go once per batch; texts go as JSON data.
 Every answer is validated: a label outside the set, a missing verdict, an
 abstention or a malformed reply sends that row alone to the LLM once more,
 and a row that still has no valid verdict is ``unresolved`` (for human
-review). Nothing is ever mapped to a default label.
+review). Nothing is ever mapped to a default label. A gate (the spending cap)
+admits each call before it is sent; a refused batch goes to review as it is.
+Batches may be judged from several threads at once.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, create_model
 
@@ -25,6 +28,7 @@ ABSTAIN = "abstain"
 MAX_TEXT_CHARS = 4000
 """Longer texts are cut for the judge (the label stays about the whole text's gist)."""
 CONSECUTIVE_FAILURES_TO_STOP = 3
+CAP_REACHED = "spending cap reached; left for review"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,43 @@ class JudgeStats:
         return total
 
 
+class CallGate(Protocol):
+    """Admits or refuses each LLM call before it is sent (the spending cap)."""
+
+    def admit(self, messages: Sequence[Message], rows: int) -> float | None:
+        """A reservation to settle after the call, or None to refuse it."""
+        ...
+
+    def settle(self, reservation: float, usage: TokenUsage) -> None: ...
+
+
+def judge_messages(plan: TaskPlan, records: Sequence[dict[str, Any]]) -> list[Message]:
+    """The request for a batch of disagreement records (``text``, ``votes``): the
+    instructions once, then the items as JSON data."""
+    items = [
+        {"id": i, "text": r["text"][:MAX_TEXT_CHARS], "votes": r["votes"]}
+        for i, r in enumerate(records)
+    ]
+    prompt = _prompt(plan, items)
+    return [Message("system", prompt.system), Message("user", prompt.user)]
+
+
+def judge_prompt_id(plan: TaskPlan) -> str:
+    """``verify_disagreements/vN``: goes into cache keys, so a new prompt asks afresh."""
+    return _prompt(plan, []).id
+
+
+def _prompt(plan: TaskPlan, items: list[dict[str, Any]]) -> Prompt:
+    return load_prompt(
+        "verify_disagreements",
+        task_json=json.dumps(plan.task, ensure_ascii=False),
+        labels_json=json.dumps(
+            {label.name: label.description for label in plan.labels}, ensure_ascii=False
+        ),
+        items_json=json.dumps(items, ensure_ascii=False, indent=1),
+    )
+
+
 def verdict_schema(labels: Sequence[str]) -> type[BaseModel]:
     """The reply schema; the label enum is advertised to the LLM but validated here, per row."""
     choices = [*labels, ABSTAIN]
@@ -78,6 +119,7 @@ class Judge:
         plan: TaskPlan,
         batch_size: int,
         on_call: Callable[[CallRecord], None] | None = None,
+        gate: CallGate | None = None,
     ) -> None:
         self.llm = llm
         self.plan = plan
@@ -85,21 +127,14 @@ class Judge:
         self.schema = verdict_schema(plan.label_names)
         self.stats = JudgeStats()
         self._on_call = on_call
+        self._gate = gate
         self._failures = 0
+        self._lock = threading.Lock()
+        """Batches are judged concurrently; the failure count is shared."""
 
     @property
     def prompt_id(self) -> str:
-        return self._prompt([]).id
-
-    def _prompt(self, items: list[dict[str, Any]]) -> Prompt:
-        return load_prompt(
-            "verify_disagreements",
-            task_json=json.dumps(self.plan.task, ensure_ascii=False),
-            labels_json=json.dumps(
-                {label.name: label.description for label in self.plan.labels}, ensure_ascii=False
-            ),
-            items_json=json.dumps(items, ensure_ascii=False, indent=1),
-        )
+        return judge_prompt_id(self.plan)
 
     def judge(self, rows: Sequence[dict[str, Any]]) -> list[Verdict]:
         """Verdicts for one batch of disagreement records (``row``, ``text``, ``votes``)."""
@@ -107,7 +142,7 @@ class Judge:
         verdicts = []
         for index, record in enumerate(rows):
             label, reason = answers.get(index, (None, problem or "no verdict for this row"))
-            if label is None:
+            if label is None and problem != CAP_REACHED:
                 label, reason = self._ask_alone(record, reason)
             if label is None:
                 verdicts.append(Verdict(record["row"], None, "unresolved", reason))
@@ -126,23 +161,30 @@ class Judge:
         """Answers by item id (label None and the problem when invalid), or a batch problem."""
         if self._failures >= CONSECUTIVE_FAILURES_TO_STOP:
             return {}, "LLM unavailable; left for review"
-        items = [
-            {"id": i, "text": r["text"][:MAX_TEXT_CHARS], "votes": r["votes"]}
-            for i, r in enumerate(rows)
-        ]
-        prompt = self._prompt(items)
-        messages = [Message("system", prompt.system), Message("user", prompt.user)]
+        messages = judge_messages(self.plan, rows)
+        reservation = 0.0
+        if self._gate is not None:
+            reservation = self._gate.admit(messages, len(rows))
+            if reservation is None:
+                return {}, CAP_REACHED
+        usage = TokenUsage()
         try:
             reply = self.llm.structured(messages, self.schema)
+            usage = reply.usage
         except LLMUnavailableError as error:
-            self._failures += 1
-            self._record(CallRecord(len(rows), TokenUsage(), 0.0, f"unavailable: {error}"))
+            with self._lock:
+                self._failures += 1
+            self._record(CallRecord(len(rows), usage, 0.0, f"unavailable: {error}"))
             return {}, f"LLM unavailable ({error})"
         except ModelOutputError as error:
-            usage = getattr(error, "usage", TokenUsage())
+            usage = getattr(error, "usage", usage)
             self._record(CallRecord(len(rows), usage, 0.0, "malformed"))
             return {}, f"malformed answer ({error})"
-        self._failures = 0
+        finally:
+            if self._gate is not None:
+                self._gate.settle(reservation, usage)
+        with self._lock:
+            self._failures = 0
         self._record(CallRecord(len(rows), reply.usage, reply.latency_s, "ok"))
         answers: dict[int, tuple[str | None, str]] = {}
         for verdict in reply.value.verdicts:

@@ -54,6 +54,9 @@ class LabelMapping:
     """Model label -> task label or ``ignore``; complete when ``reason`` is None."""
     reason: str | None
     """Why the model cannot be used, or None."""
+    unresolved: tuple[str, ...] = ()
+    """Model labels that names and synonyms could not place (ambiguous or unknown): a
+    judgement call the LLM may make, unlike opaque names or too narrow a label set."""
 
     @property
     def ok(self) -> bool:
@@ -91,7 +94,9 @@ def map_labels(model_labels: Sequence[str], task_labels: Sequence[str]) -> Label
             mapping[model_label] = matches[0]
         elif len(matches) > 1:
             return LabelMapping(
-                {}, f"its label {model_label!r} could mean any of {sorted(matches)}"
+                {},
+                f"its label {model_label!r} could mean any of {sorted(matches)}",
+                unresolved=(model_label,),
             )
         elif normalize(model_label) in IGNORABLE:
             mapping[model_label] = IGNORE
@@ -99,8 +104,52 @@ def map_labels(model_labels: Sequence[str], task_labels: Sequence[str]) -> Label
             return LabelMapping(
                 {},
                 f"its label {model_label!r} matches none of the task's labels {list(task_labels)}",
+                unresolved=(model_label,),
             )
     covered = {target for target in mapping.values() if target != IGNORE}
     if len(covered) < min(2, len(task_labels)):
         return LabelMapping({}, f"its labels cover only {sorted(covered)} of {list(task_labels)}")
     return LabelMapping(mapping, None)
+
+
+def all_opaque(model_labels: Sequence[str]) -> bool:
+    return bool(model_labels) and all(is_opaque(label) for label in model_labels)
+
+
+def provisional_mapping(model_labels: Sequence[str], task_labels: Sequence[str]) -> LabelMapping:
+    """Opaque labels in order onto the task's labels, to be calibrated on the pilot.
+
+    ``LABEL_i -> i-th task label`` is a guess, not a mapping: it only lets the pilot run the
+    model; :mod:`agent.label_calibration` then keeps the assignment that agrees with the other
+    voters, or refuses the model. The guess is one-to-one so the pilot's votes can be traced
+    back to the model's own labels.
+    """
+    if len(model_labels) > len(task_labels):
+        return LabelMapping(
+            {},
+            f"its {len(model_labels)} labels are opaque and outnumber the task's "
+            f"{len(task_labels)}: they cannot be told apart by agreement",
+        )
+    return LabelMapping(dict(zip(model_labels, task_labels, strict=False)), None)
+
+
+def check_mapping(
+    mapping: dict[str, str], model_labels: Sequence[str], task_labels: Sequence[str]
+) -> str | None:
+    """Why a proposed mapping (from the LLM) is unusable, or None.
+
+    Every model label must map, once, to a task label or ``ignore``, and together they must
+    cover at least two task labels: the same bar the name and synonym matching meets.
+    """
+    missing = [label for label in model_labels if label not in mapping]
+    extra = sorted(set(mapping) - set(model_labels))
+    if missing or extra:
+        return f"it must map exactly the model's labels {list(model_labels)}"
+    allowed = set(task_labels) | {IGNORE}
+    wrong = sorted({target for target in mapping.values() if target not in allowed})
+    if wrong:
+        return f"targets {wrong} are neither task labels {list(task_labels)} nor {IGNORE!r}"
+    covered = {target for target in mapping.values() if target != IGNORE}
+    if len(covered) < min(2, len(task_labels)):
+        return f"its labels cover only {sorted(covered)} of {list(task_labels)}"
+    return None

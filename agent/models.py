@@ -1,7 +1,10 @@
 """Turning model references (local folders, Hub ids) into vetted voter candidates.
 
 A model is accepted only when it ships safetensors weights, needs no remote
-code, and its labels map onto the task's (see :mod:`agent.labels`). Each
+code, has a single-label head, and its labels map onto the task's (see
+:mod:`agent.labels`); opaque labels get a provisional mapping that the pilot
+calibrates (:mod:`agent.label_calibration`). Discovered Hub models must also
+pass licence, size, library and language filters on their metadata. Each
 refusal carries a reason a person can read.
 """
 
@@ -17,11 +20,14 @@ from pathlib import Path
 
 from .errors import UserInputError
 from .hub import MODEL_FILE_PATTERNS, HubModel, ModelHub
-from .labels import map_labels
+from .labels import LabelMapping, all_opaque, map_labels, provisional_mapping
+from .licenses import license_problem
 from .state import Candidate, Rejection
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 SPECIALIST_PREFIX = "specialist:"
+MULTI_LABEL_REASON = "multi-label (sigmoid) head: its classes are not one label per text"
+REMOTE_CODE_REASON = "needs remote code (trust_remote_code is refused)"
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class ModelFolder:
     has_safetensors: bool
     remote_code: bool
     parameters: int | None
+    multi_label: bool = False
+    """A sigmoid head (``problem_type`` multi-label): its classes are not one label per text."""
 
 
 def read_model_folder(path: Path) -> ModelFolder:
@@ -43,14 +51,10 @@ def read_model_folder(path: Path) -> ModelFolder:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise UserInputError(f"{config_path}: unreadable ({error})") from None
-    # Without id2label, transformers names the classes LABEL_0..LABEL_{n-1}.
-    id2label = config.get("id2label") or {
-        str(i): f"LABEL_{i}" for i in range(int(config.get("num_labels", 2)))
-    }
     try:
-        labels = tuple(str(id2label[key]) for key in sorted(id2label, key=int))
-    except ValueError:
-        raise UserInputError(f"{config_path}: id2label keys are not integers") from None
+        labels = config_labels(config)
+    except UserInputError as error:
+        raise UserInputError(f"{path}/{error}") from None
     weights = sorted(path.glob("*.safetensors"))
     return ModelFolder(
         path=path,
@@ -58,7 +62,30 @@ def read_model_folder(path: Path) -> ModelFolder:
         has_safetensors=bool(weights),
         remote_code="auto_map" in config,
         parameters=sum(_safetensors_parameters(w) for w in weights) if weights else None,
+        multi_label=is_multi_label(config),
     )
+
+
+def config_labels(config: dict) -> tuple[str, ...]:
+    """The model's labels in class order; transformers' ``LABEL_i`` names when none are given."""
+    id2label = config.get("id2label") or {
+        str(i): f"LABEL_{i}" for i in range(int(config.get("num_labels", 2)))
+    }
+    try:
+        return tuple(str(id2label[key]) for key in sorted(id2label, key=int))
+    except ValueError:
+        raise UserInputError("config.json: id2label keys are not integers") from None
+
+
+def is_multi_label(config: dict) -> bool:
+    return config.get("problem_type") == "multi_label_classification"
+
+
+def decide_mapping(model_labels: tuple[str, ...], task_labels: tuple[str, ...]) -> LabelMapping:
+    """Names and synonyms; a provisional one-to-one guess for opaque labels (pilot-calibrated)."""
+    if all_opaque(model_labels):
+        return provisional_mapping(model_labels, task_labels)
+    return map_labels(model_labels, task_labels)
 
 
 def _safetensors_parameters(path: Path) -> int:
@@ -128,13 +155,29 @@ def vet_folder(
     revision: str | None = None,
     license_name: str = "unknown",
     downloads: int | None = None,
+    label_map: dict[str, str] | None = None,
+    max_parameters: int | None = None,
 ) -> Candidate | Rejection:
-    """A candidate when the folder is safe and its labels map, else a rejection with the reason."""
+    """A candidate when the folder is safe and its labels map, else a rejection with the reason.
+
+    ``label_map`` is a mapping decided before the download (from config.json, perhaps by the
+    LLM); it must still fit the labels of the files that arrived.
+    """
     if not folder.has_safetensors:
         return Rejection(ref=reference, reason="no safetensors weights (pickle files are refused)")
     if folder.remote_code:
-        return Rejection(ref=reference, reason="needs remote code (trust_remote_code is refused)")
-    mapping = map_labels(folder.model_labels, task_labels)
+        return Rejection(ref=reference, reason=REMOTE_CODE_REASON)
+    if folder.multi_label:
+        return Rejection(ref=reference, reason=MULTI_LABEL_REASON)
+    if max_parameters is not None and (folder.parameters or 0) > max_parameters:
+        return Rejection(ref=reference, reason=size_reason(folder.parameters or 0, max_parameters))
+    if label_map is not None and set(label_map) == set(folder.model_labels):
+        mapping = LabelMapping(dict(label_map), None)
+    elif label_map is not None:
+        reason = f"its downloaded labels {list(folder.model_labels)} differ from its config.json"
+        return Rejection(ref=reference, reason=reason)
+    else:
+        mapping = decide_mapping(folder.model_labels, task_labels)
     if not mapping.ok:
         return Rejection(ref=reference, reason=mapping.reason or "")
     hashes = file_hashes(folder.path)
@@ -153,16 +196,36 @@ def vet_folder(
     )
 
 
-def hub_precheck(model: HubModel, language: str) -> str | None:
-    """Why a Hub model is refused from its metadata alone, or None."""
+def size_reason(parameters: int, cap: int) -> str:
+    return f"{parameters:,} parameters, above the cap of {cap:,} (AUTOANNOTATOR_MAX_PARAMETERS)"
+
+
+def hub_precheck(
+    model: HubModel,
+    language: str,
+    *,
+    licenses: tuple[str, ...] | None = None,
+    max_parameters: int | None = None,
+) -> str | None:
+    """Why a Hub model is refused from its metadata alone, or None.
+
+    ``licenses`` and ``max_parameters`` apply to discovered models; a model the user named is
+    the user's decision on both.
+    """
     if model.gated or model.private:
         return "gated or private"
     if model.remote_code:
-        return "needs remote code (trust_remote_code is refused)"
+        return REMOTE_CODE_REASON
     if not any(name.endswith(".safetensors") for name in model.files):
         return "no safetensors weights (pickle files are refused)"
     if model.pipeline_tag not in (None, "text-classification"):
         return f"pipeline tag is {model.pipeline_tag}, not text-classification"
+    if model.library not in (None, "transformers"):
+        return f"library is {model.library}; the labeler loads transformers classifiers only"
+    if licenses is not None and (problem := license_problem(model.license, licenses)):
+        return problem
+    if max_parameters is not None and (model.parameters or 0) > max_parameters:
+        return size_reason(model.parameters or 0, max_parameters)
     if (
         model.languages
         and language not in model.languages
@@ -173,7 +236,13 @@ def hub_precheck(model: HubModel, language: str) -> str | None:
 
 
 def fetch_hub_candidate(
-    hub: ModelHub, model: HubModel, task_labels: tuple[str, ...], name: str
+    hub: ModelHub,
+    model: HubModel,
+    task_labels: tuple[str, ...],
+    name: str,
+    *,
+    label_map: dict[str, str] | None = None,
+    max_parameters: int | None = None,
 ) -> Candidate | Rejection:
     """Download a Hub model's labeler files at its exact commit and vet them."""
     folder = read_model_folder(hub.download(model.id, model.sha))
@@ -186,4 +255,6 @@ def fetch_hub_candidate(
         revision=model.sha,
         license_name=model.license,
         downloads=model.downloads,
+        label_map=label_map,
+        max_parameters=max_parameters,
     )

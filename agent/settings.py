@@ -6,15 +6,24 @@ manifests or a sandbox.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .licenses import PERMISSIVE_LICENSES
+
 SandboxKind = Literal["process", "docker", "none"]
 DeviceKind = Literal["auto", "cpu", "cuda"]
 VERIFIER_KINDS = ("llm", "human", "none")
+
+
+def default_verdict_cache() -> Path:
+    """``$XDG_CACHE_HOME/autoannotator-agent/verdicts.sqlite`` (``~/.cache`` by default)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "autoannotator-agent" / "verdicts.sqlite"
 
 
 class Settings(BaseSettings):
@@ -51,6 +60,14 @@ class Settings(BaseSettings):
     """``llm``, ``human``, ``column:NAME`` or ``none``; default: ``llm`` if configured."""
     judge_batch_size: int = 10
     """Disagreement rows per LLM request."""
+    llm_concurrency: int = Field(default=4, ge=1)
+    """LLM requests in flight at once while verifying."""
+    budget_usd: float | None = Field(default=5.0, ge=0)
+    """Ask before verification expected to cost more than this (``--yes`` skips asking)."""
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    """Hard cap: no LLM call past it; the rows left go to human review."""
+    verdict_cache: Path = Field(default_factory=default_verdict_cache)
+    """SQLite cache of LLM verdicts, shared by runs, so no row is paid for twice."""
     sandbox: SandboxKind = "process"
     docker_image: str = "autoannotator-labeler:latest"
     docker_host: str | None = None
@@ -73,6 +90,10 @@ class Settings(BaseSettings):
     """How many voters discovery keeps (the paper's best is 3)."""
     candidates: int = 6
     """How many Hub candidates the pilot tries."""
+    licenses: Annotated[tuple[str, ...], NoDecode] = PERMISSIVE_LICENSES
+    """Licences a discovered model may carry (Hub ids; ``unknown`` accepts undeclared ones)."""
+    max_parameters: int = Field(default=600_000_000, gt=0)
+    """Largest discovered model, in parameters (large encoders pass, LLM-sized models do not)."""
     pilot_rows: int = 200
     batch_size: int = 32
     chunk_size: int = 10_000
@@ -91,6 +112,15 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("licenses", mode="before")
+    @classmethod
+    def _license_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return tuple(str(part).strip().lower() for part in value if str(part).strip())
         return value
 
     @field_validator("min_agreement")

@@ -20,6 +20,12 @@ pytest_plugins = ["tests.support.hub_fixtures"]
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+@pytest.fixture(autouse=True)
+def private_verdict_cache(tmp_path, monkeypatch):
+    """Each test gets its own LLM verdict cache, never the user's."""
+    monkeypatch.setenv("AUTOANNOTATOR_VERDICT_CACHE", str(tmp_path / "verdicts.sqlite"))
+
+
 @pytest.fixture(scope="session")
 def toxic_voters(tiny_models: TinyModelCache) -> dict[str, Path]:
     """Three tiny voters trained to react to toxic words, each with its own label style."""

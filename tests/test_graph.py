@@ -69,6 +69,8 @@ def test_graph_reads_like_the_design():
         ("run_labeler", "verify_disagreements"),
         ("run_labeler", "emit_package"),
         ("verify_disagreements", "emit_package"),
+        ("verify_disagreements", "fit_heads"),
+        ("fit_heads", "run_labeler"),
         ("emit_package", "__end__"),
     } == edges
 
@@ -136,7 +138,7 @@ def test_resume_continues_from_the_checkpoint_without_redoing_work(
     run, context, _ = start("label tweets for toxicity", tweets_csv, settings, llm)
     with pytest.raises(RuntimeError, match="process killed"):
         execute(run, run.run_id, Path(run.run_dir), context)
-    labeled = Path(run.run_dir) / "labeled"
+    labeled = Path(run.run_dir) / "labeled" / "pass-1"
     stamp = next(labeled.glob("output.*")).stat().st_mtime_ns
 
     llm.responder = verdicts_for

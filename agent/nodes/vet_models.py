@@ -3,8 +3,11 @@
 The pilot is the real labeler, rendered with all candidates and run in the
 sandbox on a reproducible sample of the data. Each candidate is scored by how
 often it agrees with the majority of the *other* candidates (leave-one-out
-consensus). Voters the user named are all kept; discovered ones are chosen by
-score, skipping near-duplicates, up to ``--voters``.
+consensus). Before scoring, the pilot settles label maps the names cannot
+(:mod:`agent.label_calibration`): opaque labels are mapped by agreement or the
+model is refused, inverted names are flipped. Voters the user named are all
+kept; discovered ones are chosen by score, skipping near-duplicates, up to
+``--voters``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from langgraph.runtime import Runtime
 from templates.labeler.pkg.tabular import TableWriter
 
 from ..context import RunContext
+from ..costs import check_verification_cost
 from ..data import iter_rows, sample_rows
+from ..errors import UserInputError
+from ..label_calibration import calibrate_label_maps
 from ..labeler_runs import LabelerJob, run_labeler_job
 from ..packaging import build_package, build_spec, package_names, provenance
 from ..state import Candidate, PilotReport, RunState, VoterScore
@@ -59,6 +65,16 @@ def vet_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
     votes = {
         c.name: [row[f"label_{c.name}"] for row in iter_rows(job.output_path)] for c in candidates
     }
+    calibration = calibrate_label_maps(candidates, votes, plan.label_names)
+    candidates, votes = calibration.candidates, calibration.votes
+    for message in calibration.warnings:
+        context.reporter.warn(message)
+    for rejection in calibration.rejections:
+        if settings.models:
+            raise UserInputError(f"--model {rejection.ref} cannot be used: {rejection.reason}")
+        context.reporter.info(f"refused {rejection.ref}: {rejection.reason}")
+    if not candidates:
+        raise UserInputError("no candidate survived the pilot; pass --model")
     scores = {name: consensus_agreement(name, votes) for name in votes}
     if settings.models:
         chosen = list(candidates)
@@ -72,7 +88,8 @@ def vet_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
                 name=c.name,
                 consensus_agreement=round(scores[c.name], 4),
                 selected=c.name in chosen_names,
-                note=_note(c, scores[c.name], len(sample), c.name in chosen_names),
+                note=_note(c, scores[c.name], len(sample), c.name in chosen_names)
+                + (f"; {calibration.notes[c.name]}" if c.name in calibration.notes else ""),
             )
             for c in candidates
         ),
@@ -89,7 +106,14 @@ def vet_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
         f"expected disagreement rate: {report.disagreement_rate:.1%} of rows "
         f"(pilot of {report.rows})"
     )
-    return {"voters": tuple(chosen), "pilot": report}
+    texts = [row.get(plan.text_column) for _, row in sample]
+    chosen_votes = {c.name: votes[c.name] for c in chosen}
+    check_verification_cost(state, context, texts, chosen_votes, report.disagreement_rate)
+    return {
+        "voters": tuple(chosen),
+        "pilot": report,
+        "rejections": state.rejections + tuple(calibration.rejections),
+    }
 
 
 def consensus_agreement(name: str, votes: dict[str, list[str]]) -> float:

@@ -7,6 +7,10 @@ test module). Fixtures:
 - ``tiny_models`` (session): builds each distinct tiny classifier once per session.
 - ``catalog_hub``: ``loopback_hub`` filled with :data:`CATALOG` (good models and the traps).
 
+The good toxicity voters of the catalog are trained on ``examples/tweets.csv`` labeled by keywords
+(each leaves a different quarter of it out), so on that file they have real, different opinions:
+enough signal for the pilot to tell an inverted or opaque label map from a right one.
+
 Why the client needs more than ``HF_ENDPOINT``: huggingface_hub reads its environment *at import*
 into ``huggingface_hub.constants`` (``ENDPOINT``, ``HUGGINGFACE_CO_URL_TEMPLATE``, ``HF_HUB_CACHE``,
 ``HF_HUB_OFFLINE``, token paths...), and imports happen long before a test picks a port. So
@@ -18,6 +22,7 @@ endpoint=...)``), never at import time.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,6 +37,13 @@ from tests.support.tiny_models import build_classifier
 
 TOXICITY_LABELS = {0: "non-toxic", 1: "toxic"}
 SENTIMENT_LABELS = {0: "negative", 1: "positive"}
+OPAQUE_LABELS = {0: "LABEL_0", 1: "LABEL_1"}
+MULTI_LABEL_LABELS = {0: "toxic", 1: "obscene", 2: "insult"}
+TWEETS = Path(__file__).resolve().parents[2] / "examples" / "tweets.csv"
+TOXIC_WORDS = (
+    "idiot", "stupid", "dumb", "moron", "loser", "hate", "trash", "garbage", "clown", "shut",
+    "hell", "creep", "pathetic", "kill", "freak", "disgusting", "ugly", "worthless", "choke",
+)  # fmt: skip
 REMOTE_CODE_MARKER = b"raise RuntimeError('LoopbackHub trap: remote code was executed')\n"
 
 
@@ -131,6 +143,18 @@ def with_labels(files: Mapping[str, bytes], id2label: Mapping[int, str]) -> dict
     return {**files, "config.json": json.dumps(config, indent=2).encode()}
 
 
+def tweet_examples(left_out: int, *, inverted: bool = False) -> tuple[tuple[str, int], ...]:
+    """``examples/tweets.csv`` labeled by keywords (1 = toxic), every fourth row from
+    ``left_out`` omitted; ``inverted`` swaps the targets (a model whose class 0 means toxic)."""
+    with open(TWEETS, newline="", encoding="utf-8") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)]
+    return tuple(
+        (text, int(any(word in text.lower() for word in TOXIC_WORDS)) ^ inverted)
+        for row, text in enumerate(texts)
+        if row % 4 != left_out
+    )
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One repo of the standard catalog, and the trap it sets (None: a good model)."""
@@ -140,32 +164,77 @@ class CatalogEntry:
     downloads: int
     seed: int = 0
     labels: Mapping[int, str] = field(default_factory=lambda: TOXICITY_LABELS)
+    """The id2label published in config.json (the network is built with as many classes)."""
+    train: tuple[tuple[str, int], ...] = ()
+    """What the network learnt, by class index (1 = toxic for two classes)."""
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+_ACME, _BOB = tweet_examples(0), tweet_examples(1)
 CATALOG: tuple[CatalogEntry, ...] = (
-    CatalogEntry("acme/toxic-bert-tiny", None, 9000, options={"likes": 40}),
-    CatalogEntry("erin/toxic-gated", "gated", 8000, options={"gated": "manual"}),
-    CatalogEntry("carol/toxic-pickle-only", "pickle-only", 7000),
-    CatalogEntry("dave/toxic-remote-code", "remote-code", 6000),
-    CatalogEntry("bob/toxic-comment-tiny", None, 5000, seed=1, options={"likes": 80}),
-    CatalogEntry("frank/toxic-german", "non-english", 4000, options={"languages": ["de"]}),
+    CatalogEntry("acme/toxic-bert-tiny", None, 9000, train=_ACME, options={"likes": 40}),
+    CatalogEntry("erin/toxic-gated", "gated", 8000, train=_ACME, options={"gated": "manual"}),
+    CatalogEntry("carol/toxic-pickle-only", "pickle-only", 7000, train=_ACME),
+    CatalogEntry("dave/toxic-remote-code", "remote-code", 6000, train=_ACME),
+    CatalogEntry("bob/toxic-comment-tiny", None, 5000, seed=1, train=_BOB, options={"likes": 80}),
     CatalogEntry(
-        "gina/toxic-generator", "wrong-task", 3000, options={"pipeline_tag": "text-generation"}
+        "frank/toxic-german", "non-english", 4000, train=_ACME, options={"languages": ["de"]}
     ),
-    CatalogEntry("hank/sentiment-tiny", None, 10000, seed=1, labels=SENTIMENT_LABELS),
+    CatalogEntry(
+        "gina/toxic-generator",
+        "wrong-task",
+        3000,
+        train=_ACME,
+        options={"pipeline_tag": "text-generation"},
+    ),
+    CatalogEntry("hank/sentiment-tiny", None, 10000, seed=1, labels=SENTIMENT_LABELS, train=_BOB),
+    # Found by the "offensive" query only (ids without "toxic" keep the listings above as they
+    # were). Opaque and inverted labels are not refused but must be mapped by the pilot: their
+    # networks are good voters whose class 0 means toxic.
+    CatalogEntry(
+        "ivan/offensive-label-ids",
+        "opaque-labels",
+        2500,
+        seed=3,
+        labels=OPAQUE_LABELS,
+        train=tweet_examples(3, inverted=True),
+    ),
+    CatalogEntry(
+        "judy/offensive-inverted",
+        "inverted-labels",
+        2000,
+        seed=2,
+        train=tweet_examples(2, inverted=True),  # config.json says class 1 is toxic: it is not
+    ),
+    CatalogEntry("kate/offensive-multilabel", "three-class", 1500, labels=MULTI_LABEL_LABELS),
+    CatalogEntry(
+        "liam/offensive-noncommercial",
+        "non-permissive-licence",
+        1200,
+        train=_ACME,
+        options={"license": "cc-by-nc-4.0"},
+    ),
 )
+GOOD_TOXICITY_MODELS = (
+    "acme/toxic-bert-tiny",
+    "bob/toxic-comment-tiny",
+    "ivan/offensive-label-ids",
+    "judy/offensive-inverted",
+)
+"""The catalog's usable toxicity voters (the opaque and inverted ones once mapped)."""
 
 
 def add_catalog(hub: LoopbackHub, models: TinyModelCache) -> None:
-    """Publish :data:`CATALOG`: two genuinely different toxicity voters, a sentiment model, traps.
+    """Publish :data:`CATALOG`: four different toxicity voters, a sentiment model, traps.
 
-    Only two networks are built (seeds 0 and 1); other label sets reuse their weights.
+    Five networks are built: the four voters and the three-class head; the traps reuse the
+    first voter's weights, so only their metadata or files make them traps.
     """
     transforms = {"pickle-only": pickle_only, "remote-code": with_remote_code}
     for entry in CATALOG:
-        files = read_files(models.get(TOXICITY_LABELS, seed=entry.seed))
-        if entry.labels != TOXICITY_LABELS:
+        classes = TOXICITY_LABELS if len(entry.labels) == 2 else entry.labels
+        files = read_files(models.get(classes, seed=entry.seed, train_examples=entry.train))
+        if entry.labels != classes:
             files = with_labels(files, entry.labels)
         if entry.trap in transforms:
             files = transforms[entry.trap](files)

@@ -1,0 +1,80 @@
+"""LLM verdicts cached in SQLite, so a rerun or a resume never pays twice for a row.
+
+A verdict is reused when the same text is judged by the same model at the same
+endpoint, with the same prompt version and the same labels. Only valid
+verdicts are stored: an abstention or a failure is asked again next time.
+The cache is shared by runs and processes (WAL journal, one transaction per
+batch), and lives in the user's cache folder unless settings say otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+SCHEMA = """
+create table if not exists verdicts (
+    namespace text not null,
+    text_sha256 text not null,
+    label text not null,
+    reason text not null,
+    created real not null,
+    primary key (namespace, text_sha256)
+)
+"""
+
+
+def cache_namespace(endpoint: str | None, model: str, prompt_id: str, labels: Sequence[str]):
+    """What besides the text decides a verdict: the model, where it runs, the prompt, the labels."""
+    key = json.dumps([endpoint or "default", model, prompt_id, list(labels)])
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class VerdictCache:
+    def __init__(self, path: Path, namespace: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.namespace = namespace
+        self._lock = threading.Lock()
+        self._connection = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+        self._connection.execute("pragma journal_mode=wal")
+        self._connection.execute(SCHEMA)
+        self._connection.commit()
+
+    def get_many(self, texts: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """Text hash -> (label, reason) for the texts that have a cached verdict."""
+        keys = sorted({text_key(text) for text in texts})
+        found: dict[str, tuple[str, str]] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._connection.execute(
+                    "select text_sha256, label, reason from verdicts "
+                    f"where namespace = ? and text_sha256 in ({marks})",
+                    [self.namespace, *chunk],
+                )
+                found.update({key: (label, reason) for key, label, reason in rows})
+        return found
+
+    def put_many(self, verdicts: Iterable[tuple[str, str, str]]) -> None:
+        """Store ``(text, label, reason)`` verdicts, in one transaction."""
+        now = time.time()
+        rows = [(self.namespace, text_key(t), label, reason, now) for t, label, reason in verdicts]
+        with self._lock, self._connection:
+            self._connection.executemany(
+                "insert or replace into verdicts values (?, ?, ?, ?, ?)", rows
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()

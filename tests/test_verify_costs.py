@@ -1,0 +1,153 @@
+"""Cost control: the estimate after the pilot, asking before spending, the ledger."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.costs import (
+    CostEstimate,
+    OverBudgetError,
+    confirm_spending,
+    estimate_verification,
+    pilot_disagreements,
+)
+from agent.nodes.verify_disagreements import read_jsonl
+from agent.pricing import price_for
+from agent.settings import Settings
+from tests.support.openai_server import RecordedRequest, ScriptedOpenAI
+from tests.test_verify_judge import (
+    PLAN,
+    RUDE_WORDS,
+    VOTES,
+    items_of,
+    make_settings,
+    make_state,
+    verify,
+)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PLAN_PROPOSAL = {
+    "family": "toxicity",
+    "labels": [
+        {"name": "non-toxic", "description": "civil text"},
+        {"name": "toxic", "description": "insults, threats or slurs"},
+    ],
+    "text_column": "text",
+    "search_queries": ["toxic comment"],
+    "language": "en",
+}
+TOXIC_WORDS = RUDE_WORDS + ("stupid", "dumb", "loser", "hate", "garbage", "shut", "pathetic")
+
+
+def realistic_judge(request: RecordedRequest) -> dict:
+    """Answers like a real model: a label and a reason of a few words per item."""
+    if request.body["response_format"]["json_schema"]["name"] == "PlanProposal":
+        return PLAN_PROPOSAL
+    verdicts = []
+    for item in items_of(request):
+        words = [word for word in TOXIC_WORDS if word in item["text"].lower()]
+        if words:
+            verdict = {"label": "toxic", "reason": f"calls someone '{words[0]}', an insult"}
+        else:
+            verdict = {"label": "non-toxic", "reason": "an ordinary remark with no insult in it"}
+        verdicts.append({"id": item["id"]} | verdict)
+    return {"verdicts": verdicts}
+
+
+def example_texts() -> list[str]:
+    lines = (EXAMPLES / "tweets.csv").read_text(encoding="utf-8").splitlines()[1:]
+    return [line.split(",", 1)[1].strip('"') for line in lines]
+
+
+def within(estimate: int, actual: int, tolerance: float = 0.2) -> bool:
+    return abs(estimate - actual) <= tolerance * actual
+
+
+def test_the_estimate_scaled_from_pilot_rows_is_within_20_percent_of_the_ledger(
+    tmp_path, scripted_llm
+):
+    texts = example_texts()
+    pilot = [{"text": text, "votes": VOTES} for text in texts[::4]]
+    price = price_for("gpt-4o-mini")
+    estimate = estimate_verification(PLAN, pilot, len(texts), 10, "gpt-4o-mini", price)
+
+    scripted_llm.respond_with(realistic_judge)
+    result, _, _ = verify(make_state(tmp_path, texts), make_settings(tmp_path), scripted_llm)
+
+    assert estimate.llm_calls == result.llm_calls == math.ceil(len(texts) / 10)
+    actual = result.prompt_tokens + result.completion_tokens
+    assert within(estimate.tokens, actual), (estimate, actual)
+    assert within(estimate.prompt_tokens, result.prompt_tokens)
+    assert estimate.cost_usd == pytest.approx(result.cost_usd, rel=0.2)
+
+
+def test_pilot_disagreements_follow_the_min_agreement_rule():
+    votes = {"a": ["x", "x", "y"], "b": ["x", "y", "z"], "c": ["x", "y", "w"]}
+    texts = ["one", "two", "three"]
+    assert [r["text"] for r in pilot_disagreements(texts, votes, 1.0)] == ["two", "three"]
+    assert [r["text"] for r in pilot_disagreements(texts, votes, 0.5)] == ["three"]
+    assert pilot_disagreements(texts, votes, 1.0)[0]["votes"] == {"a": "x", "b": "y", "c": "y"}
+
+
+ESTIMATE = CostEstimate("gpt-4o-mini", 500, 50, 60_000, 9_000, 2.0, True)
+
+
+def test_spending_under_the_budget_or_with_yes_asks_nothing():
+    def never(question: str) -> bool:
+        raise AssertionError("asked")
+
+    confirm_spending(ESTIMATE, Settings(budget_usd=5.0), never)
+    confirm_spending(ESTIMATE, Settings(budget_usd=1.0, yes=True), never)
+    confirm_spending(ESTIMATE, Settings(budget_usd=None), never)
+
+
+def test_spending_over_the_budget_is_asked_about_on_a_terminal():
+    questions: list[str] = []
+    confirm_spending(ESTIMATE, Settings(budget_usd=1.0), lambda q: questions.append(q) or True)
+    assert questions == ["expected LLM cost $2.00 is over --budget-usd $1.00; spend it?"]
+    with pytest.raises(OverBudgetError, match="not confirmed"):
+        confirm_spending(ESTIMATE, Settings(budget_usd=1.0), lambda q: False)
+
+
+def test_spending_over_the_budget_without_a_terminal_stops_with_what_to_do():
+    with pytest.raises(OverBudgetError, match="no terminal to ask: pass --yes") as stopped:
+        confirm_spending(ESTIMATE, Settings(budget_usd=1.0), lambda q: None)
+    assert stopped.value.exit_code == 2
+
+
+def test_cli_stops_over_budget_after_the_pilot_then_resumes_and_spends_as_estimated(
+    tmp_path, tweets_csv, toxic_voters, scripted_llm: ScriptedOpenAI, monkeypatch, capsys
+):
+    scripted_llm.respond_with(realistic_judge)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000000")
+    monkeypatch.chdir(tmp_path)
+    args = ["label tweets for toxicity", "--data", str(tweets_csv), "--sandbox", "none"]
+    args += ["--llm-base-url", scripted_llm.url, "--out", "out", "--budget-usd", "0.00001"]
+    args += ["--verdict-cache", str(tmp_path / "verdicts.sqlite")]
+    for path in toxic_voters.values():
+        args += ["--model", str(path)]
+
+    assert main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "over --budget-usd $0.00001" in errors[0], errors
+    assert "--yes" in errors[0]
+    assert len(scripted_llm.completions) == 1  # the planner only: no row was sent
+    run_id = re.search(r"--resume (\S+?)\]", errors[0]).group(1)
+
+    assert main(["--resume", run_id, "--yes"]) == 0
+    printed = " ".join(capsys.readouterr().err.split())
+    run_dir = tmp_path / ".autoannotator" / "runs" / run_id
+    estimate = json.loads((run_dir / "cost_estimate.json").read_text())
+    assert f"~{estimate['prompt_tokens'] + estimate['completion_tokens']} tokens" in printed
+    assert f"{estimate['escalated_rows']} rows in {estimate['llm_calls']} calls" in printed
+    calls = list(read_jsonl(run_dir / "ledger.jsonl"))
+    actual = sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls)
+    assert estimate["escalated_rows"] > 0
+    assert estimate["llm_calls"] == len(calls)
+    assert within(estimate["prompt_tokens"] + estimate["completion_tokens"], actual)

@@ -1,0 +1,155 @@
+"""The human verifier round trip: ``review export``, a person decides, ``review import``.
+
+One run with ``--verifier human`` leaves its disagreements unresolved; the
+tests export them (Label Studio tasks with each voter's vote as a prediction,
+and a CSV), refuse a file with an unknown label, then import decisions from a
+Label Studio export and from the CSV, and check the labeled data was emitted again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.nodes.verify_disagreements import read_jsonl
+from agent.review import load_run
+
+LABELS = ("non-toxic", "toxic")
+
+
+@pytest.fixture(scope="module")
+def human_run(tmp_path_factory, toxic_voters) -> dict:
+    """A finished run whose disagreements await a person."""
+    folder = tmp_path_factory.mktemp("human-run")
+    data = folder / "tweets.csv"
+    data.write_bytes((Path(__file__).parent.parent / "examples" / "tweets.csv").read_bytes())
+    runs, output = folder / "runs", folder / "labeled.csv"
+    args = ["label tweets for toxicity", "--data", str(data), "--sandbox", "none", "--offline"]
+    args += ["--verifier", "human", "--runs-dir", str(runs), "--out", str(folder / "out")]
+    args += ["--output", str(output)]
+    for path in toxic_voters.values():
+        args += ["--model", str(path)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("OPENAI_API_KEY", raising=False)
+        assert main(args) == 0
+    (run_dir,) = runs.iterdir()
+    return {"run_id": run_dir.name, "runs": runs, "run_dir": run_dir, "output": output}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def review(human_run: dict, *args: str) -> int:
+    command, rest = args[0], args[1:]
+    return main(
+        ["review", command, human_run["run_id"], *rest, "--runs-dir", str(human_run["runs"])]
+    )
+
+
+def test_export_writes_label_studio_tasks_with_each_voters_vote_and_a_csv(human_run):
+    assert review(human_run, "export") == 0
+    folder = human_run["run_dir"] / "review"
+    tasks = json.loads((folder / "tasks.json").read_text())
+    disputed = [row for row in read_csv(human_run["output"]) if row["source"] == "unresolved"]
+    assert len(tasks) == len(disputed) > 0
+    voters = [column[len("label_") :] for column in disputed[0] if column.startswith("label_")]
+    for task, row in zip(tasks, disputed, strict=True):
+        assert task["data"]["text"] == row["text"]
+        predictions = {p["model_version"]: p for p in task["predictions"]}
+        assert set(predictions) == set(voters)
+        for voter, prediction in predictions.items():
+            (result,) = prediction["result"]
+            assert result["value"] == {"choices": [row[f"label_{voter}"]]}
+            assert (result["from_name"], result["to_name"], result["type"]) == (
+                "label",
+                "text",
+                "choices",
+            )
+    config = ElementTree.fromstring((folder / "labeling_config.xml").read_text())
+    assert [choice.get("value") for choice in config.iter("Choice")] == list(LABELS)
+    assert config.find("Choices").get("name") == "label"
+    exported = read_csv(folder / "review.csv")
+    assert [row["text"] for row in exported] == [row["text"] for row in disputed]
+    assert {row["label"] for row in exported} == {""}
+
+
+def test_import_refuses_an_unknown_label_with_one_line_and_writes_nothing(
+    human_run, tmp_path, capsys
+):
+    verdicts = (human_run["run_dir"] / "verdicts.jsonl").read_bytes()
+    output = human_run["output"].read_bytes()
+    row = next(read_jsonl(human_run["run_dir"] / "verdicts.jsonl"))["row"]
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text(f"row,label\n{row},toxic\n{row},maybe-toxic\n")
+    capsys.readouterr()
+
+    assert review(human_run, "import", str(decisions)) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "line 3: 'maybe-toxic' is not a label of this run" in lines[0]
+    assert (human_run["run_dir"] / "verdicts.jsonl").read_bytes() == verdicts
+    assert human_run["output"].read_bytes() == output
+
+
+def test_import_from_label_studio_then_csv_finishes_the_run(human_run, tmp_path):
+    waiting = [v["row"] for v in read_jsonl(human_run["run_dir"] / "verdicts.jsonl")]
+    first, rest = waiting[: len(waiting) // 2], waiting[len(waiting) // 2 :]
+    label_for = {row: LABELS[row % 2] for row in waiting}
+    exported = [
+        {
+            "id": index + 1,
+            "data": {"text": "...", "row": row},
+            "annotations": [
+                {"was_cancelled": True, "result": []},
+                {
+                    "was_cancelled": False,
+                    "result": [
+                        {
+                            "from_name": "label",
+                            "to_name": "text",
+                            "type": "choices",
+                            "value": {"choices": [label_for[row]]},
+                        }
+                    ],
+                },
+            ],
+        }
+        for index, row in enumerate(first)
+    ]
+    exported.append({"id": 999, "data": {"text": "...", "row": rest[0]}, "annotations": []})
+    studio = tmp_path / "project-1-export.json"
+    studio.write_text(json.dumps(exported))
+
+    assert review(human_run, "import", str(studio)) == 0
+    rows = read_csv(human_run["output"])
+    assert all(rows[row]["source"] == "human" for row in first)
+    assert all(rows[row]["label"] == label_for[row] for row in first)
+    assert all(rows[row]["source"] == "unresolved" for row in rest)
+    state = load_run(human_run["runs"], human_run["run_id"]).state
+    assert state.verification.unresolved == len(rest)
+
+    filled = tmp_path / "review.csv"
+    with open(human_run["run_dir"] / "review.csv", newline="", encoding="utf-8") as handle:
+        pending = list(csv.DictReader(handle))
+    assert [int(row["row"]) for row in pending] == rest
+    with open(filled, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(pending[0]))
+        writer.writeheader()
+        writer.writerows(row | {"label": label_for[int(row["row"])]} for row in pending)
+
+    assert review(human_run, "import", str(filled)) == 0
+    rows = read_csv(human_run["output"])
+    assert [rows[row]["label"] for row in waiting] == [label_for[row] for row in waiting]
+    assert {rows[row]["source"] for row in waiting} == {"human"}
+    assert len(rows) == len(read_csv(human_run["run_dir"].parent.parent / "tweets.csv"))
+    assert not (human_run["run_dir"] / "review.csv").exists()
+    state = load_run(human_run["runs"], human_run["run_id"]).state
+    assert (state.verification.verified, state.verification.unresolved) == (len(waiting), 0)
+    report = json.loads((human_run["run_dir"] / "report.json").read_text())
+    assert report["metrics"]["rows from human"] == str(len(waiting))
