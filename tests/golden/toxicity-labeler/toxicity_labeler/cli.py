@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from . import tabular
-from .engine import Labeler, label_file
+from .engine import QUANTIZE_MODES, Labeler, label_file
 from .spec import SPEC
+from .transformer import Int8Decision
 from .voters import Runtime, VoterLoadError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -31,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk-size", type=int, default=10_000, help="rows read per chunk")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
+        "--quantize",
+        choices=QUANTIZE_MODES,
+        default="auto",
+        help="int8 transformer voters on CPU; auto: each voter whose int8 labels agree with "
+        "fp32 on 99.5%% of the first rows",
+    )
+    parser.add_argument(
         "--min-agreement",
         type=float,
         default=SPEC.min_agreement,
@@ -46,8 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_device(requested: str) -> str:
-    import torch
-
+    try:
+        import torch
+    except ImportError:  # a labeler of lexicon voters only ships without torch
+        if requested == "cuda":
+            raise VoterLoadError("--device cuda was requested but torch is not installed") from None
+        return "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
         raise VoterLoadError("--device cuda was requested but no CUDA device is available")
     if requested == "auto":
@@ -56,23 +68,55 @@ def resolve_device(requested: str) -> str:
 
 
 class Progress:
-    """Rows done so far, as a bar with rows/s or as JSON events."""
+    """Rows done so far, as a bar with rows/s or as JSON events; int8 decisions as log lines."""
 
     def __init__(self, style: str) -> None:
         self.style = style
         self.started = time.monotonic()
+        self.first: tuple[int, float] | None = None
         self.bar = None
 
+    def rate(self, done: int) -> float | None:
+        """Rows/s since the first report (rows of resumed chunks do not count)."""
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (done, now)
+        rows, seconds = done - self.first[0], now - self.first[1]
+        return rows / seconds if rows > 0 and seconds > 0 else None
+
     def __call__(self, done: int, total: int) -> None:
+        rate = self.rate(done)
         if self.style == "json":
             event = {"event": "progress", "rows": done, "total": total}
+            event["rows_per_s"] = None if rate is None else round(rate, 2)
             print(json.dumps(event), file=sys.stderr, flush=True)
         elif self.style == "bar":
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, unit="rows", desc="labeling", file=sys.stderr)
+                self.bar = tqdm(
+                    total=total,
+                    initial=done,
+                    desc="labeling",
+                    file=sys.stderr,
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                    "[{elapsed}<{remaining}, {postfix}]",
+                )
+            # Our own rate, so it always reads rows/s (tqdm turns slow rates into s/rows).
+            self.bar.set_postfix_str("? rows/s" if rate is None else f"{rate:.1f} rows/s")
             self.bar.update(done - self.bar.n)
+
+    def int8(self, decision: Int8Decision) -> None:
+        if self.style == "json":
+            event = {"event": "quantize", "voter": decision.voter}
+            event.update(agreement=decision.agreement, int8=decision.int8, rows=decision.rows)
+            event["reason"] = decision.reason
+            print(json.dumps(event), file=sys.stderr, flush=True)
+            return
+        measured = "" if decision.agreement is None else f" on {decision.agreement:.1%}"
+        measured += f" of {decision.rows} rows" if decision.rows else ""
+        chosen = "int8" if decision.int8 else "fp32"
+        print(f"voter {decision.voter}: {chosen} ({decision.reason}{measured})", file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -86,8 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     progress = Progress(args.progress)
     try:
-        runtime = Runtime(PACKAGE_ROOT, resolve_device(args.device), args.batch_size)
-        labeler = Labeler(SPEC, runtime)
+        device = resolve_device(args.device)
+        if args.quantize == "int8" and device != "cpu":
+            print("error: --quantize int8 runs on CPU only (CUDA uses bf16)", file=sys.stderr)
+            return 2
+        runtime = Runtime(PACKAGE_ROOT, device, args.batch_size)
+        labeler = Labeler(SPEC, runtime, quantize=args.quantize)
         summary = label_file(
             labeler,
             args.input,
@@ -96,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             chunk_size=args.chunk_size,
             min_agreement=args.min_agreement,
             on_progress=progress,
+            on_int8=progress.int8,
         )
     except tabular.DataError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -113,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.progress == "bar":
         print(
             f"labeled {summary.rows} rows ({summary.needs_review} need review) "
-            f"in {seconds:.1f}s -> {summary.output}",
+            f"in {seconds:.1f}s ({summary.rows / max(seconds, 1e-9):.1f} rows/s) "
+            f"-> {summary.output}",
             file=sys.stderr,
         )
     return 0

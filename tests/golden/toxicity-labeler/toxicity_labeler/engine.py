@@ -3,6 +3,12 @@
 Each finished chunk's results are saved as a part file next to the output, so
 an interrupted run resumes at the first unfinished chunk with no row lost or
 duplicated. The output itself is assembled, atomically, only at the end.
+Within a chunk, texts go to the voters in slices, so progress shows before a
+whole chunk is done.
+
+On CPU, transformer voters can run in int8 (``quantize``): ``int8`` for all of
+them, ``auto`` for each one whose labels on the file's first rows agree with
+its fp32 labels (see :data:`INT8_MIN_AGREEMENT`).
 """
 
 from __future__ import annotations
@@ -18,12 +24,22 @@ from typing import Any
 
 from . import tabular
 from .config import LabelerSpec
+from .transformer import Int8Decision, torch_model, try_int8, use_int8
 from .vote import vote
 from .voters import Runtime, Voter, load_voter
 
 RESULT_COLUMNS = ("label", "confidence", "agreement", "needs_review")
 PROBABILITY_DECIMALS = 6
 ProgressCallback = Callable[[int, int], None]
+Int8Callback = Callable[[Int8Decision], None]
+
+QUANTIZE_MODES = ("auto", "int8", "none")
+INT8_SAMPLE_ROWS = 200
+"""``auto`` compares int8 with fp32 on this many of the file's first rows."""
+INT8_MIN_AGREEMENT = 0.995
+"""``auto`` keeps int8 for a voter whose labels agree with fp32 on at least this share."""
+SLICE_ROWS = 2048
+"""Texts given to the voters at once (at least 8 batches): progress is reported per slice."""
 
 
 def added_columns(voter_names: Sequence[str]) -> list[str]:
@@ -51,9 +67,50 @@ def input_renames(input_columns: Sequence[str], reserved: Sequence[str]) -> dict
 class Labeler:
     """The voters of one spec, loaded once, labeling lists of texts."""
 
-    def __init__(self, spec: LabelerSpec, runtime: Runtime) -> None:
+    def __init__(self, spec: LabelerSpec, runtime: Runtime, quantize: str = "none") -> None:
+        if quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, not {quantize!r}")
+        if quantize == "int8" and runtime.device != "cpu":
+            raise ValueError("int8 runs on CPU only; on CUDA the voters run in bf16")
         self.spec = spec
+        self.runtime = runtime
+        self.quantize = quantize
         self.voters: list[Voter] = [load_voter(v, spec.labels, runtime) for v in spec.voters]
+        self.int8_decisions: list[Int8Decision] | None = None
+
+    def settle_precision(self, sample: Sequence[str]) -> list[Int8Decision]:
+        """Apply ``quantize`` once, before labeling; ``sample`` holds the texts ``auto`` checks."""
+        if self.int8_decisions is None:
+            self.int8_decisions = self._decide_int8(sample)
+        return self.int8_decisions
+
+    def _decide_int8(self, sample: Sequence[str]) -> list[Int8Decision]:
+        if self.quantize == "none" or self.runtime.device != "cpu":
+            return []
+        candidates = [voter for voter in self.voters if torch_model(voter) is not None]
+        if self.quantize == "auto":
+            return [try_int8(voter, sample, INT8_MIN_AGREEMENT) for voter in candidates]
+        for voter in candidates:
+            use_int8(voter)
+        return [Int8Decision(v.config.name, True, None, 0, "int8 requested") for v in candidates]
+
+    def precisions(self) -> dict[str, str]:
+        """Each voter's number format: ``int8``, ``bf16`` (CUDA) or ``fp32``."""
+        int8 = {decision.voter for decision in self.int8_decisions or () if decision.int8}
+        default = "bf16" if self.runtime.device == "cuda" else "fp32"
+        return {v.config.name: "int8" if v.config.name in int8 else default for v in self.voters}
+
+    def label_in_slices(
+        self, texts: Sequence[str], min_agreement: float, on_rows: Callable[[int], None]
+    ) -> list[dict[str, Any]]:
+        """:meth:`label_texts` a slice at a time; ``on_rows(rows done)`` after all but the last."""
+        step = max(SLICE_ROWS, 8 * self.runtime.batch_size)
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(texts), step):
+            if results:
+                on_rows(len(results))
+            results += self.label_texts(texts[start : start + step], min_agreement)
+        return results
 
     def label_texts(self, texts: Sequence[str], min_agreement: float) -> list[dict[str, Any]]:
         """One dict of result columns per text."""
@@ -109,33 +166,55 @@ def label_file(
     chunk_size: int,
     min_agreement: float,
     on_progress: ProgressCallback | None = None,
+    on_int8: Int8Callback | None = None,
 ) -> LabelingSummary:
-    """Label every row of ``input_path`` into ``output_path``; resumable chunk by chunk."""
+    """Label every row of ``input_path`` into ``output_path``; resumable chunk by chunk.
+
+    ``on_progress(rows done, total)`` is called once before labeling (rows done are
+    those of resumed chunks) and after every slice; ``on_int8`` once per voter that
+    could run in int8, with the decision taken.
+    """
     input_columns = tabular.read_columns(input_path)
     if text_column not in input_columns:
         raise tabular.DataError(
             f"{input_path}: no column {text_column!r}; columns are {input_columns}"
         )
     total = count_rows(input_path)
-    fingerprint = _fingerprint(labeler.spec, input_path, text_column, chunk_size, min_agreement)
+    # The first rows decide int8 even when resuming, so a resumed run decides alike.
+    sample_rows = min(INT8_SAMPLE_ROWS, chunk_size)
+    sample = _first_texts(input_path, text_column, sample_rows) if total > sample_rows else []
+    for decision in labeler.settle_precision(sample):
+        if on_int8 is not None:
+            on_int8(decision)
+    fingerprint = _fingerprint(
+        labeler.spec, input_path, text_column, chunk_size, min_agreement, labeler.precisions()
+    )
     parts = _PartStore(output_path, fingerprint)
     resumed = parts.completed()
-    done = needs_review = chunks = 0
+    done, needs_review = parts.counts(resumed)
+    report = on_progress or (lambda done, total: None)
+    report(done, total)
+    chunks = 0
     for index, chunk in enumerate(tabular.iter_chunks(input_path, chunk_size)):
         chunks += 1
         if index < resumed:
-            results = parts.read(index)
-        else:
-            texts = [text_of(row.get(text_column)) for row in chunk]
-            results = labeler.label_texts(texts, min_agreement)
-            parts.write(index, results)
+            continue
+        texts = [text_of(row.get(text_column)) for row in chunk]
+        results = labeler.label_in_slices(
+            texts, min_agreement, lambda rows, before=done: report(before + rows, total)
+        )
+        parts.write(index, results)
         needs_review += sum(1 for result in results if result["needs_review"])
         done += len(chunk)
-        if on_progress is not None:
-            on_progress(done, total)
+        report(done, total)
     _assemble(labeler.spec, input_path, input_columns, output_path, parts, chunk_size)
     parts.remove()
     return LabelingSummary(done, needs_review, chunks, min(resumed, chunks), str(output_path))
+
+
+def _first_texts(input_path: Path, text_column: str, rows: int) -> list[str]:
+    first = next(tabular.iter_chunks(input_path, rows), [])
+    return [text_of(row.get(text_column)) for row in first]
 
 
 def _assemble(spec, input_path, input_columns, output_path, parts, chunk_size) -> None:
@@ -154,7 +233,12 @@ def _assemble(spec, input_path, input_columns, output_path, parts, chunk_size) -
 
 
 def _fingerprint(
-    spec: LabelerSpec, input_path: Path, text_column: str, chunk_size: int, min_agreement: float
+    spec: LabelerSpec,
+    input_path: Path,
+    text_column: str,
+    chunk_size: int,
+    min_agreement: float,
+    precisions: dict[str, str],
 ) -> str:
     stat = Path(input_path).stat()
     identity = {
@@ -163,6 +247,7 @@ def _fingerprint(
         "text_column": text_column,
         "chunk_size": chunk_size,
         "min_agreement": min_agreement,
+        "precisions": precisions,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
@@ -207,6 +292,15 @@ class _PartStore:
     def read(self, index: int) -> list[dict[str, Any]]:
         with open(self._path(index), encoding="utf-8") as handle:
             return [json.loads(line) for line in handle]
+
+    def counts(self, parts: int) -> tuple[int, int]:
+        """Rows, and rows that need review, in the first ``parts`` parts."""
+        rows = needs_review = 0
+        for index in range(parts):
+            results = self.read(index)
+            rows += len(results)
+            needs_review += sum(1 for result in results if result["needs_review"])
+        return rows, needs_review
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
