@@ -10,6 +10,7 @@ import copy
 import csv
 import importlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -49,6 +50,11 @@ def models(tiny_models, tmp_path_factory) -> Path:
     with torch.no_grad():
         shouty.classifier.bias.add_(torch.tensor([0.3, -0.3]))
     shouty.save_pretrained(root / "shouty")
+    # As bert-base and distilbert-base: one tokenizer.json, different model inputs.
+    config_file = root / "shouty" / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
+    config_file.write_text(json.dumps(config), encoding="utf-8")
     shutil.copytree(plain, root / "cased")
     # Same vocabulary, different tokenizer.json: it no longer lowercases.
     tokenizer_file = root / "cased" / "tokenizer.json"
@@ -100,6 +106,8 @@ def test_voters_with_the_same_tokenizer_tokenize_the_texts_once(models, monkeypa
     shared = [v.predict(list(TEXTS)) for v in labeler.voters]
 
     plain, shouty, cased = (v.tokenizer for v in labeler.voters)
+    assert "token_type_ids" in shouty.model_input_names
+    assert "token_type_ids" not in plain.model_input_names
     assert transformer.tokenizer_fingerprint(plain) == transformer.tokenizer_fingerprint(shouty)
     assert transformer.tokenizer_fingerprint(plain) != transformer.tokenizer_fingerprint(cased)
     assert len(encoded) == 2 and len(set(encoded)) == 2
@@ -146,11 +154,26 @@ def test_sorted_padded_batches_give_what_one_text_at_a_time_gives(models):
     assert batched.argmax(axis=1).tolist() == one_by_one.argmax(axis=1).tolist()
 
 
+def test_int8_linear_layers_stay_close_to_fp32_despite_an_outlier_token():
+    import torch
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 32)
+    quantized = transformer.int8_copy(torch.nn.Sequential(layer))
+    inputs = torch.randn(2, 5, 64)
+    inputs[0, 0] *= 1000  # one token far out of range, as [SEP] often is
+    with torch.inference_mode():
+        exact, approximate = layer(inputs), quantized(inputs)
+    assert approximate.shape == exact.shape
+    error = (approximate - exact).norm(dim=-1) / exact.norm(dim=-1)
+    assert error.max() < 0.02
+
+
 def quantized_layers(model) -> int:
     return sum(type(module).__name__ == "Int8Linear" for module in model.modules())
 
 
-def test_int8_mode_quantizes_every_transformer_voter_and_keeps_its_labels(models):
+def test_int8_mode_quantizes_every_transformer_voter_and_stays_close_to_fp32(models):
     fp32 = make_labeler(models)
     int8 = make_labeler(models, quantize="int8")
 
@@ -160,8 +183,8 @@ def test_int8_mode_quantizes_every_transformer_voter_and_keeps_its_labels(models
     assert all(quantized_layers(v.model) > 0 for v in int8.voters)
     assert int8.precisions() == {v.name: "int8" for v in VOTERS}
     for full, reduced in zip(fp32.voters, int8.voters, strict=True):
-        agree = full.predict(TEXTS).argmax(axis=1) == reduced.predict(TEXTS).argmax(axis=1)
-        assert agree.mean() >= 0.9
+        # Probabilities, not labels: a tiny model has rows on the decision boundary.
+        np.testing.assert_allclose(reduced.predict(TEXTS), full.predict(TEXTS), atol=0.05)
 
 
 def flip_labels(model):
@@ -177,11 +200,11 @@ def test_auto_keeps_int8_only_for_voters_whose_labels_agree_with_fp32(
 ):
     labeler = make_labeler(models, quantize="auto")
     broken = labeler.voters[1].model
-    original = transformer.int8_copy
+    # Stand-ins for int8 whose agreement is known: exact for two voters, wrong for one.
     monkeypatch.setattr(
         transformer,
         "int8_copy",
-        lambda model: flip_labels(model) if model is broken else original(model),
+        lambda model: flip_labels(model) if model is broken else copy.deepcopy(model),
     )
     table = write_table(tmp_path / "input.csv", 120)
     decisions = []
@@ -197,7 +220,7 @@ def test_auto_keeps_int8_only_for_voters_whose_labels_agree_with_fp32(
     )
 
     by_voter = {decision.voter: decision for decision in decisions}
-    assert by_voter["plain"].int8 and by_voter["plain"].agreement >= 0.995
+    assert by_voter["plain"].int8 and by_voter["plain"].agreement == 1.0
     assert by_voter["plain"].rows == 50
     assert not by_voter["shouty"].int8 and by_voter["shouty"].agreement < 0.5
     assert labeler.voters[1].model is broken
@@ -276,10 +299,9 @@ def test_cli_reports_int8_decisions_as_json_events(cli, tmp_path, capsys):
 
     stream = events(capsys.readouterr().err)
     quantize = [event for event in stream if event["event"] == "quantize"]
-    assert [(e["voter"], e["int8"], e["rows"]) for e in quantize] == [
-        (v.name, True, 50) for v in VOTERS
-    ]
-    assert all(event["agreement"] >= 0.995 for event in quantize)
+    assert [(event["voter"], event["rows"]) for event in quantize] == [(v.name, 50) for v in VOTERS]
+    for event in quantize:
+        assert event["int8"] == (event["agreement"] >= 0.995)
     progress = [event for event in stream if event["event"] == "progress"]
     assert progress[-1]["rows"] == 120 and progress[-1]["rows_per_s"] > 0
     assert stream[-1]["event"] == "done"
@@ -299,7 +321,7 @@ def test_cli_progress_bar_shows_rows_per_second(cli, tmp_path, capsys):
     assert cli.main(args + ["--progress", "bar"]) == 0
 
     err = capsys.readouterr().err
-    assert "voter plain: int8 (int8 labels agree with fp32 on" in err
+    assert re.search(r"voter plain: (int8|fp32) \(int8 labels (agree with|differ from) fp32", err)
     assert "labeling: 100%" in err and " rows/s]" in err
     assert "labeled 120 rows" in err
 
