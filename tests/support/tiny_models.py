@@ -27,17 +27,33 @@ CORPUS = [
 
 
 def build_tokenizer(directory: Path, corpus: Sequence[str] = CORPUS):
-    """Train a small WordPiece tokenizer and wrap it as a transformers tokenizer."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    """A small WordPiece tokenizer over the corpus's words, wrapped for transformers.
+
+    The vocabulary is built here (sorted), not trained: the tokenizers trainer breaks
+    frequency ties differently from one process to the next, which made the tiny models,
+    and every test that depends on their votes, vary between sessions.
+    """
+    import string
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(
-        list(corpus) * 4, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials)
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    splitter = pre_tokenizers.BertPreTokenizer()
+    words = sorted(
+        {w for text in corpus for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text))}
     )
+    chars = sorted(
+        {c for word in words for c in word}
+        | set(string.ascii_lowercase + string.digits + string.punctuation)
+    )
+    vocab = specials + chars + [f"##{c}" for c in chars] + [w for w in words if w not in chars]
+    tokenizer = Tokenizer(
+        models.WordPiece({token: index for index, token in enumerate(vocab)}, unk_token="[UNK]")
+    )
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = splitter
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
