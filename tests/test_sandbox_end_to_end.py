@@ -89,7 +89,8 @@ def test_process_backend_labels_every_row(label_with, sandbox_kind: str) -> None
     inputs = read_csv(EXAMPLES / "tweets.csv")
     assert [row["id"] for row in rows] == [row["id"] for row in inputs]
     assert {row["label"] for row in rows} <= {"toxic", "non-toxic"}
-    assert {row["source"] for row in rows} == {"consensus", "llm"}
+    assert {row["source"] for row in rows} <= {"consensus", "llm"}
+    assert "llm" in {row["source"] for row in rows}
 
 
 @pytest.mark.docker
