@@ -96,9 +96,9 @@ def _bind_back(fd: int, path: str) -> None:
 
 def build_view(workdir: str, read_only: list[str], masks: list[tuple[str, bool]]) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    # Read-only mounts first, shortest first, the work folder last: a mount never hides one
-    # bound inside it.
-    keep = [*sorted(read_only, key=len), workdir]
+    # Shortest path first, so a mount never hides one bound inside it (an input inside the
+    # work folder is bound after the work folder, then made read-only below).
+    keep = sorted({*read_only, workdir}, key=len)
     fds = {path: os.open(path, os.O_PATH) for path in keep}
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     if os.path.isdir("/dev/shm"):

@@ -59,3 +59,25 @@ def test_file_size_limit(isolated: Sandbox, workdir: Path) -> None:
     result = isolated.run([isolated.python, "-c", code], workdir, limits=limits)
     assert result.returncode != 0
     assert (workdir / "big.bin").stat().st_size <= 1 * MiB
+
+
+def test_read_only_input_inside_the_work_folder(isolated: Sandbox, workdir: Path) -> None:
+    """An input file kept in the work folder (fit_heads' examples) is readable, not writable."""
+    inputs = workdir / "inputs"
+    inputs.mkdir()
+    examples = inputs / "examples.jsonl"
+    examples.write_text('{"text": "great"}\n')
+    code = (
+        "import sys\n"
+        f"print(open({str(examples)!r}).read().strip())\n"
+        "try:\n"
+        f"    open({str(examples)!r}, 'a').write('tampered')\n"
+        "except OSError:\n"
+        "    print('read-only')\n"
+        "open('out.txt', 'w').write('ok')\n"
+    )
+    result = isolated.run([isolated.python, "-c", code], workdir, [examples])
+    assert result.ok, result.stderr
+    assert result.stdout == '{"text": "great"}\nread-only\n'
+    assert examples.read_text() == '{"text": "great"}\n'
+    assert (workdir / "out.txt").read_text() == "ok"
