@@ -103,9 +103,10 @@ def bubblewrap_argv(
             argv += ["--dev-bind", device, device]
     # Also visible through the read-only root, but bound explicitly so that the root can be
     # narrowed later, and so that those under /tmp are not hidden by the private /tmp.
-    for path in sorted(read_only_mounts, key=lambda p: len(str(p))):
-        argv += ["--ro-bind", str(path), str(path)]
-    argv += ["--bind", str(workdir), str(workdir)]
+    # Shortest first, so that an input inside the work folder is bound over it, read-only.
+    binds = [("--ro-bind", Path(path)) for path in read_only_mounts] + [("--bind", workdir)]
+    for flag, path in sorted(binds, key=lambda bind: len(str(bind[1]))):
+        argv += [flag, str(path), str(path)]
     for mask in masks:
         if mask.is_dir:
             argv += ["--tmpfs", str(mask.path), "--remount-ro", str(mask.path)]
