@@ -70,6 +70,14 @@ def label_command(
     ] = None,
     voters: Annotated[int | None, Opt(help="voters discovery keeps [3]")] = None,
     pilot_rows: Annotated[int | None, Opt(help="pilot sample size [200]")] = None,
+    pilot_verify: Annotated[
+        int | None,
+        Opt(
+            "--pilot-verify",
+            "--pilot-verify-rows",
+            help="pilot rows the LLM verifies to score candidates (0: none) [50]",
+        ),
+    ] = None,
     batch_size: Annotated[int | None, Opt(help="rows per model batch [32]")] = None,
     device: Annotated[str | None, Opt(help="auto | cpu | cuda")] = None,
     runs_dir: Annotated[
@@ -109,6 +117,7 @@ def label_command(
         "min_agreement": min_agreement,
         "voters": voters,
         "pilot_rows": pilot_rows,
+        "pilot_verify_rows": pilot_verify,
         "batch_size": batch_size,
         "device": device,
         "runs_dir": runs_dir,

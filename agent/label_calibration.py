@@ -4,8 +4,9 @@ A model whose labels are ``LABEL_0``/``LABEL_1`` says nothing about what they me
 a model whose names are swapped (its "toxic" fires on civil text) says the wrong thing;
 the public AutoAnnotator code would use both silently. Here the pilot decides. Each
 candidate's votes are traced back to its own labels, and every one-to-one assignment of
-those labels to task labels is scored against a reference: the majority vote of the
-voters whose names are trusted (ties left out).
+those labels to task labels is scored against a reference: the verified pilot rows when
+at least :data:`MIN_ROWS` of them have a verified label (:mod:`agent.pilot_verification`),
+else the majority vote of the voters whose names are trusted (ties left out).
 
 An assignment is *convincing* when, on at least :data:`MIN_ROWS` reference rows, it agrees
 beyond chance by Cohen's kappa of at least :data:`KAPPA_MIN` (chance computed from the
@@ -15,9 +16,10 @@ number of assignments tried, and it beats the runner-up assignment by :data:`MAR
 in agreement. Opaque candidates take the convincing assignment or are refused. A named
 Hugging Face classifier (lexicons and embedding voters use the task's labels by
 construction) is flipped only when its own mapping agrees *below* chance by the same kappa
-while another assignment is convincing, and only when at least two other trusted voters
-form its reference (with one, two voters contradicting each other cannot tell which is
-wrong). Flips go greedily, most rows gained first, recomputing after each.
+while another assignment is convincing, and, without verified rows, only when at least two
+other trusted voters form its reference (with one, two voters contradicting each other
+cannot tell which is wrong). Flips go greedily, most rows gained first, recomputing after
+each.
 """
 
 from __future__ import annotations
@@ -74,30 +76,49 @@ class Calibration:
 
 
 def calibrate_label_maps(
-    candidates: Sequence[Candidate], votes: dict[str, list[str]], task_labels: Sequence[str]
+    candidates: Sequence[Candidate],
+    votes: dict[str, list[str]],
+    task_labels: Sequence[str],
+    verified: Sequence[str | None] | None = None,
 ) -> Calibration:
-    """Flip inverted named voters, then settle or refuse the opaque ones."""
+    """Flip inverted named voters, then settle or refuse the opaque ones.
+
+    ``verified`` holds a verified label per pilot row (None where there is none); with at
+    least :data:`MIN_ROWS` of them it is the reference, else the named voters' majority is.
+    """
     result = Calibration(list(candidates), {name: list(v) for name, v in votes.items()})
+    truth = verified_reference(verified)
     trusted = [c for c in result.candidates if not all_opaque(c.model_labels)]
-    _flip_inverted(result, trusted)
+    _flip_inverted(result, trusted, truth)
     trusted_names = {c.name for c in trusted}
-    reference = consensus([result.votes[name] for name in trusted_names])
+    reference = truth or consensus([result.votes[name] for name in trusted_names])
     for candidate in [c for c in result.candidates if all_opaque(c.model_labels)]:
-        _settle_opaque(result, candidate, reference, task_labels, bool(trusted_names))
+        have_reference = truth is not None or bool(trusted_names)
+        _settle_opaque(result, candidate, reference, task_labels, have_reference, truth is not None)
     return result
 
 
-def _flip_inverted(result: Calibration, trusted: list[Candidate]) -> None:
+def verified_reference(verified: Sequence[str | None] | None) -> list[str | None] | None:
+    """The verified labels when there are enough of them to judge a mapping by, else None."""
+    if verified is None or sum(label is not None for label in verified) < MIN_ROWS:
+        return None
+    return list(verified)
+
+
+def _flip_inverted(
+    result: Calibration, trusted: list[Candidate], truth: list[str | None] | None
+) -> None:
     # Only names read from a model's config can be wrong that way; a lexicon's or an
     # embedding voter's labels are the task's by construction (a weak one is just weak).
     flippable = [c.name for c in trusted if c.kind == CONFIG_LABELED and _one_to_one(c.label_map)]
+    against = "the verified pilot rows" if truth is not None else "the other voters"
     for _ in range(len(flippable)):
         best: tuple[int, Candidate, Fit, Fit] | None = None
         for candidate in [c for c in result.candidates if c.name in flippable]:
             others = [result.votes[c.name] for c in trusted if c.name != candidate.name]
-            if len(others) < 2:
+            if truth is None and len(others) < 2:
                 continue
-            reference = consensus(others)
+            reference = truth if truth is not None else consensus(others)
             own = _model_votes(candidate, result.votes[candidate.name])
             current = fit(own, reference, candidate.label_map)
             targets = [candidate.label_map[label] for label in candidate.model_labels]
@@ -113,7 +134,7 @@ def _flip_inverted(result: Calibration, trusted: list[Candidate]) -> None:
         flippable.remove(candidate.name)
         _apply(result, candidate, chosen.mapping)
         result.notes[candidate.name] = (
-            f"its label names are inverted: as named they agreed with the other voters on "
+            f"its label names are inverted: as named they agreed with {against} on "
             f"{current.agreement:.0%} of {current.rows} pilot rows, remapped on "
             f"{chosen.agreement:.0%}; label map {chosen.mapping}"
         )
@@ -126,7 +147,9 @@ def _settle_opaque(
     reference: list[str | None],
     task_labels: Sequence[str],
     have_reference: bool,
+    verified: bool = False,
 ) -> None:
+    against = "the verified pilot rows" if verified else "the named voters"
     own = _model_votes(candidate, result.votes[candidate.name])
     ranked = (
         ranked_fits(own, reference, candidate.model_labels, task_labels) if have_reference else []
@@ -137,7 +160,7 @@ def _settle_opaque(
         _apply(result, candidate, chosen.mapping)
         result.notes[candidate.name] = (
             f"its opaque labels were mapped by pilot agreement: {chosen.mapping} agreed with "
-            f"the named voters on {chosen.agreement:.0%} of {chosen.rows} rows "
+            f"{against} on {chosen.agreement:.0%} of {chosen.rows} rows "
             f"(kappa {chosen.kappa:.2f})"
         )
         return
@@ -148,7 +171,7 @@ def _settle_opaque(
     else:
         top = ranked[0]
         why = (
-            f"the best assignment agreed with the named voters on {top.agreement:.0%} of "
+            f"the best assignment agreed with {against} on {top.agreement:.0%} of "
             f"{top.rows} pilot rows (kappa {top.kappa:.2f}), not clearly better than chance"
         )
     reason = f"its labels ({labels}) are opaque and {why}"

@@ -6,23 +6,37 @@ passes :func:`agent.labels.check_mapping` (every model label maps once, to a tas
 or ``ignore``, covering at least two task labels); otherwise it is asked once more with
 the problem spelled out, then the model is refused. The pilot then checks the mapping
 against the other voters like any other (:mod:`agent.label_calibration`).
+
+Every mapping the LLM decided is recorded next to the Hub records
+(:class:`LabelMapRecords`), keyed by model and label sets, and a recorded mapping is used
+before the LLM is asked: a rerun, a ``--model ID`` naming a model discovery mapped, or a
+run without an LLM endpoint maps the model exactly as the first run did.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .context import RunContext
 from .errors import ModelOutputError
-from .labels import IGNORE, LabelMapping, check_mapping
+from .labels import IGNORE, LabelMapping, all_opaque, check_mapping
 from .llm import LanguageModel, Message
+from .models import decide_mapping
 from .prompts import load_prompt
 from .state import TaskPlan
 
 PROMPT = "search_models"
 ATTEMPTS = 2
+RECORDS_FOLDER = "label-maps"
+"""Under the Hub records' folder (``$HF_HOME/autoannotator/hub-records``)."""
 
 
 class LabelChoice(BaseModel):
@@ -66,7 +80,115 @@ def map_labels_with_llm(
             feedback = "a classifier label was mapped more than once"
             continue
         feedback = check_mapping(mapping, model_labels, plan.label_names) or ""
-        if not feedback:
-            return LabelMapping(mapping, None), prompt_id
+        if not feedback:  # in class order, whatever order the answer came in
+            return LabelMapping({label: mapping[label] for label in model_labels}, None), prompt_id
     reason = f"its labels could not be mapped, even by the LLM ({feedback})"
     return LabelMapping({}, reason), prompt_id
+
+
+class LabelMapRecords:
+    """The LLM's label mappings as first decided: one JSON file per model, one entry per
+    (model labels, task labels) pair, written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def get(
+        self, model_id: str, model_labels: Sequence[str], task_labels: Sequence[str]
+    ) -> dict[str, Any] | None:
+        """``mapping``, ``prompt_id`` and ``llm`` of the recorded decision, or None."""
+        try:
+            record = json.loads(self._path(model_id).read_text(encoding="utf-8"))
+            entry = record["maps"][_key(model_labels, task_labels)]
+            mapping = {label: str(entry["mapping"][label]) for label in model_labels}
+            return {**entry, "mapping": mapping}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # none recorded, or a torn or foreign file: the LLM decides afresh
+
+    def save(
+        self,
+        model_id: str,
+        model_labels: Sequence[str],
+        task_labels: Sequence[str],
+        mapping: dict[str, str],
+        *,
+        prompt_id: str,
+        llm: str,
+    ) -> None:
+        path = self._path(model_id)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        maps = record.get("maps") if isinstance(record.get("maps"), dict) else {}
+        maps[_key(model_labels, task_labels)] = {
+            "model_labels": list(model_labels),
+            "task_labels": list(task_labels),
+            "mapping": dict(mapping),
+            "prompt_id": prompt_id,
+            "llm": llm,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump({"model": model_id, "maps": maps}, stream, indent=1, sort_keys=True)
+        os.replace(temporary, path)
+
+    def _path(self, model_id: str) -> Path:
+        return self.root / f"{model_id.strip('/').replace('/', '--')}.json"
+
+
+def _key(model_labels: Sequence[str], task_labels: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps([list(model_labels), list(task_labels)]).encode()).hexdigest()
+
+
+def label_map_records(hub: object) -> LabelMapRecords | None:
+    """The records beside the hub's own (None for a hub that keeps none, e.g. a test double)."""
+    root = getattr(getattr(hub, "records", None), "root", None)
+    return LabelMapRecords(Path(root) / RECORDS_FOLDER) if root is not None else None
+
+
+def map_model_labels(
+    model_id: str, labels: tuple[str, ...], plan: TaskPlan, context: RunContext
+) -> tuple[LabelMapping, str]:
+    """The mapping, and how it was decided when names could not ("" when they could).
+
+    Names and synonyms first; for labels they cannot place, the mapping recorded when the
+    LLM first decided it, else the LLM (then recorded).
+    """
+    mapping = decide_mapping(labels, plan.label_names)
+    if all_opaque(labels) and mapping.ok:
+        context.reporter.info(
+            f"{model_id}: opaque labels {list(labels)}; the pilot decides what they mean"
+        )
+    if mapping.ok or not mapping.unresolved:
+        return mapping, ""
+    records = label_map_records(context.hub)
+    recorded = records.get(model_id, labels, plan.label_names) if records else None
+    if recorded and check_mapping(recorded["mapping"], labels, plan.label_names) is None:
+        how = f"{recorded.get('prompt_id', '?')}, {recorded.get('llm', '?')}"
+        context.reporter.info(
+            f"{model_id}: labels mapped as the LLM mapped them before ({how}): "
+            f"{recorded['mapping']}"
+        )
+        note = f"its labels were mapped by the LLM ({how}) in an earlier run; that map is reused"
+        return LabelMapping(recorded["mapping"], None), note
+    if context.llm is None:
+        return mapping, ""
+    mapping, prompt_id = map_labels_with_llm(context.llm, model_id, labels, plan)
+    if not mapping.ok:
+        return mapping, ""
+    context.reporter.info(f"{model_id}: labels mapped by the LLM ({prompt_id}): {mapping.mapping}")
+    if records is not None:
+        try:
+            records.save(
+                model_id,
+                labels,
+                plan.label_names,
+                mapping.mapping,
+                prompt_id=prompt_id,
+                llm=context.llm.model_name,
+            )
+        except OSError as error:
+            context.reporter.warn(f"{model_id}: the LLM's label map was not recorded ({error})")
+    return mapping, f"its labels were mapped by the LLM ({prompt_id}, {context.llm.model_name})"

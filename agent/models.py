@@ -10,6 +10,7 @@ refusal carries a reason a person can read.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -156,12 +157,13 @@ def vet_folder(
     license_name: str = "unknown",
     downloads: int | None = None,
     label_map: dict[str, str] | None = None,
+    label_map_note: str = "",
     max_parameters: int | None = None,
 ) -> Candidate | Rejection:
     """A candidate when the folder is safe and its labels map, else a rejection with the reason.
 
     ``label_map`` is a mapping decided before the download (from config.json, perhaps by the
-    LLM); it must still fit the labels of the files that arrived.
+    LLM, as ``label_map_note`` says); it must still fit the labels of the files that arrived.
     """
     if not folder.has_safetensors:
         return Rejection(ref=reference, reason="no safetensors weights (pickle files are refused)")
@@ -193,6 +195,7 @@ def vet_folder(
         parameters=folder.parameters,
         downloads=downloads,
         files=hashes,
+        label_map_note=label_map_note if label_map is not None else "",
     )
 
 
@@ -242,6 +245,7 @@ def fetch_hub_candidate(
     name: str,
     *,
     label_map: dict[str, str] | None = None,
+    label_map_note: str = "",
     max_parameters: int | None = None,
 ) -> Candidate | Rejection:
     """Download a Hub model's labeler files at its exact commit and vet them."""
@@ -256,5 +260,33 @@ def fetch_hub_candidate(
         license_name=model.license,
         downloads=model.downloads,
         label_map=label_map,
+        label_map_note=label_map_note,
         max_parameters=max_parameters,
     )
+
+
+def read_hub_labels(hub: ModelHub, model: HubModel) -> HubModel | Rejection:
+    """The model with its labels read from ``config.json`` at its commit, before any weights
+    are fetched (the Hub's model info does not carry ``id2label``), or why it is refused.
+
+    A hub that cannot serve single files (a test double over local folders) leaves the model
+    as it is: its labels are then read after the download.
+    """
+    read_config = getattr(hub, "read_config", None)
+    if read_config is None:
+        return model
+    try:
+        config = read_config(model.id, model.sha)
+        labels = config_labels(config)
+    except UserInputError as error:  # gated after all, no config.json, bad id2label
+        return Rejection(ref=model.id, reason=str(error))
+    if "auto_map" in config:
+        return Rejection(ref=model.id, reason=REMOTE_CODE_REASON)
+    if is_multi_label(config):
+        return Rejection(ref=model.id, reason=MULTI_LABEL_REASON)
+    return dataclasses.replace(model, id2label=dict(enumerate(labels)), config=config)
+
+
+def hub_labels(model: HubModel) -> tuple[str, ...]:
+    """The model's labels in class order; empty when not read yet."""
+    return tuple(model.id2label[index] for index in sorted(model.id2label))

@@ -125,8 +125,10 @@ def build_spec(
 
 
 def selection_notes(state: RunState) -> list[str]:
-    """Why the voters are what they are: pilot scores, then refusals."""
+    """Why the voters are what they are: how they were scored, pilot scores, then refusals."""
     notes = [score.note for score in state.pilot.scores] if state.pilot else []
+    if state.pilot is not None and state.pilot.basis_note:
+        notes.insert(0, state.pilot.basis_note)
     return notes + [f"{r.ref}: refused, {r.reason}" for r in state.rejections]
 
 

@@ -86,7 +86,9 @@ class ReportPage(ReportRecord):
     summary: tuple[tuple[str, str], ...]
     voter_names: tuple[str, ...]
     voters: tuple[tuple[str, ...], ...]
-    """Name, reference, kind, pilot consensus agreement, selected."""
+    """Name, reference, kind, pilot consensus agreement, pilot verified accuracy, selected."""
+    pilot_basis: str
+    """How the candidates were scored and chosen ("" without a pilot)."""
     label_plot: Plot
     sources: tuple[tuple[str, str, str], ...]
     """Source, rows, share."""
@@ -221,6 +223,7 @@ def build_page(state: RunState, run_dir: Path, timings: Mapping[str, float]) -> 
         summary=_summary(state, tally, ledger),
         voter_names=voters,
         voters=_voter_rows(state),
+        pilot_basis=state.pilot.basis_note if state.pilot else "",
         label_plot=_plot_label_distribution(tally, labels),
         sources=tuple(
             (source, str(tally.sources[source]), _share(tally.sources[source], tally.rows))
@@ -286,6 +289,11 @@ def _summary(state: RunState, tally: RunTally, ledger: list[dict]) -> tuple[tupl
     ]
     if state.pilot is not None:
         rows.append(("expected disagreement (pilot)", f"{state.pilot.disagreement_rate:.1%}"))
+        scoring = "leave-one-out consensus"
+        if state.pilot.basis == "verified":
+            pilot = state.pilot
+            scoring = f"accuracy on {pilot.verified_rows} pilot rows verified by {pilot.verifier}"
+        rows.append(("candidates scored by", scoring))
     return tuple(rows)
 
 
@@ -303,6 +311,11 @@ def _voter_rows(state: RunState) -> tuple[tuple[str, ...], ...]:
                 candidate.ref if candidate else "",
                 candidate.kind if candidate else "",
                 _percent(score.consensus_agreement) if score else "-",
+                (
+                    _percent(score.verified_accuracy)
+                    if score and score.verified_accuracy is not None
+                    else "-"
+                ),
                 "yes" if name in selected else "no",
             )
         )

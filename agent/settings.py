@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     max_parameters: int = Field(default=600_000_000, gt=0)
     """Largest discovered model, in parameters (large encoders pass, LLM-sized models do not)."""
     pilot_rows: int = 200
+    pilot_verify_rows: int = Field(default=50, ge=0)
+    """Pilot rows the LLM verifies to score candidates by accuracy (0: score by consensus only;
+    a ``column:NAME`` verifier is free and answers for every pilot row)."""
     batch_size: int = 32
     chunk_size: int = 10_000
     device: DeviceKind = "auto"

@@ -87,6 +87,8 @@ class Candidate(Record):
     """Adapter settings (prototype phrasings, neutral band...)."""
     requirements: tuple[str, ...] = ()
     """PyPI distributions the labeler needs for this voter."""
+    label_map_note: str = ""
+    """How the label map was decided when names did not say (the LLM, a recorded mapping)."""
 
 
 class Rejection(Record):
@@ -104,6 +106,8 @@ class VoterScore(Record):
     """Share of pilot rows where it agreed with the other voters' majority."""
     selected: bool
     note: str
+    verified_accuracy: float | None = None
+    """Share of the verified pilot rows it labeled right (None: no verified rows)."""
 
 
 class PilotReport(Record):
@@ -113,6 +117,16 @@ class PilotReport(Record):
     disagreement_rate: float
     """Share of pilot rows the selected voters disagree on (expected escalation rate)."""
     output_path: str
+    basis: Literal["consensus", "verified"] = "consensus"
+    """What candidates were scored against: each other, or verified pilot rows."""
+    verifier: str = ""
+    """Who verified pilot rows (``llm:<model>``, ``column:NAME``); "" when none did."""
+    verified_rows: int = 0
+    """Pilot rows with a verified label."""
+    basis_note: str = ""
+    """How the candidates were scored and chosen, in one sentence (run report, model card)."""
+    verdicts_path: str | None = None
+    """JSON Lines of the pilot verdicts, when pilot rows were verified."""
 
 
 class LabelingResult(Record):

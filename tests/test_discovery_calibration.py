@@ -167,3 +167,35 @@ def test_binomial_tail():
     assert binomial_tail(10, 10, 0.5) == pytest.approx(0.5**10)
     assert binomial_tail(0, 10, 0.5) == 1.0
     assert binomial_tail(5, 10, 0.5) == pytest.approx(638 / 1024)
+
+
+def test_verified_rows_settle_opaque_labels_without_any_named_voter():
+    opaque = candidate("opaque", PROVISIONAL)
+    votes = {"opaque": [flip(label) for label in with_errors([5, 9])]}
+
+    result = calibrate_label_maps([opaque], votes, TASK, verified=TRUTH)
+
+    assert result.candidates[0].label_map == {"LABEL_0": "toxic", "LABEL_1": "non-toxic"}
+    assert "agreed with the verified pilot rows on 95% of 40 rows" in result.notes["opaque"]
+
+
+def test_with_verified_rows_one_other_voter_is_enough_to_flip_inverted_names():
+    votes = {"a": with_errors([0]), "inverted": [flip(label) for label in with_errors([14])]}
+    voters = [candidate("a", NAMED), candidate("inverted", NAMED)]
+
+    alone = calibrate_label_maps(voters, votes, TASK)
+    verified = calibrate_label_maps(voters, votes, TASK, verified=TRUTH)
+
+    assert [c.label_map for c in alone.candidates] == [NAMED, NAMED]  # who is wrong? unknown
+    assert verified.candidates[1].label_map == {"non-toxic": "toxic", "toxic": "non-toxic"}
+    assert "agreed with the verified pilot rows on 2% of 40" in verified.notes["inverted"]
+
+
+def test_too_few_verified_rows_leave_the_decision_to_the_named_voters():
+    few = [label if row < 10 else None for row, label in enumerate(TRUTH)]
+
+    result = calibrate_label_maps(
+        [candidate("opaque", PROVISIONAL)], {"opaque": list(TRUTH)}, TASK, verified=few
+    )
+
+    assert "no voter with named labels" in result.rejections[0].reason

@@ -127,7 +127,7 @@ def test_a_model_the_user_named_is_not_held_to_the_licence_list():
 def test_labels_come_from_config_json_at_the_models_commit():
     context = context_for({"id2label": {"0": "non-toxic", "1": "toxic"}})
 
-    model, mapping = screen(MODEL, PLAN, context)
+    model, mapping, _ = screen(MODEL, PLAN, context)
 
     assert context.hub.configs_read == [(MODEL.id, MODEL.sha)]
     assert model.id2label == {0: "non-toxic", 1: "toxic"}
@@ -138,9 +138,10 @@ def test_the_llm_maps_labels_that_names_and_synonyms_cannot():
     llm = FakeLLM()
     llm.enqueue(mapping_answer(civil="non-toxic", uncivil="toxic"))
 
-    _, mapping = screen(MODEL, PLAN, context_for(CIVILITY, llm))
+    _, mapping, note = screen(MODEL, PLAN, context_for(CIVILITY, llm))
 
     assert mapping.mapping == {"civil": "non-toxic", "uncivil": "toxic"}
+    assert note == "its labels were mapped by the LLM (search_models/v1, fake-llm)"
     [call] = llm.history
     assert '"civil"' in call.user_text and '"toxic"' in call.user_text
 
@@ -166,7 +167,7 @@ def test_an_llm_mapping_must_cover_every_model_label_once():
         mapping_answer(civil="non-toxic", uncivil="toxic"),
     )
 
-    _, mapping = screen(MODEL, PLAN, context_for(CIVILITY, llm))
+    _, mapping, _ = screen(MODEL, PLAN, context_for(CIVILITY, llm))
 
     assert mapping.ok
     assert "exactly the model's labels" in llm.history[1].user_text
@@ -199,7 +200,7 @@ def test_opaque_labels_get_a_provisional_map_and_no_llm_call():
     llm = FakeLLM()
     context = context_for({"num_labels": 2}, llm)
 
-    _, mapping = screen(MODEL, PLAN, context)
+    _, mapping, _ = screen(MODEL, PLAN, context)
 
     assert mapping.mapping == {"LABEL_0": "non-toxic", "LABEL_1": "toxic"}
     assert llm.history == []
@@ -223,6 +224,6 @@ def test_screening_with_a_folder_backed_hub_defers_labels_to_the_download():
     context = context_for({})
     context.hub = object()  # type: ignore[assignment] - a hub that serves no single files
 
-    model, mapping = screen(MODEL, PLAN, context)
+    model, mapping, _ = screen(MODEL, PLAN, context)
 
     assert model is MODEL and mapping is None

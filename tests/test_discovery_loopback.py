@@ -15,8 +15,16 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from tests.support.hub_fixtures import GOOD_TOXICITY_MODELS, TOXIC_WORDS
-from tests.support.hub_server import LoopbackHub
+from tests.support.hub_fixtures import (
+    GOOD_TOXICITY_MODELS,
+    TOXIC_WORDS,
+    TOXICITY_LABELS,
+    TinyModelCache,
+    tweet_examples,
+    with_labels,
+)
+from tests.support.hub_server import LoopbackHub, read_files
+from tests.support.openai_server import RecordedRequest, ScriptedOpenAI
 
 pytestmark = pytest.mark.slow
 
@@ -96,6 +104,7 @@ def test_discovery_avoids_traps_maps_opaque_and_inverted_labels_and_reproduces_o
         right = sum(row[column] == keyword_truth(row["text"]) for row in rows)
         assert right / len(rows) >= 0.8, (repo, right)
     readme = (tmp_path / "first" / PACKAGE / "README.md").read_text()
+    assert "leave-one-out consensus" in readme and "--verifier none" in readme  # nothing verified
     judy_note = next(line for line in readme.splitlines() if "judy/offensive-inverted" in line)
     assert "inverted" in judy_note
     for repo, reason in REFUSED.items():
@@ -118,3 +127,107 @@ def test_discovery_avoids_traps_maps_opaque_and_inverted_labels_and_reproduces_o
 
     assert lock_of(tmp_path / "named") == lock
     assert spec_of(tmp_path / "named") == spec_of(tmp_path / "first")
+
+
+CIVILITY = "mona/toxic-civility"
+"""Published with labels no synonym places: the LLM maps them."""
+CIVILITY_MAP = {"civil": "non-toxic", "attack": "toxic"}
+PLAN_PROPOSAL = {
+    "family": "toxicity",
+    "labels": [
+        {"name": "non-toxic", "description": "civil text"},
+        {"name": "toxic", "description": "insults, threats or slurs"},
+    ],
+    "text_column": "text",
+    "search_queries": ["toxic", "toxicity", "offensive"],
+    "language": "en",
+}
+
+
+def schema_name(request: RecordedRequest) -> str:
+    return request.body["response_format"]["json_schema"]["name"]
+
+
+def judge_items(request: RecordedRequest) -> list[dict]:
+    return json.loads(request.user_text.split("Items (JSON data):", 1)[1])
+
+
+def orchestrator(request: RecordedRequest) -> dict:
+    """Plans, maps mona's labels (and no others), and judges by the keywords."""
+    name = schema_name(request)
+    if name == "PlanProposal":
+        return PLAN_PROPOSAL
+    if name == "LabelMappingProposal":
+        if CIVILITY not in request.user_text:
+            return {"mapping": []}  # refused: it must map every label
+        pairs = CIVILITY_MAP.items()
+        return {"mapping": [{"model_label": k, "task_label": v} for k, v in pairs]}
+    verdicts = [
+        {"id": item["id"], "label": keyword_truth(item["text"]), "reason": "keywords"}
+        for item in judge_items(request)
+    ]
+    return {"verdicts": verdicts}
+
+
+def add_civility_model(hub: LoopbackHub, models: TinyModelCache) -> None:
+    # Trained on the keywords with three targets flipped, so it is a voter of its own.
+    examples = [
+        (text, 1 - label if row in (1, 6, 11) else label)
+        for row, (text, label) in enumerate(tweet_examples(0))
+    ]
+    network = models.get(TOXICITY_LABELS, seed=4, train_examples=tuple(examples))
+    files = with_labels(read_files(network), {0: "civil", 1: "attack"})
+    hub.add_model(CIVILITY, files, downloads=1800)
+
+
+def test_pilot_rows_verified_by_the_llm_score_the_candidates_are_paid_once_and_an_llm_label_map_is_reused_by_model(  # noqa: E501
+    catalog_hub: LoopbackHub,
+    tiny_models: TinyModelCache,
+    scripted_llm: ScriptedOpenAI,
+    tweets_csv,
+    tmp_path,
+    monkeypatch,
+    sandbox_kind,
+    capsys,
+):
+    add_civility_model(catalog_hub, tiny_models)
+    scripted_llm.respond_with(orchestrator)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000000")
+    command = ["label tweets for toxicity", "--data", str(tweets_csv), "--sandbox", sandbox_kind]
+    command += ["--llm-base-url", scripted_llm.url, "--yes", "--voters", "5"]
+
+    log = label(command + ["--out", "first", "--output", "first.csv"], capsys)
+
+    lock = lock_of(tmp_path / "first")
+    voters = {voter["origin"]: voter for voter in lock["voters"]}
+    assert set(voters) == {*GOOD_TOXICITY_MODELS, CIVILITY}
+    assert voters[CIVILITY]["label_map"] == CIVILITY_MAP
+    readme = (tmp_path / "first" / PACKAGE / "README.md").read_text().replace("\\", "")
+    assert "by accuracy against the 40 of them verified by the LLM (gpt-4o-mini)" in readme
+    mona_note = next(line for line in readme.splitlines() if line.startswith("- toxic_civility"))
+    assert "verified pilot rows" in mona_note and "mapped by the LLM (search_models/v1" in mona_note
+    # Every tweet is a pilot row: each was judged once, without the votes, in the pilot; the
+    # full run's disputed rows then came from the verdict cache.
+    judged = [r for r in scripted_llm.completions if schema_name(r) == "Verdicts"]
+    texts = [item["text"] for request in judged for item in judge_items(request)]
+    assert len(texts) == len(set(texts)) == 40
+    assert all(item["votes"] == {} for request in judged for item in judge_items(request))
+    rows = list(csv.DictReader(open(tmp_path / "first.csv", newline="", encoding="utf-8")))
+    disputed = [row for row in rows if row["source"] != "consensus"]
+    assert disputed and {row["source"] for row in disputed} == {"llm"}
+    assert f"{len(disputed)} rows from the verdict cache; 0 rows to ask" in log
+    assert all(row["label"] == keyword_truth(row["text"]) for row in disputed)
+
+    # Named again with the Hub down and an LLM that must not be asked to map labels again.
+    catalog_hub.stop()
+    first_requests = len(scripted_llm.completions)
+    by_model = [argument for voter in lock["voters"] for argument in ("--model", voter["origin"])]
+
+    log = label(command + by_model + ["--out", "named"], capsys)
+
+    again = scripted_llm.completions[first_requests:]
+    assert [schema_name(request) for request in again] == ["PlanProposal"]
+    assert lock_of(tmp_path / "named") == lock
+    assert spec_of(tmp_path / "named") == spec_of(tmp_path / "first")
+    assert "as the LLM mapped them before (search_models/v1, gpt-4o-mini)" in log

@@ -2,7 +2,10 @@
 
 Discovery is skipped, but safety is not: every named model must ship
 safetensors, need no remote code, and have labels that map onto the task's.
-A named model that fails is an error with its reason, not a silent drop.
+Labels are mapped as discovery maps them: by names and synonyms, else by the
+map the LLM gave for this model before (recorded), else by the LLM; so naming a
+model that an earlier run discovered reproduces that run's map. A named model
+that fails is an error with its reason, not a silent drop.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from langgraph.runtime import Runtime
 from ..catalog import BY_NAME, specialist_candidate
 from ..context import RunContext
 from ..errors import UserInputError
+from ..llm_labels import map_model_labels
 from ..models import (
     SPECIALIST_PREFIX,
     fetch_hub_candidate,
+    hub_labels,
     hub_precheck,
+    read_hub_labels,
     read_model_folder,
     vet_folder,
     voter_name,
@@ -52,12 +58,27 @@ def resolve_reference(
     path = Path(ref).expanduser()
     if path.is_dir():
         folder = read_model_folder(path)
-        return vet_folder(ref, folder, labels, name=name, origin="local")
+        mapping, note = map_model_labels(ref, folder.model_labels, state.plan, context)
+        decided = mapping.mapping if mapping.ok else None  # else vet_folder says why
+        return vet_folder(
+            ref, folder, labels, name=name, origin="local", label_map=decided, label_map_note=note
+        )
     if context.hub is None:
         raise UserInputError(f"--model {ref}: not a local folder, and the Hub is off (--offline)")
     model = context.hub.info(ref)
     reason = hub_precheck(model, state.plan.language)
     if reason is not None:
         return Rejection(ref=ref, reason=reason)
+    model = read_hub_labels(context.hub, model)
+    if isinstance(model, Rejection):
+        return model
+    decided, note = None, ""
+    if hub_labels(model):
+        mapping, note = map_model_labels(ref, hub_labels(model), state.plan, context)
+        if not mapping.ok:
+            return Rejection(ref=ref, reason=mapping.reason or "")
+        decided = mapping.mapping
     context.reporter.info(f"downloading {ref} at {model.sha[:12]}")
-    return fetch_hub_candidate(context.hub, model, labels, name)
+    return fetch_hub_candidate(
+        context.hub, model, labels, name, label_map=decided, label_map_note=note
+    )

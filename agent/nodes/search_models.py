@@ -5,14 +5,15 @@ most downloaded first). Models are refused on their metadata first (gated,
 remote code, pickle-only weights, library, licence, size, language), then on
 their labels, read from ``config.json`` alone at the model's exact commit (the
 Hub's model info does not carry ``id2label``): names and synonyms, the LLM for
-labels they cannot place, a provisional guess for opaque ``LABEL_i`` names that
-the pilot settles. Only the most downloaded survivors are fetched in full, at
-that commit, for the pilot. Every refusal is recorded with its reason.
+labels they cannot place (or the map it gave in an earlier run, recorded), a
+provisional guess for opaque ``LABEL_i`` names that the pilot settles. Only the
+most downloaded survivors are fetched in full, at that commit, for the pilot.
+Every refusal is recorded with its reason.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from typing import NamedTuple
 
 from langgraph.runtime import Runtime
 
@@ -20,16 +21,13 @@ from ..catalog import catalog_candidates
 from ..context import RunContext
 from ..errors import HubUnavailableError, UserInputError
 from ..hub import HubModel, ModelUnavailableError
-from ..labels import LabelMapping, all_opaque
-from ..llm_labels import map_labels_with_llm
+from ..labels import LabelMapping
+from ..llm_labels import map_model_labels
 from ..models import (
-    MULTI_LABEL_REASON,
-    REMOTE_CODE_REASON,
-    config_labels,
-    decide_mapping,
     fetch_hub_candidate,
+    hub_labels,
     hub_precheck,
-    is_multi_label,
+    read_hub_labels,
     voter_name,
 )
 from ..state import Candidate, Rejection, RunState, TaskPlan
@@ -56,7 +54,7 @@ def search_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
             "the Hub is unreachable; replaying the search results and files an earlier run cached"
         )
     rejections: list[Rejection] = []
-    shortlist: list[tuple[HubModel, LabelMapping | None]] = []
+    shortlist: list[Screened] = []
     for model in sorted(found.values(), key=lambda m: (-m.downloads, -m.likes, m.id)):
         if len(shortlist) == context.settings.candidates:
             break
@@ -64,7 +62,7 @@ def search_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
         (rejections if isinstance(outcome, Rejection) else shortlist).append(outcome)
     candidates: list[Candidate] = []
     taken: set[str] = set()
-    for model, mapping in shortlist:
+    for model, mapping, note in shortlist:
         context.reporter.info(f"downloading {model.id} at {model.sha[:12]}")
         try:
             outcome = fetch_hub_candidate(
@@ -73,6 +71,7 @@ def search_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
                 plan.label_names,
                 voter_name(model.id, taken),
                 label_map=mapping.mapping if mapping is not None else None,
+                label_map_note=note,
                 max_parameters=context.settings.max_parameters,
             )
         except ModelUnavailableError as error:
@@ -81,14 +80,17 @@ def search_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
     return _outcome(candidates, rejections, context, f"on the Hub for {list(plan.search_queries)}")
 
 
-def screen(
-    model: HubModel, plan: TaskPlan, context: RunContext
-) -> tuple[HubModel, LabelMapping | None] | Rejection:
-    """The model with its labels and their mapping, or why it is refused; no weights fetched.
+class Screened(NamedTuple):
+    """A model that passed screening, with its labels' mapping and how it was decided."""
 
-    The mapping is None when the hub cannot serve single files (a test double over local
-    folders): the labels are then checked after the download.
-    """
+    model: HubModel
+    mapping: LabelMapping | None
+    """None when the hub cannot serve single files: the labels are checked after the download."""
+    note: str = ""
+
+
+def screen(model: HubModel, plan: TaskPlan, context: RunContext) -> Screened | Rejection:
+    """The model with its labels and their mapping, or why it is refused; no weights fetched."""
     settings = context.settings
     reason = hub_precheck(
         model,
@@ -98,45 +100,16 @@ def screen(
     )
     if reason is not None:
         return Rejection(ref=model.id, reason=reason)
-    read_config = getattr(context.hub, "read_config", None)
-    if read_config is None:
-        labels = tuple(model.id2label[index] for index in sorted(model.id2label))
-        if not labels:
-            return model, None
-    else:
-        try:
-            config = read_config(model.id, model.sha)
-            labels = config_labels(config)
-        except UserInputError as error:  # gated after all, no config.json, bad id2label
-            return Rejection(ref=model.id, reason=str(error))
-        if "auto_map" in config:
-            return Rejection(ref=model.id, reason=REMOTE_CODE_REASON)
-        if is_multi_label(config):
-            return Rejection(ref=model.id, reason=MULTI_LABEL_REASON)
-        model = dataclasses.replace(model, id2label=dict(enumerate(labels)), config=config)
-    mapping = map_model_labels(model.id, labels, plan, context)
+    model = read_hub_labels(context.hub, model)
+    if isinstance(model, Rejection):
+        return model
+    labels = hub_labels(model)
+    if not labels:
+        return Screened(model, None)
+    mapping, note = map_model_labels(model.id, labels, plan, context)
     if not mapping.ok:
         return Rejection(ref=model.id, reason=mapping.reason or "")
-    return model, mapping
-
-
-def map_model_labels(
-    model_id: str, labels: tuple[str, ...], plan: TaskPlan, context: RunContext
-) -> LabelMapping:
-    """Names and synonyms first; the LLM only for labels they could not place."""
-    mapping = decide_mapping(labels, plan.label_names)
-    if all_opaque(labels) and mapping.ok:
-        context.reporter.info(
-            f"{model_id}: opaque labels {list(labels)}; the pilot decides what they mean"
-        )
-    if mapping.ok or not mapping.unresolved or context.llm is None:
-        return mapping
-    mapping, prompt_id = map_labels_with_llm(context.llm, model_id, labels, plan)
-    if mapping.ok:
-        context.reporter.info(
-            f"{model_id}: labels mapped by the LLM ({prompt_id}): {mapping.mapping}"
-        )
-    return mapping
+    return Screened(model, mapping, note)
 
 
 def search_catalog(state: RunState, context: RunContext, why: str) -> dict:

@@ -1,13 +1,17 @@
 """vet_models: run every candidate on a pilot sample and choose the voters.
 
 The pilot is the real labeler, rendered with all candidates and run in the
-sandbox on a reproducible sample of the data. Each candidate is scored by how
+sandbox on a reproducible sample of the data. When a verifier is at hand, pilot
+rows are verified too (:mod:`agent.pilot_verification`: a data column for all
+of them, or the LLM for ``--pilot-verify`` of them, its verdicts cached for the
+full run), and each candidate is scored by its accuracy on them; otherwise, or
+with fewer than :data:`~agent.label_calibration.MIN_ROWS` verified rows, by how
 often it agrees with the majority of the *other* candidates (leave-one-out
-consensus). Before scoring, the pilot settles label maps the names cannot
-(:mod:`agent.label_calibration`): opaque labels are mapped by agreement or the
-model is refused, inverted names are flipped. Voters the user named are all
-kept; discovered ones are chosen by score, skipping near-duplicates, up to
-``--voters``.
+consensus), which cannot tell a right majority from a wrong one. Before scoring,
+the pilot settles label maps the names cannot (:mod:`agent.label_calibration`,
+against the same reference): opaque labels are mapped by agreement or the model
+is refused, inverted names are flipped. Voters the user named are all kept;
+discovered ones are chosen by score, skipping near-duplicates, up to ``--voters``.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from ..context import RunContext
 from ..costs import check_verification_cost
 from ..data import iter_rows, sample_rows
 from ..errors import UserInputError
-from ..label_calibration import calibrate_label_maps
+from ..label_calibration import MIN_ROWS, calibrate_label_maps, verified_reference
 from ..labeler_runs import LabelerJob, run_labeler_job
 from ..packaging import build_package, build_spec, package_names, provenance
+from ..pilot_verification import PilotVerdicts, pilot_verifier, verify_pilot, why_unverified
 from ..state import Candidate, PilotReport, RunState, VoterScore
 
 REDUNDANT_AGREEMENT = 0.99
@@ -37,10 +42,90 @@ def vet_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
     context = runtime.context
     settings = context.settings
     plan = state.plan
-    candidates = state.candidates
-    pilot_dir = Path(state.run_dir) / "pilot"
     sample = sample_rows(state.dataset, settings.pilot_rows, seed=state.dataset.sha256)
-    context.reporter.stage("vet_models", f"{len(candidates)} candidates on {len(sample)} rows")
+    context.reporter.stage(
+        "vet_models", f"{len(state.candidates)} candidates on {len(sample)} rows"
+    )
+    votes, output_path = run_pilot(state, context, sample)
+    verifier = pilot_verifier(context, state.candidates)
+    verdicts = None
+    if verifier is not None:
+        run_dir = Path(state.run_dir)
+        verdicts = verify_pilot(verifier, sample, plan, state.dataset, run_dir, context)
+    truth = verified_reference(verdicts.labels) if verdicts else None
+    calibration = calibrate_label_maps(state.candidates, votes, plan.label_names, truth)
+    candidates, votes = calibration.candidates, calibration.votes
+    for message in calibration.warnings:
+        context.reporter.warn(message)
+    for rejection in calibration.rejections:
+        if settings.models:
+            raise UserInputError(f"--model {rejection.ref} cannot be used: {rejection.reason}")
+        context.reporter.info(f"refused {rejection.ref}: {rejection.reason}")
+    if not candidates:
+        raise UserInputError("no candidate survived the pilot; pass --model")
+    agreement = {name: consensus_agreement(name, votes) for name in votes}
+    accuracy = {name: verified_accuracy(votes[name], truth) for name in votes} if truth else {}
+    skipped: dict[str, str] = {}
+    if settings.models:
+        chosen = list(candidates)
+    else:
+        chosen, skipped = choose_voters(
+            candidates, accuracy or agreement, votes, settings.voters, tiebreak=agreement
+        )
+    verdict = {c.name: "selected" for c in chosen} | skipped
+    report = PilotReport(
+        rows=len(sample),
+        scores=tuple(
+            VoterScore(
+                name=c.name,
+                consensus_agreement=round(agreement[c.name], 4),
+                verified_accuracy=round(accuracy[c.name], 4) if accuracy else None,
+                selected=c in chosen,
+                note=_note(
+                    c,
+                    agreement[c.name],
+                    accuracy.get(c.name),
+                    (len(sample), verdicts.verified if verdicts else 0),
+                    verdict.get(c.name, "not selected"),
+                    calibration.notes.get(c.name, ""),
+                ),
+            )
+            for c in candidates
+        ),
+        disagreement_rate=disagreement_rate(
+            [votes[c.name] for c in chosen], settings.min_agreement
+        ),
+        output_path=str(output_path),
+        basis="verified" if truth else "consensus",
+        verifier=verdicts.verifier if verdicts else "",
+        verified_rows=verdicts.verified if verdicts else 0,
+        basis_note=basis_note(len(sample), verdicts, truth is not None, context),
+        verdicts_path=verdicts.path if verdicts else None,
+    )
+    for line in (report.basis_note, *(score.note for score in report.scores)):
+        context.reporter.info(line)
+    if len(chosen) == 1:
+        context.reporter.warn("only one voter: no row can be a disagreement")
+    context.reporter.info(
+        f"expected disagreement rate: {report.disagreement_rate:.1%} of rows "
+        f"(pilot of {report.rows})"
+    )
+    texts = [row.get(plan.text_column) for _, row in sample]
+    chosen_votes = {c.name: votes[c.name] for c in chosen}
+    check_verification_cost(state, context, texts, chosen_votes, report.disagreement_rate)
+    return {
+        "voters": tuple(chosen),
+        "pilot": report,
+        "rejections": state.rejections + tuple(calibration.rejections),
+    }
+
+
+def run_pilot(
+    state: RunState, context: RunContext, sample: Sequence[tuple[int, dict]]
+) -> tuple[dict[str, list[str]], Path]:
+    """Every candidate's vote on every pilot row, from the rendered labeler run in the sandbox."""
+    plan, settings, candidates = state.plan, context.settings, state.candidates
+    pilot_dir = Path(state.run_dir) / "pilot"
     pilot_input = pilot_dir / "input.jsonl"
     with TableWriter(pilot_input, [plan.text_column]) as writer:
         writer.write({plan.text_column: row.get(plan.text_column)} for _, row in sample)
@@ -65,55 +150,7 @@ def vet_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
     votes = {
         c.name: [row[f"label_{c.name}"] for row in iter_rows(job.output_path)] for c in candidates
     }
-    calibration = calibrate_label_maps(candidates, votes, plan.label_names)
-    candidates, votes = calibration.candidates, calibration.votes
-    for message in calibration.warnings:
-        context.reporter.warn(message)
-    for rejection in calibration.rejections:
-        if settings.models:
-            raise UserInputError(f"--model {rejection.ref} cannot be used: {rejection.reason}")
-        context.reporter.info(f"refused {rejection.ref}: {rejection.reason}")
-    if not candidates:
-        raise UserInputError("no candidate survived the pilot; pass --model")
-    scores = {name: consensus_agreement(name, votes) for name in votes}
-    if settings.models:
-        chosen = list(candidates)
-    else:
-        chosen = choose_voters(candidates, scores, votes, settings.voters)
-    chosen_names = {c.name for c in chosen}
-    report = PilotReport(
-        rows=len(sample),
-        scores=tuple(
-            VoterScore(
-                name=c.name,
-                consensus_agreement=round(scores[c.name], 4),
-                selected=c.name in chosen_names,
-                note=_note(c, scores[c.name], len(sample), c.name in chosen_names)
-                + (f"; {calibration.notes[c.name]}" if c.name in calibration.notes else ""),
-            )
-            for c in candidates
-        ),
-        disagreement_rate=disagreement_rate(
-            [votes[c.name] for c in chosen], settings.min_agreement
-        ),
-        output_path=str(job.output_path),
-    )
-    for score in report.scores:
-        context.reporter.info(score.note)
-    if len(chosen) == 1:
-        context.reporter.warn("only one voter: no row can be a disagreement")
-    context.reporter.info(
-        f"expected disagreement rate: {report.disagreement_rate:.1%} of rows "
-        f"(pilot of {report.rows})"
-    )
-    texts = [row.get(plan.text_column) for _, row in sample]
-    chosen_votes = {c.name: votes[c.name] for c in chosen}
-    check_verification_cost(state, context, texts, chosen_votes, report.disagreement_rate)
-    return {
-        "voters": tuple(chosen),
-        "pilot": report,
-        "rejections": state.rejections + tuple(calibration.rejections),
-    }
+    return votes, job.output_path
 
 
 def consensus_agreement(name: str, votes: dict[str, list[str]]) -> float:
@@ -131,23 +168,48 @@ def consensus_agreement(name: str, votes: dict[str, list[str]]) -> float:
     return agreed / counted if counted else 0.0
 
 
+def verified_accuracy(own: Sequence[str], verified: Sequence[str | None]) -> float:
+    """Share of the verified rows where ``own`` gave the verified label (no vote is wrong)."""
+    pairs = [(vote, label) for vote, label in zip(own, verified, strict=True) if label is not None]
+    return sum(vote == label for vote, label in pairs) / len(pairs) if pairs else 0.0
+
+
 def choose_voters(
     candidates: Sequence[Candidate],
     scores: dict[str, float],
     votes: dict[str, list[str]],
     k: int,
-) -> list[Candidate]:
-    """Best-scoring candidates first, skipping one that duplicates a voter already chosen."""
-    ranked = sorted(candidates, key=lambda c: (-scores[c.name], -(c.downloads or 0), c.name))
+    tiebreak: dict[str, float] | None = None,
+) -> tuple[list[Candidate], dict[str, str]]:
+    """Best-scoring candidates first, skipping one that duplicates a voter already chosen.
+
+    Returns the voters and, for each candidate skipped as a duplicate, why.
+    """
+    tiebreak = tiebreak or {}
+    ranked = sorted(
+        candidates,
+        key=lambda c: (-scores[c.name], -tiebreak.get(c.name, 0.0), -(c.downloads or 0), c.name),
+    )
     chosen: list[Candidate] = []
+    skipped: dict[str, str] = {}
     for candidate in ranked:
         if len(chosen) == k:
             break
         own = votes[candidate.name]
-        if any(_agreement(own, votes[c.name]) >= REDUNDANT_AGREEMENT for c in chosen):
+        twin = next(
+            (c for c in chosen if _agreement(own, votes[c.name]) >= REDUNDANT_AGREEMENT), None
+        )
+        if twin is not None:
+            share = _agreement(own, votes[twin.name])
+            skipped[candidate.name] = (
+                f"not selected: it duplicates {twin.name} (the same vote on {share:.0%} of "
+                "pilot rows)"
+            )
             continue
         chosen.append(candidate)
-    return chosen or list(ranked[:k])
+    if not chosen:
+        return list(ranked[:k]), {}
+    return chosen, skipped
 
 
 def _agreement(first: list[str], second: list[str]) -> float:
@@ -166,9 +228,52 @@ def disagreement_rate(votes: Sequence[list[str]], min_agreement: float) -> float
     return disputed / rows
 
 
-def _note(candidate: Candidate, score: float, rows: int, selected: bool) -> str:
-    verdict = "selected" if selected else "not selected"
-    return (
-        f"{candidate.name} ({candidate.ref}): agreed with the other voters' majority on "
-        f"{score:.0%} of {rows} pilot rows; {verdict}"
+def _note(
+    candidate: Candidate,
+    agreement: float,
+    accuracy: float | None,
+    rows: tuple[int, int],
+    verdict: str,
+    calibrated: str,
+) -> str:
+    """One line on a candidate: its scores (``rows``: pilot rows, verified rows), whether it
+    was selected, and how its label map was decided when its names did not say."""
+    pilot_rows, verified_rows = rows
+    consensus = (
+        f"agreed with the other voters' majority on {agreement:.0%} of {pilot_rows} pilot rows"
     )
+    if accuracy is None:
+        note = f"{candidate.name} ({candidate.ref}): {consensus}; {verdict}"
+    else:
+        note = (
+            f"{candidate.name} ({candidate.ref}): right on {accuracy:.0%} of {verified_rows} "
+            f"verified pilot rows ({consensus}); {verdict}"
+        )
+    return "".join(
+        [note, *(f"; {more}" for more in (candidate.label_map_note, calibrated) if more)]
+    )
+
+
+def basis_note(
+    rows: int, verdicts: PilotVerdicts | None, scored_on_verified: bool, context: RunContext
+) -> str:
+    """How the candidates were scored and chosen, and why on that basis."""
+    if scored_on_verified:
+        who = verdicts.verifier
+        who = f"the LLM ({who[4:]})" if who.startswith("llm:") else who.replace(":", " ", 1)
+        scored = (
+            f"scored on a pilot of {rows} rows by accuracy against the {verdicts.verified} of "
+            f"them verified by {who}"
+        )
+    else:
+        if verdicts is not None:
+            why = f"only {verdicts.verified} could be verified, fewer than {MIN_ROWS}"
+        else:
+            why = why_unverified(context)
+        scored = (
+            f"scored on a pilot of {rows} rows by leave-one-out consensus (agreement with the "
+            f"other candidates' majority), not by verified rows: {why}"
+        )
+    if context.settings.models:
+        return f"Voters named with --model, all kept; {scored}."
+    return f"Candidates {scored}; the best are kept, skipping near-duplicates."

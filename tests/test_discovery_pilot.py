@@ -1,0 +1,335 @@
+"""Pilot vetting scored against verified pilot rows, with the consensus as the fallback.
+
+``vet_models`` runs on a hand-made run: the pilot labeler is a scripted sandbox that answers
+each candidate's votes, the judge is :class:`FakeLLM`, so each test checks what is chosen,
+what is recorded and what the LLM is asked, in a second or two.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from agent.context import RunContext
+from agent.costs import OverBudgetError
+from agent.nodes.verify_disagreements import read_jsonl, verify_disagreements
+from agent.nodes.vet_models import choose_voters, consensus_agreement, vet_models
+from agent.settings import Settings
+from agent.state import (
+    Candidate,
+    DatasetInfo,
+    LabelingResult,
+    RunState,
+    TaskLabel,
+    TaskPlan,
+)
+from sandbox import SandboxResult
+from tests.support.fakes import FakeLLM, LLMCall, RecordingReporter
+
+PLAN = TaskPlan(
+    task="label tweets for toxicity",
+    family="toxicity",
+    labels=(
+        TaskLabel(name="non-toxic", description="civil text"),
+        TaskLabel(name="toxic", description="insults, threats or slurs"),
+    ),
+    text_column="text",
+    search_queries=("toxic",),
+    planner="rules",
+)
+NAMED = {"non-toxic": "non-toxic", "toxic": "toxic"}
+ROWS = 40
+TRUTH = ["toxic" if row % 5 in (1, 3) else "non-toxic" for row in range(ROWS)]
+TEXTS = [f"tweet {row}: " + ("you clown" if label == "toxic" else "nice day") for row, label in
+         enumerate(TRUTH)]  # fmt: skip
+HERD_ERRORS = [0, 2, 4, 6, 8, 10]
+"""Rows three candidates get wrong together: their majority is wrong there."""
+
+
+def flip(label: str) -> str:
+    return "toxic" if label == "non-toxic" else "non-toxic"
+
+
+def with_errors(rows: Sequence[int]) -> list[str]:
+    return [flip(label) if row in rows else label for row, label in enumerate(TRUTH)]
+
+
+# Three candidates share a blind spot, so they agree with each other's majority almost
+# always; the loner is right where they are wrong, so the consensus marks it down.
+VOTES = {
+    "herd_a": with_errors([*HERD_ERRORS, 20]),
+    "herd_b": with_errors([*HERD_ERRORS, 25]),
+    "herd_c": with_errors([*HERD_ERRORS, 30]),
+    "loner": with_errors([15, 35]),
+}
+
+
+class ScriptedPilotSandbox:
+    """A :class:`sandbox.Sandbox` whose "labeler" writes scripted votes for the pilot rows."""
+
+    name = "scripted"
+    python = "python3"
+
+    def __init__(self, votes: Mapping[str, Sequence[str]]) -> None:
+        self.votes = votes
+        self.runs = 0
+
+    def run(self, command, workdir, read_only_mounts=(), env=None, limits=None, on_output=None):
+        self.runs += 1
+        output = Path(command[command.index("--output") + 1])
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "w", encoding="utf-8") as handle:
+            for row in range(ROWS):
+                record = {f"label_{name}": votes[row] for name, votes in self.votes.items()}
+                record |= {f"prob_{name}": 0.9 for name in self.votes}
+                handle.write(json.dumps(record) + "\n")
+        if on_output is not None:
+            on_output(json.dumps({"event": "done", "rows": ROWS, "needs_review": 0, "seconds": 0}))
+        return SandboxResult(0, "", "", False, False, 0.1)
+
+
+def candidate(name: str, labels: Mapping[str, str] = NAMED, downloads: int = 0) -> Candidate:
+    return Candidate(
+        name=name,
+        ref=f"org/{name}",
+        origin="hub",
+        path="",
+        revision="0" * 40,
+        model_labels=tuple(labels),
+        label_map=dict(labels),
+        downloads=downloads,
+    )
+
+
+def make_state(tmp_path: Path, candidates: Sequence[Candidate], gold=TRUTH) -> RunState:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data = tmp_path / "tweets.csv"
+    with open(data, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "gold"])
+        writer.writerows(zip(TEXTS, gold, strict=True))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dataset = DatasetInfo(
+        path=str(data), format="csv", columns=("text", "gold"), rows=ROWS, sha256="d" * 64
+    )
+    return RunState(
+        task=PLAN.task,
+        data_path=str(data),
+        dataset=dataset,
+        run_id="run",
+        run_dir=str(run_dir),
+        plan=PLAN,
+        candidates=tuple(candidates),
+    )
+
+
+def items_of(call: LLMCall) -> list[dict]:
+    return json.loads(call.user_text.split("Items (JSON data):", 1)[1])
+
+
+def judge_by_truth(call: LLMCall) -> dict:
+    """The judge answers the truth (what a good LLM would), and checks it is shown no votes."""
+    items = items_of(call)
+    assert all(item["votes"] == {} for item in items), "the judge must not see the votes"
+    truth = dict(zip(TEXTS, TRUTH, strict=True))
+    return {
+        "verdicts": [{"id": it["id"], "label": truth[it["text"]], "reason": "r"} for it in items]
+    }
+
+
+def judged_texts(llm: FakeLLM) -> list[str]:
+    return [item["text"] for call in llm.history for item in items_of(call)]
+
+
+def vet(tmp_path: Path, state: RunState, llm: FakeLLM | None = None, votes=VOTES, **settings):
+    defaults = {
+        "sandbox": "none",
+        "voters": 3,
+        "verdict_cache": tmp_path / "verdicts.sqlite",
+        "verifier": "llm" if llm is not None else None,
+        "offline": llm is None,
+    }
+    context = RunContext(
+        Settings(**(defaults | settings)), ScriptedPilotSandbox(votes), RecordingReporter(), llm=llm
+    )
+    update = vet_models(state, SimpleNamespace(context=context))
+    return update, context
+
+
+@pytest.fixture
+def herd(tmp_path: Path) -> RunState:
+    return make_state(tmp_path, [candidate(name) for name in VOTES])
+
+
+def test_the_consensus_rewards_a_shared_blind_spot():
+    scores = {name: consensus_agreement(name, VOTES) for name in VOTES}
+
+    chosen, _ = choose_voters([candidate(n) for n in VOTES], scores, VOTES, 3)
+
+    assert scores["loner"] < min(scores[name] for name in ("herd_a", "herd_b", "herd_c"))
+    assert "loner" not in {c.name for c in chosen}
+
+
+def test_verified_pilot_rows_choose_the_accurate_candidate_over_the_agreeable_ones(tmp_path, herd):
+    llm = FakeLLM()
+    llm.responder = judge_by_truth
+
+    update, context = vet(tmp_path, herd, llm)
+
+    pilot = update["pilot"]
+    chosen = [voter.name for voter in update["voters"]]
+    assert chosen[0] == "loner" and len(chosen) == 3
+    assert (pilot.basis, pilot.verifier, pilot.verified_rows) == ("verified", "llm:fake-llm", ROWS)
+    accuracy = {score.name: score.verified_accuracy for score in pilot.scores}
+    assert accuracy == {"herd_a": 0.825, "herd_b": 0.825, "herd_c": 0.825, "loner": 0.95}
+    loner = next(score for score in pilot.scores if score.name == "loner")
+    assert loner.note.startswith("loner (org/loner): right on 95% of 40 verified pilot rows")
+    assert "by accuracy against the 40 of them verified by the LLM (fake-llm)" in pilot.basis_note
+    assert pilot.basis_note in context.reporter.infos
+    assert sorted(judged_texts(llm)) == sorted(TEXTS)  # every pilot row once, in batches of 10
+    assert len(llm.history) == 4
+    ledger = list(read_jsonl(Path(herd.run_dir) / "ledger.jsonl"))
+    assert len(ledger) == 4 and all(entry["outcome"] == "ok" for entry in ledger)
+    verdicts = list(read_jsonl(Path(pilot.verdicts_path)))
+    assert [v["label"] for v in verdicts] == TRUTH and {v["source"] for v in verdicts} == {"llm"}
+
+
+def test_pilot_verdicts_are_not_asked_again_when_the_full_run_disputes_those_rows(tmp_path, herd):
+    llm = FakeLLM()
+    llm.responder = judge_by_truth
+    update, context = vet(tmp_path, herd, llm)
+    asked = len(llm.history)
+    state = herd.model_copy(update=update)
+    disputed = Path(herd.run_dir) / "disagreements.jsonl"
+    with open(disputed, "w", encoding="utf-8") as handle:
+        for row in HERD_ERRORS:
+            record = {"row": row, "text": TEXTS[row], "vote": flip(TRUTH[row]), "agreement": 0.67}
+            record |= {"votes": {v.name: VOTES[v.name][row] for v in state.voters}}
+            handle.write(json.dumps(record) + "\n")
+    state = state.model_copy(
+        update={
+            "labeling": LabelingResult(
+                output_path=str(Path(herd.run_dir) / "output.csv"),
+                rows=ROWS,
+                disagreements=len(HERD_ERRORS),
+                seconds=0.1,
+                disagreements_path=str(disputed),
+            )
+        }
+    )
+
+    result = verify_disagreements(state, SimpleNamespace(context=context))["verification"]
+
+    assert len(llm.history) == asked  # every disputed row was verified in the pilot
+    verdicts = list(read_jsonl(Path(result.verdicts_path)))
+    assert [v["label"] for v in verdicts] == [TRUTH[row] for row in HERD_ERRORS]
+    assert all(v["source"] == "llm" and v["reason"].endswith("(cached)") for v in verdicts)
+
+
+def test_offline_the_consensus_decides_and_says_why(tmp_path, herd):
+    update, context = vet(tmp_path, herd)
+
+    pilot = update["pilot"]
+    assert "loner" not in {voter.name for voter in update["voters"]}
+    assert (pilot.basis, pilot.verified_rows, pilot.verifier) == ("consensus", 0, "")
+    assert all(score.verified_accuracy is None for score in pilot.scores)
+    assert "leave-one-out consensus" in pilot.basis_note
+    assert "no LLM endpoint (--offline)" in pilot.basis_note
+    herd_a = next(score for score in pilot.scores if score.name == "herd_a")
+    assert herd_a.note == (
+        "herd_a (org/herd_a): agreed with the other voters' majority on 98% of 40 pilot rows; "
+        "selected"
+    )
+
+
+def test_a_column_verifier_answers_for_every_pilot_row_and_costs_nothing(tmp_path):
+    gold = [*TRUTH[:-1], "maybe"]  # a value outside the labels verifies nothing
+    state = make_state(tmp_path, [candidate(name) for name in VOTES], gold=gold)
+
+    update, _ = vet(tmp_path, state, verifier="column:gold", pilot_verify_rows=5)
+
+    pilot = update["pilot"]
+    assert (pilot.basis, pilot.verifier, pilot.verified_rows) == ("verified", "column:gold", 39)
+    assert update["voters"][0].name == "loner"
+    assert "verified by column gold" in pilot.basis_note
+    assert not (Path(state.run_dir) / "ledger.jsonl").exists()
+
+
+def test_pilot_verification_can_be_turned_off(tmp_path, herd):
+    llm = FakeLLM()
+
+    update, _ = vet(tmp_path, herd, llm, pilot_verify_rows=0)
+
+    assert update["pilot"].basis == "consensus" and "--pilot-verify 0" in update["pilot"].basis_note
+    assert llm.history == []
+
+
+def test_named_voters_are_all_kept_and_not_paid_for_when_nothing_is_left_to_decide(tmp_path, herd):
+    llm = FakeLLM()
+
+    update, _ = vet(tmp_path, herd, llm, models=tuple(f"org/{name}" for name in VOTES))
+
+    assert [voter.name for voter in update["voters"]] == list(VOTES)
+    assert llm.history == []
+    assert "none of the named voters has opaque labels" in update["pilot"].basis_note
+
+
+def test_too_few_verified_rows_fall_back_to_the_consensus(tmp_path, herd):
+    def abstains_after_row_9(call: LLMCall) -> dict:
+        answer = judge_by_truth(call)
+        for verdict, item in zip(answer["verdicts"], items_of(call), strict=True):
+            if TEXTS.index(item["text"]) >= 10:
+                verdict["label"] = "abstain"
+        return answer
+
+    llm = FakeLLM()
+    llm.responder = abstains_after_row_9
+
+    update, _ = vet(tmp_path, herd, llm)
+
+    pilot = update["pilot"]
+    assert (pilot.basis, pilot.verified_rows) == ("consensus", 10)
+    assert "only 10 could be verified, fewer than 20" in pilot.basis_note
+    assert "loner" not in {voter.name for voter in update["voters"]}
+
+
+def test_pilot_verification_over_the_budget_stops_before_any_call(tmp_path, herd):
+    llm = FakeLLM()
+
+    with pytest.raises(OverBudgetError, match="over --budget-usd"):
+        vet(tmp_path, herd, llm, budget_usd=0.000001, llm_prices={"fake-llm": (100.0, 100.0)})
+
+    assert llm.history == []
+
+
+def test_the_verified_rows_map_opaque_labels_even_when_the_named_voters_are_wrong(tmp_path):
+    opaque = {"LABEL_0": "non-toxic", "LABEL_1": "toxic"}
+    # The named voters (embedding voters: never flipped) are wrong on most rows; the opaque
+    # model is right, and its class 0 means toxic.
+    votes = {
+        "wrong_a": with_errors(range(0, 30)),
+        "wrong_b": with_errors(range(2, 32)),
+        "opaque": [flip(label) for label in with_errors([7])],
+    }
+    named = [candidate(name).model_copy(update={"kind": "embedding"}) for name in votes][:2]
+    candidates = [*named, candidate("opaque", opaque)]
+    llm = FakeLLM()
+    llm.responder = judge_by_truth
+
+    offline, _ = vet(tmp_path / "offline", make_state(tmp_path / "offline", candidates),
+                     votes=votes)  # fmt: skip
+    verified, _ = vet(tmp_path, make_state(tmp_path, candidates), llm, votes=votes)
+
+    def settled(update: dict) -> Candidate:
+        return next(voter for voter in update["voters"] if voter.name == "opaque")
+
+    assert settled(offline).label_map == opaque  # the wrong majority maps it the wrong way
+    assert settled(verified).label_map == {"LABEL_0": "toxic", "LABEL_1": "non-toxic"}
+    note = next(score.note for score in verified["pilot"].scores if score.name == "opaque")
+    assert "agreed with the verified pilot rows on 98% of 40 rows" in note
