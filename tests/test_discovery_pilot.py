@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -136,7 +137,7 @@ def items_of(call: LLMCall) -> list[dict]:
 def judge_by_truth(call: LLMCall) -> dict:
     """The judge answers the truth (what a good LLM would), and checks it is shown no votes."""
     items = items_of(call)
-    assert all(item["votes"] == {} for item in items), "the judge must not see the votes"
+    assert all(item.get("votes", {}) == {} for item in items), "the judge must not see the votes"
     truth = dict(zip(TEXTS, TRUTH, strict=True))
     return {
         "verdicts": [{"id": it["id"], "label": truth[it["text"]], "reason": "r"} for it in items]
@@ -192,10 +193,10 @@ def test_verified_pilot_rows_choose_the_accurate_candidate_over_the_agreeable_on
     assert loner.note.startswith("loner (org/loner): right on 95% of 40 verified pilot rows")
     assert "by accuracy against the 40 of them verified by the LLM (fake-llm)" in pilot.basis_note
     assert pilot.basis_note in context.reporter.infos
-    assert sorted(judged_texts(llm)) == sorted(TEXTS)  # every pilot row once, in batches of 10
-    assert len(llm.history) == 4
+    assert sorted(judged_texts(llm)) == sorted(TEXTS)  # every pilot row once, in batches
+    assert len(llm.history) == math.ceil(ROWS / context.settings.judge_batch_size)
     ledger = list(read_jsonl(Path(herd.run_dir) / "ledger.jsonl"))
-    assert len(ledger) == 4 and all(entry["outcome"] == "ok" for entry in ledger)
+    assert len(ledger) == len(llm.history) and all(entry["outcome"] == "ok" for entry in ledger)
     verdicts = list(read_jsonl(Path(pilot.verdicts_path)))
     assert [v["label"] for v in verdicts] == TRUTH and {v["source"] for v in verdicts} == {"llm"}
 
