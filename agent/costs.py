@@ -34,8 +34,6 @@ from .state import RunState, TaskPlan
 
 CHARS_PER_TOKEN = 4
 """Tokens are estimated from the characters of the messages as sent (JSON)."""
-REASON_CHARS = 60
-"""A verdict's reason is asked to stay under 20 words; most are shorter."""
 ESTIMATE_FILE = "cost_estimate.json"
 
 
@@ -60,7 +58,7 @@ def estimate_tokens(messages: Sequence[Message]) -> int:
 def completion_tokens(plan: TaskPlan, rows: int, calls: int = 1) -> int:
     """Expected answer tokens of ``calls`` answers holding ``rows`` verdicts in all."""
     longest = max(plan.label_names, key=len)
-    verdict = json.dumps({"id": 0, "label": longest, "reason": "x" * REASON_CHARS})
+    verdict = json.dumps({"id": 0, "label": longest})  # reasons come only with abstentions
     chars = calls * len('{"verdicts": []}') + rows * (len(verdict) + 2)
     return chars // CHARS_PER_TOKEN
 

@@ -73,12 +73,10 @@ class CallGate(Protocol):
 
 
 def judge_messages(plan: TaskPlan, records: Sequence[dict[str, Any]]) -> list[Message]:
-    """The request for a batch of disagreement records (``text``, ``votes``): the
-    instructions once, then the items as JSON data."""
-    items = [
-        {"id": i, "text": r["text"][:MAX_TEXT_CHARS], "votes": r["votes"]}
-        for i, r in enumerate(records)
-    ]
+    """The request for a batch of disagreement records: the instructions once, then the items
+    as compact JSON data. The voters' votes are left out: the judge decides from the text
+    alone, and every token it reads is paid for."""
+    items = [{"id": i, "text": r["text"][:MAX_TEXT_CHARS]} for i, r in enumerate(records)]
     prompt = _prompt(plan, items)
     return [Message("system", prompt.system), Message("user", prompt.user)]
 
@@ -95,7 +93,7 @@ def _prompt(plan: TaskPlan, items: list[dict[str, Any]]) -> Prompt:
         labels_json=json.dumps(
             {label.name: label.description for label in plan.labels}, ensure_ascii=False
         ),
-        items_json=json.dumps(items, ensure_ascii=False, indent=1),
+        items_json=json.dumps(items, ensure_ascii=False, separators=(",", ":")),
     )
 
 
@@ -107,7 +105,7 @@ def verdict_schema(labels: Sequence[str]) -> type[BaseModel]:
         "Verdict",
         id=(int, Field(description="the item's id")),
         label=(str, label),
-        reason=(str, Field(description="at most 20 words")),
+        reason=(str, Field(default="", description="only when abstaining: why, a few words")),
     )
     return create_model("Verdicts", verdicts=(list[item], ...))
 

@@ -9,6 +9,7 @@ real client against a loopback server.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,8 +113,18 @@ class OpenAIChatModel:
         if result.get("parsing_error") is not None or result.get("parsed") is None:
             problem = result.get("parsing_error") or "no structured answer"
             raise UnusableAnswer(f"unusable LLM answer: {_first_line(str(problem))}", usage)
+        parsed = result["parsed"]
+        content = getattr(result["raw"], "content", None)
+        if self._method != "function_calling" and isinstance(content, str):
+            # LangChain's parser completes truncated JSON; a cut-off answer is not an answer.
+            try:
+                parsed = json.loads(content)
+            except json.JSONDecodeError as error:
+                raise UnusableAnswer(
+                    f"unusable LLM answer: invalid JSON ({error})", usage
+                ) from None
         try:
-            value = schema.model_validate(result["parsed"])
+            value = schema.model_validate(parsed)
         except ValidationError as error:
             raise UnusableAnswer(
                 f"LLM answer does not fit {schema.__name__}: {_first_line(str(error))}", usage

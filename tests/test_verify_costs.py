@@ -46,16 +46,13 @@ TOXIC_WORDS = RUDE_WORDS + ("stupid", "dumb", "loser", "hate", "garbage", "shut"
 
 
 def realistic_judge(request: RecordedRequest) -> dict:
-    """Answers like a real model: a label and a reason of a few words per item."""
+    """Answers like a real model told to give reasons only when it abstains: a label per item."""
     if request.body["response_format"]["json_schema"]["name"] == "PlanProposal":
         return PLAN_PROPOSAL
     verdicts = []
     for item in items_of(request):
         words = [word for word in TOXIC_WORDS if word in item["text"].lower()]
-        if words:
-            verdict = {"label": "toxic", "reason": f"calls someone '{words[0]}', an insult"}
-        else:
-            verdict = {"label": "non-toxic", "reason": "an ordinary remark with no insult in it"}
+        verdict = {"label": "toxic" if words else "non-toxic"}
         verdicts.append({"id": item["id"]} | verdict)
     return {"verdicts": verdicts}
 
@@ -78,7 +75,8 @@ def test_the_estimate_scaled_from_pilot_rows_is_within_20_percent_of_the_ledger(
     estimate = estimate_verification(PLAN, pilot, len(texts), 10, "gpt-4o-mini", price)
 
     scripted_llm.respond_with(realistic_judge)
-    result, _, _ = verify(make_state(tmp_path, texts), make_settings(tmp_path), scripted_llm)
+    settings = make_settings(tmp_path, judge_batch_size=10)
+    result, _, _ = verify(make_state(tmp_path, texts), settings, scripted_llm)
 
     assert estimate.llm_calls == result.llm_calls == math.ceil(len(texts) / 10)
     actual = result.prompt_tokens + result.completion_tokens
