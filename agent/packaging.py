@@ -57,7 +57,11 @@ def runtime_requirements(voters: Sequence[Candidate]) -> tuple[str, ...]:
 
 
 def runtime_extras() -> dict[str, tuple[str, ...]]:
-    return {"parquet": (pinned("pyarrow", ">=17"),), "test": (pinned("pytest", ">=8"),)}
+    return {
+        "parquet": (pinned("pyarrow", ">=17"),),
+        "ray": (pinned("ray", ">=2.60,<3").replace("ray", "ray[data]", 1),),
+        "test": (pinned("pytest", ">=8"),),
+    }
 
 
 def default_base_image(requirements: Sequence[str]) -> str:

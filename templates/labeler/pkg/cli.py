@@ -1,7 +1,8 @@
 """Command line: ``<labeler> INPUT --output OUTPUT``.
 
-Exit status: 0 on success, 2 on bad input (unreadable file, unknown column),
-1 when a voter's model cannot be loaded. Errors are one line on stderr.
+Exit status: 0 on success, 2 on bad input (unreadable file, unknown column) or when
+``--engine ray`` cannot run (Ray not installed, cluster unreachable), 1 when a voter's
+model cannot be loaded. Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import tabular
+from . import ray_engine, tabular
 from .engine import QUANTIZE_MODES, Labeler, label_file
 from .spec import SPEC
 from .transformer import Int8Decision
@@ -25,8 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=SPEC.name, description=f"Label a table for this task: {SPEC.task}"
     )
-    parser.add_argument("input", type=Path, help="CSV, TSV, JSON Lines or Parquet file")
-    parser.add_argument("--output", "-o", type=Path, required=True, help="labeled file to write")
+    parser.add_argument(
+        "input",
+        help="CSV, TSV, JSON Lines or Parquet file; with --engine ray also a folder of them, "
+        "or an object-store URI (s3://, gs://, ...)",
+    )
+    parser.add_argument("--output", "-o", required=True, help="labeled file to write")
     parser.add_argument("--text-column", default=SPEC.text_column, help="column holding the text")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per model batch")
     parser.add_argument("--chunk-size", type=int, default=10_000, help="rows read per chunk")
@@ -43,6 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=SPEC.min_agreement,
         help="rows whose winning vote share is below this need review",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process, resumable; ray: actors on a Ray cluster (pip install "
+        f"'{SPEC.name}[ray]')",
+    )
+    parser.add_argument(
+        "--ray-address",
+        help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (default: a new local one)",
+    )
+    parser.add_argument(
+        "--ray-actors",
+        type=int,
+        help="actors labeling at once (default: one per GPU on CUDA, else one per CPU)",
+    )
+    parser.add_argument(
+        "--ray-batch-size",
+        type=int,
+        help="rows per actor call, the work a lost worker redoes "
+        f"(default {ray_engine.DEFAULT_BLOCK_ROWS})",
     )
     parser.add_argument(
         "--progress",
@@ -123,30 +150,65 @@ class Progress:
             self.bar.close()
 
 
+def label_on_ray(args: argparse.Namespace, progress: Progress):
+    """``--engine ray``: the same voters and output, on the actors of a Ray cluster."""
+    options = ray_engine.RayOptions(
+        address=args.ray_address,
+        actors=args.ray_actors,
+        block_rows=args.ray_batch_size or ray_engine.DEFAULT_BLOCK_ROWS,
+        device=args.device,
+        batch_size=args.batch_size,
+        quantize=args.quantize,
+    )
+    return ray_engine.label_file_ray(
+        SPEC,
+        args.input,
+        args.output,
+        text_column=args.text_column,
+        min_agreement=args.min_agreement,
+        options=options,
+        on_progress=progress,
+        on_int8=progress.int8,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1 or args.chunk_size < 1:
         print("error: --batch-size and --chunk-size must be at least 1", file=sys.stderr)
         return 2
+    ray_flags = (args.ray_address, args.ray_actors, args.ray_batch_size)
+    if args.engine != "ray" and any(flag is not None for flag in ray_flags):
+        print(
+            "error: --ray-address, --ray-actors and --ray-batch-size need --engine ray",
+            file=sys.stderr,
+        )
+        return 2
+    if any(count is not None and count < 1 for count in ray_flags[1:]):
+        print("error: --ray-actors and --ray-batch-size must be at least 1", file=sys.stderr)
+        return 2
     progress = Progress(args.progress)
     try:
-        device = resolve_device(args.device)
-        if args.quantize == "int8" and device != "cpu":
-            print("error: --quantize int8 runs on CPU only (CUDA uses bf16)", file=sys.stderr)
-            return 2
-        runtime = Runtime(PACKAGE_ROOT, device, args.batch_size)
-        labeler = Labeler(SPEC, runtime, quantize=args.quantize)
-        summary = label_file(
-            labeler,
-            args.input,
-            args.output,
-            text_column=args.text_column,
-            chunk_size=args.chunk_size,
-            min_agreement=args.min_agreement,
-            on_progress=progress,
-            on_int8=progress.int8,
-        )
-    except tabular.DataError as error:
+        if args.engine == "ray":
+            summary = label_on_ray(args, progress)
+        else:
+            device = resolve_device(args.device)
+            if args.quantize == "int8" and device != "cpu":
+                print("error: --quantize int8 runs on CPU only (CUDA uses bf16)", file=sys.stderr)
+                return 2
+            runtime = Runtime(PACKAGE_ROOT, device, args.batch_size)
+            labeler = Labeler(SPEC, runtime, quantize=args.quantize)
+            summary = label_file(
+                labeler,
+                Path(args.input),
+                Path(args.output),
+                text_column=args.text_column,
+                chunk_size=args.chunk_size,
+                min_agreement=args.min_agreement,
+                on_progress=progress,
+                on_int8=progress.int8,
+            )
+    except (tabular.DataError, ray_engine.RayEngineError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except VoterLoadError as error:
