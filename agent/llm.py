@@ -115,8 +115,11 @@ class OpenAIChatModel:
             raise UnusableAnswer(f"unusable LLM answer: {_first_line(str(problem))}", usage)
         parsed = result["parsed"]
         content = getattr(result["raw"], "content", None)
-        if self._method != "function_calling" and isinstance(content, str):
+        tool_calls = getattr(result["raw"], "tool_calls", None)
+        if isinstance(content, str) and content.strip() and not tool_calls:
             # LangChain's parser completes truncated JSON; a cut-off answer is not an answer.
+            # (An answer by function call, which LangChain picks for models without JSON
+            # schema support, comes as tool-call arguments, parsed strictly already.)
             try:
                 parsed = json.loads(content)
             except json.JSONDecodeError as error:
