@@ -90,10 +90,14 @@ def label_command(
     max_cost_usd: Annotated[
         float | None, Opt(help="hard cap on LLM cost; rows past it go to review")
     ] = None,
-    judge_batch_size: Annotated[int | None, Opt(help="disagreement rows per LLM call [10]")] = None,
+    judge_batch_size: Annotated[int | None, Opt(help="disagreement rows per LLM call [25]")] = None,
     llm_concurrency: Annotated[int | None, Opt(help="LLM calls in flight at once [4]")] = None,
     verdict_cache: Annotated[
         Path | None, Opt(help="SQLite cache of LLM verdicts [~/.cache/autoannotator-agent]")
+    ] = None,
+    finetune_stages: Annotated[
+        int | None,
+        Opt(help="rounds of verify -> LoRA fine-tune -> relabel, each gated on held-out rows [0]"),
     ] = None,
     yes: Annotated[bool, Opt("--yes", "-y", help="do not ask before spending")] = False,
     json_summary: Annotated[
@@ -126,6 +130,7 @@ def label_command(
         "judge_batch_size": judge_batch_size,
         "llm_concurrency": llm_concurrency,
         "verdict_cache": verdict_cache,
+        "finetune_stages": finetune_stages,
         "yes": yes or None,
         "json_summary": json_summary or None,
     }
@@ -194,6 +199,7 @@ def summary_json(result: RunOutput) -> dict[str, Any]:
         },
         "voters": [voter.ref for voter in result.voters],
         "labels": list(result.plan.label_names) if result.plan else [],
+        "finetune": [stage.model_dump(mode="json") for stage in result.finetune],
     }
 
 
@@ -217,6 +223,20 @@ def summary_rows(result: RunOutput) -> list[tuple[str, str]]:
     ]
     if escalations["review_file"]:
         rows.append(("review file", escalations["review_file"]))
+    for stage in result.finetune:
+        tuned = ", ".join(
+            f"{v.voter} {v.version or 'rolled back'} "
+            f"(held-out {v.holdout_before:.1%} -> {v.holdout_after:.1%})"
+            for v in stage.voters
+        )
+        after = "?" if stage.escalated_after is None else str(stage.escalated_after)
+        rows.append(
+            (
+                f"fine-tuning stage {stage.stage}",
+                f"{stage.verified_rows} verified rows; disputes {stage.escalated_before} -> "
+                f"{after}; {tuned}",
+            )
+        )
     return rows
 
 
@@ -235,6 +255,31 @@ def doctor_command(
 RunsDirOption = Annotated[
     Path | None, Opt("--runs-dir", help="where run folders live [.autoannotator/runs]")
 ]
+
+
+@app.command("finetune")
+def finetune_command(
+    run_id: Annotated[str, typer.Argument(help="a finished run whose verified rows to learn from")],
+    stages: Annotated[int, Opt(min=1, help="fine-tuning stages to run")] = 1,
+    runs_dir: RunsDirOption = None,
+    yes: Annotated[bool, Opt("--yes", "-y", help="do not ask before spending")] = False,
+    json_summary: Annotated[
+        bool, Opt("--json", help="print a JSON summary last, on stdout")
+    ] = False,
+) -> None:
+    """LoRA fine-tune a finished run's voters on its verified rows, relabel, re-emit."""
+    from .runs import continue_finetuning
+
+    base = settings_from({"runs_dir": runs_dir} if runs_dir else {})
+    reporter = ConsoleReporter()
+    reporter.stage("finetune", run_id)
+    overrides = {"yes": yes or base.yes, "json_summary": json_summary}
+    result = _guarded(
+        lambda: continue_finetuning(base.runs_dir, run_id, stages, reporter, overrides), run_id
+    )
+    reporter.summary(summary_rows(result))
+    if json_summary:
+        print(json.dumps(summary_json(result), indent=2))
 
 
 @review_app.command("export")

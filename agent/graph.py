@@ -1,14 +1,16 @@
 """The agent, as a graph that reads like the design.
 
 plan_task -> (search_models | resolve_models) -> vet_models -> render_labeler
--> lint_labeler -> run_labeler -> (verify_disagreements -> (fit_heads -> run_labeler
--> ...)) -> emit_package
+-> lint_labeler -> run_labeler -> (verify_disagreements -> ((finetune_voters |
+fit_heads) -> run_labeler -> ...)) -> emit_package
 
 ``graph.py`` only wires: each node lives in ``agent/nodes/<name>.py``, each
 router is ``route_after_<node>``. A lint failure raises and stops the run (it
 is a template bug); a run with no disagreements skips verification; verified
-rows teach the embedding voters a head once, and the data is relabeled. The graph
-is checkpointed in the run folder, so an interrupted run resumes.
+rows teach the voters and the data is relabeled: with ``--finetune-stages N``,
+N gated LoRA stages, each learning from the rows verified since the last;
+otherwise the embedding voters get a few-shot head once. The graph is
+checkpointed in the run folder, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from langgraph.runtime import Runtime
 
 from .context import RunContext
 from .nodes.emit_package import emit_package
+from .nodes.finetune_voters import finetune_voters, should_finetune
 from .nodes.fit_heads import fit_heads, should_fit_heads
 from .nodes.lint_labeler import lint_labeler
 from .nodes.plan_task import plan_task
@@ -52,9 +55,15 @@ def route_after_run_labeler(state: RunState) -> Literal["verify_disagreements", 
 
 def route_after_verify_disagreements(
     state: RunState, runtime: Runtime[RunContext]
-) -> Literal["fit_heads", "emit_package"]:
-    """Verified rows become training data once; then the labels are final."""
-    return "fit_heads" if should_fit_heads(state, runtime.context.settings) else "emit_package"
+) -> Literal["finetune_voters", "fit_heads", "emit_package"]:
+    """Verified rows become training data: a fine-tuning stage while stages remain, else a
+    head once; then the labels are final."""
+    settings = runtime.context.settings
+    if should_finetune(state, settings):
+        return "finetune_voters"
+    if not state.finetune and should_fit_heads(state, settings):
+        return "fit_heads"
+    return "emit_package"
 
 
 def build_graph() -> StateGraph:
@@ -70,6 +79,7 @@ def build_graph() -> StateGraph:
         lint_labeler,
         run_labeler,
         verify_disagreements,
+        finetune_voters,
         fit_heads,
         emit_package,
     ):
@@ -83,6 +93,7 @@ def build_graph() -> StateGraph:
     graph.add_edge("lint_labeler", "run_labeler")
     graph.add_conditional_edges("run_labeler", route_after_run_labeler)
     graph.add_conditional_edges("verify_disagreements", route_after_verify_disagreements)
+    graph.add_edge("finetune_voters", "run_labeler")
     graph.add_edge("fit_heads", "run_labeler")
     graph.add_edge("emit_package", END)
     return graph

@@ -47,6 +47,8 @@ class VoterEntry(BaseModel):
     """Licence as declared by the model."""
     files: dict[str, str] = Field(default_factory=dict)
     """Pinned files: relative path -> sha256."""
+    adapter: dict[str, Any] | None = None
+    """The promoted LoRA adapter (version, stage, held-out accuracy, file hashes), if tuned."""
 
     @field_validator("name")
     @classmethod
@@ -123,6 +125,7 @@ class PackageSpec(BaseModel):
             "voters": [
                 voter.model_dump(include={"name", "kind", "source", "revision", "label_map"})
                 | {"weight": voter.weight, "origin": voter.origin, "files": voter.files}
+                | ({"adapter": voter.adapter} if voter.adapter else {})
                 for voter in self.voters
             ],
         }

@@ -9,6 +9,7 @@ id and pinned commit.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -48,9 +49,12 @@ def pinned(distribution: str, fallback: str) -> str:
     return f"{distribution}=={version.split('+', 1)[0]}"
 
 
-def runtime_requirements(voters: Sequence[Candidate]) -> tuple[str, ...]:
-    """Pinned requirements: the base, plus what each voter needs, sorted, each once."""
-    names = set(BASE_DISTRIBUTIONS)
+def runtime_requirements(voters: Sequence[Candidate], tuned: bool = False) -> tuple[str, ...]:
+    """Pinned requirements: the base, plus what each voter needs, sorted, each once.
+
+    A package with LoRA adapters (``tuned``) needs PEFT to merge them when it loads.
+    """
+    names = set(BASE_DISTRIBUTIONS) | ({"peft"} if tuned else set())
     for voter in voters:
         names.update(voter.requirements or TRANSFORMER_DISTRIBUTIONS)
     return tuple(pinned(name, ">=0") for name in sorted(names, key=str.lower))
@@ -58,6 +62,7 @@ def runtime_requirements(voters: Sequence[Candidate]) -> tuple[str, ...]:
 
 def runtime_extras() -> dict[str, tuple[str, ...]]:
     return {
+        "finetune": (pinned("peft", ">=0.13"),),
         "parquet": (pinned("pyarrow", ">=17"),),
         "ray": (pinned("ray", ">=2.60,<3").replace("ray", "ray[data]", 1),),
         "test": (pinned("pytest", ">=8"),),
@@ -79,7 +84,7 @@ def package_names(plan: TaskPlan) -> tuple[str, str]:
     return name, name.replace("-", "_")
 
 
-def voter_entry(candidate: Candidate) -> VoterEntry:
+def voter_entry(candidate: Candidate, adapter: dict | None = None) -> VoterEntry:
     if candidate.origin == "hub":
         source = f"hub:{candidate.ref}"
     elif candidate.origin == "specialist":
@@ -96,6 +101,7 @@ def voter_entry(candidate: Candidate) -> VoterEntry:
         origin=candidate.ref,
         license=candidate.license,
         files=candidate.files,
+        adapter=adapter,
     )
 
 
@@ -106,9 +112,12 @@ def build_spec(
     *,
     selection_notes: Sequence[str] = (),
     metrics: dict[str, str] | None = None,
+    adapters: dict[str, dict] | None = None,
 ) -> PackageSpec:
+    """The spec of the package; ``adapters``: voter -> its promoted LoRA adapter record."""
     name, module = package_names(plan)
-    requirements = runtime_requirements(voters)
+    adapters = adapters or {}
+    requirements = runtime_requirements(voters, tuned=bool(adapters))
     return PackageSpec(
         name=name,
         module=module,
@@ -118,7 +127,7 @@ def build_spec(
         label_descriptions={label.name: label.description for label in plan.labels},
         text_column=plan.text_column,
         min_agreement=settings.min_agreement,
-        voters=tuple(voter_entry(v) for v in voters),
+        voters=tuple(voter_entry(v, adapters.get(v.name)) for v in voters),
         requirements=requirements,
         extras=runtime_extras(),
         base_image=default_base_image(requirements),
@@ -126,6 +135,23 @@ def build_spec(
         selection_notes=tuple(selection_notes),
         metrics=metrics or {},
     )
+
+
+def installed_adapters(module_dir: Path) -> dict[str, dict]:
+    """Voter -> the record of its current LoRA adapter, for the lock file and manifest."""
+    adapters = {}
+    for pointer in sorted((module_dir / "adapters").glob("*/CURRENT")):
+        version = pointer.read_text(encoding="utf-8").strip()
+        record = json.loads((pointer.parent / version / "adapter.json").read_text("utf-8"))
+        adapters[pointer.parent.name] = {
+            "version": version,
+            "path": f"adapters/{pointer.parent.name}/{version}",
+            "stage": record["stage"],
+            "holdout_accuracy": record["holdout_accuracy_after"],
+            "holdout_rows": record["holdout_rows"],
+            "files": record["files"],
+        }
+    return adapters
 
 
 def selection_notes(state: RunState) -> list[str]:

@@ -105,6 +105,8 @@ class ReportPage(ReportRecord):
     """Model, outcome, calls, rows, prompt tokens, completion tokens, cost, mean and max latency."""
     timings: tuple[tuple[str, str, str], ...]
     """Stage, seconds, detail."""
+    finetune: tuple[tuple[str, ...], ...] = ()
+    """Per stage and voter: stage, voter, rows, held-out accuracy, kept, disputes, agreement."""
     disputed: tuple[DisputedRow, ...]
 
 
@@ -248,8 +250,30 @@ def build_page(state: RunState, run_dir: Path, timings: Mapping[str, float]) -> 
         confidence_plot=_plot_confidence_histogram(tally),
         ledger=_ledger_table(ledger),
         timings=_timings(state, timings, ledger),
+        finetune=_finetune_rows(state),
         disputed=tuple(tally.most_disputed()),
     )
+
+
+def _finetune_rows(state: RunState) -> tuple[tuple[str, ...], ...]:
+    rows = []
+    for stage in state.finetune:
+        after = "-" if stage.escalated_after is None else str(stage.escalated_after)
+        agreement = "-" if stage.agreement_after is None else _percent(stage.agreement_after)
+        for voter in stage.voters:
+            rows.append(
+                (
+                    str(stage.stage),
+                    voter.voter,
+                    f"{stage.verified_rows} (+{stage.replay_rows} replayed)",
+                    f"{_percent(voter.holdout_before)} -> {_percent(voter.holdout_after)} "
+                    f"on {stage.holdout_rows} rows",
+                    voter.version or "rolled back",
+                    f"{stage.escalated_before} -> {after}",
+                    f"{_percent(stage.agreement_before)} -> {agreement}",
+                )
+            )
+    return tuple(rows)
 
 
 def tally_run(state: RunState) -> RunTally:

@@ -114,3 +114,40 @@ def load_request(runs_dir: Path, run_id: str) -> tuple[Path, Settings]:
     except (ValueError, KeyError) as error:
         raise RunStateError(f"run {run_id}: unreadable {REQUEST_FILE} ({error})") from None
     return run_dir, settings
+
+
+def continue_finetuning(
+    runs_dir: Path, run_id: str, stages: int, reporter: Reporter, overrides: dict[str, Any]
+) -> RunOutput:
+    """Run ``stages`` more fine-tuning stages on a finished run, then relabel and re-emit.
+
+    The run's saved request is updated first, so an interruption continues with
+    ``--resume`` like any other run.
+    """
+    from langgraph.types import Command
+
+    from .errors import UserInputError
+    from .nodes.finetune_voters import finetune_blocker
+    from .state import RunState
+
+    run_dir, settings = load_request(runs_dir, run_id)
+    graph = compile_graph(run_dir)
+    snapshot = graph.get_state(_config(run_id))
+    if not snapshot.values or snapshot.next:
+        raise RunStateError(f"run {run_id} has not finished: continue it with --resume {run_id}")
+    state = RunState.model_validate(snapshot.values)
+    settings = settings.model_copy(
+        update={"finetune_stages": len(state.finetune) + stages} | overrides
+    )
+    blocker = finetune_blocker(state, settings)
+    if blocker is not None:
+        raise UserInputError(f"run {run_id} cannot be fine-tuned: {blocker}")
+    request_path = run_dir / REQUEST_FILE
+    request = json.loads(request_path.read_text(encoding="utf-8"))
+    request["settings"] = settings.model_dump(mode="json", exclude={"llm_api_key"})
+    temporary = request_path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(request_path)
+    context = default_context(settings, reporter)
+    result = graph.invoke(Command(goto="finetune_voters"), _config(run_id), context=context)
+    return RunOutput.model_validate(result)

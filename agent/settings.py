@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     """Extra price-table entries: model -> (USD per 1M input tokens, per 1M output tokens)."""
     verifier: str | None = None
     """``llm``, ``human``, ``column:NAME`` or ``none``; default: ``llm`` if configured."""
-    judge_batch_size: int = 10
+    judge_batch_size: int = 25
     """Disagreement rows per LLM request."""
     llm_concurrency: int = Field(default=4, ge=1)
     """LLM requests in flight at once while verifying."""
@@ -82,8 +82,16 @@ class Settings(BaseSettings):
     """Fit embedding voters' few-shot heads on verified rows, then relabel."""
     head_min_examples: int = 8
     """Fewest verified rows (of at least two labels) worth fitting a head on."""
-    replay_ratio: float = 3.0
+    replay_ratio: float = Field(default=3.0, ge=0)
     """Consensus rows replayed per verified row when fitting heads (against forgetting)."""
+    finetune_stages: int = Field(default=0, ge=0)
+    """Rounds of label -> verify -> LoRA fine-tune -> relabel (0: fit heads only)."""
+    finetune_stage_size: int = Field(default=2000, ge=1)
+    """Verified rows per fine-tuning stage (the paper's beta)."""
+    finetune_replay_ratio: float = Field(default=1.0, ge=0)
+    """Consensus rows replayed per verified row when fine-tuning."""
+    finetune_epochs: int = Field(default=3, ge=1)
+    finetune_learning_rate: float = Field(default=1e-3, gt=0)
     models_dir: Path | None = None
     """A folder of local model folders the offline catalog offers."""
     voters: int = 3

@@ -139,6 +139,8 @@ class LabelingResult(Record):
     seconds: float
     disagreements_path: str
     """JSON Lines of the rows needing verification: row number, text, votes."""
+    mean_agreement: float = 0.0
+    """Mean share of the voters that chose each row's winning label."""
 
 
 class VerificationResult(Record):
@@ -164,6 +166,35 @@ class HeadRecord(Record):
     examples: int
     """Verified rows plus replayed consensus rows it was fitted on."""
     training_accuracy: float
+
+
+class VoterTuning(Record):
+    """One voter in one fine-tuning stage: its held-out accuracy, and whether it was kept."""
+
+    voter: str
+    version: str | None
+    """The promoted adapter version, or None when the stage was rolled back."""
+    holdout_before: float
+    holdout_after: float
+    seconds: float
+    samples_per_s: float
+
+
+class FinetuneStage(Record):
+    """One stage of continual learning: train on newly verified rows, gate, relabel."""
+
+    stage: int
+    verified_rows: int
+    """Newly verified rows trained on (the frozen holdout excluded)."""
+    replay_rows: int
+    holdout_rows: int
+    voters: tuple[VoterTuning, ...]
+    escalated_before: int
+    """Disagreements of the labeling pass the stage learned from."""
+    agreement_before: float
+    escalated_after: int | None = None
+    """Disagreements after relabeling with the promoted adapters (set by the relabel)."""
+    agreement_after: float | None = None
 
 
 class RunInput(BaseModel):
@@ -205,6 +236,8 @@ class RunState(RunInput):
     """Outcome of verifying the disagreements."""
     heads: tuple[HeadRecord, ...] = ()
     """Few-shot heads fitted on verified rows and installed in the package."""
+    finetune: tuple[FinetuneStage, ...] = ()
+    """LoRA fine-tuning stages run so far (``--finetune-stages``)."""
     output_path: str | None = None
     """Final labeled data."""
     package_path: str | None = None
@@ -219,6 +252,7 @@ class RunOutput(BaseModel):
     labeling: LabelingResult | None = None
     verification: VerificationResult | None = None
     heads: tuple[HeadRecord, ...] = ()
+    finetune: tuple[FinetuneStage, ...] = ()
     output_path: str | None = None
     package_path: str | None = None
 
@@ -237,5 +271,7 @@ STATE_RECORDS = (
     RunState,
     RunOutput,
     HeadRecord,
+    VoterTuning,
+    FinetuneStage,
 )
 """Types the checkpointer may deserialise (its msgpack allow-list)."""

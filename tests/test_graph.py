@@ -70,6 +70,8 @@ def test_graph_reads_like_the_design():
         ("run_labeler", "emit_package"),
         ("verify_disagreements", "emit_package"),
         ("verify_disagreements", "fit_heads"),
+        ("verify_disagreements", "finetune_voters"),
+        ("finetune_voters", "run_labeler"),
         ("fit_heads", "run_labeler"),
         ("emit_package", "__end__"),
     } == edges

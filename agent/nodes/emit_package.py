@@ -17,7 +17,14 @@ from templates.labeler.pkg.tabular import TableWriter, read_columns
 
 from ..context import RunContext
 from ..data import iter_rows
-from ..packaging import build_spec, emit, provenance, selection_notes
+from ..packaging import (
+    build_spec,
+    emit,
+    installed_adapters,
+    package_names,
+    provenance,
+    selection_notes,
+)
 from ..rendering import render_package
 from ..report import write_report
 from ..state import RunState
@@ -25,7 +32,7 @@ from ..verdicts import resolve
 from .render_labeler import llm_info
 from .verify_disagreements import read_jsonl
 
-README = "README.md"
+RERENDERED = ("README.md", "models.lock.json", "manifest.json", "pyproject.toml")
 
 
 def default_output_path(state: RunState, out_dir: Path) -> Path:
@@ -47,9 +54,17 @@ def emit_package(state: RunState, runtime: Runtime[RunContext]) -> dict:
         settings,
         selection_notes=selection_notes(state),
         metrics=metrics,
+        adapters=installed_adapters(package_dir / package_names(state.plan)[1]),
     )
-    readme = render_package(spec, provenance(state, settings, llm_info(context)))[README]
-    (package_dir / README).write_text(readme, encoding="utf-8")
+    # What the run learned changes the model card, the pins and the requirements. The
+    # manifest leaves out the run's timings, so that the same run gives the same manifest.
+    origin = provenance(state, settings, llm_info(context))
+    rendered = render_package(spec, origin)
+    rendered["manifest.json"] = render_package(spec.model_copy(update={"metrics": {}}), origin)[
+        "manifest.json"
+    ]
+    for name in RERENDERED:
+        (package_dir / name).write_text(rendered[name], encoding="utf-8")
     package_path = emit(package_dir, Path(settings.out) / spec.name)
     report = {"metrics": metrics, "output": str(output_path), "package": str(package_path)}
     (Path(state.run_dir) / "report.json").write_text(json.dumps(report, indent=2) + "\n")

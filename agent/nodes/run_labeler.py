@@ -43,12 +43,12 @@ def run_labeler(state: RunState, runtime: Runtime[RunContext]) -> dict:
         lambda done, total: context.reporter.progress("labeling", done, total),
     )
     disagreements_path = Path(state.run_dir) / "disagreements.jsonl"
-    count = collect_disagreements(job.output_path, disagreements_path, state)
+    count, agreement = collect_disagreements(job.output_path, disagreements_path, state)
     context.reporter.info(
         f"labeled {outcome.rows} rows in {outcome.seconds:.1f} s; "
         f"{count} disagreements ({count / max(outcome.rows, 1):.1%})"
     )
-    return {
+    update: dict = {
         "labeling_passes": labeling_pass,
         "labeling": LabelingResult(
             output_path=str(job.output_path),
@@ -56,17 +56,31 @@ def run_labeler(state: RunState, runtime: Runtime[RunContext]) -> dict:
             disagreements=count,
             seconds=outcome.seconds,
             disagreements_path=str(disagreements_path),
+            mean_agreement=agreement,
         ),
     }
+    if state.finetune and state.finetune[-1].escalated_after is None:
+        # This pass relabels with the adapters the last stage promoted: its outcome.
+        done = state.finetune[-1].model_copy(
+            update={"escalated_after": count, "agreement_after": agreement}
+        )
+        update["finetune"] = state.finetune[:-1] + (done,)
+    return update
 
 
-def collect_disagreements(labeled: Path, target: Path, state: RunState) -> int:
-    """Write the rows flagged ``needs_review`` (row number, text, votes) as JSON Lines."""
+def collect_disagreements(labeled: Path, target: Path, state: RunState) -> tuple[int, float]:
+    """Write the rows flagged ``needs_review`` (row number, text, votes) as JSON Lines.
+
+    Returns their count and the mean winning vote share over all rows.
+    """
     text_column = output_text_column(state)
     temporary = target.with_suffix(".tmp")
-    count = 0
+    count = rows = 0
+    agreement = 0.0
     with open(temporary, "w", encoding="utf-8") as handle:
         for row_number, row in enumerate(iter_rows(labeled)):
+            rows += 1
+            agreement += float(row["agreement"])
             if not _truthy(row["needs_review"]):
                 continue
             record = {
@@ -80,7 +94,7 @@ def collect_disagreements(labeled: Path, target: Path, state: RunState) -> int:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     temporary.replace(target)
-    return count
+    return count, round(agreement / max(rows, 1), 4)
 
 
 def output_text_column(state: RunState) -> str:

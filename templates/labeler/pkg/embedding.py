@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .adapters import current_adapter
 from .config import VoterConfig
 from .transformer import load_transformer, max_length, run_batches
 from .voters import Runtime, VoterLoadError
@@ -52,10 +53,14 @@ class EmbeddingVoter:
         self.labels = list(labels)
         self.tokenizer, self.model = load_transformer(config, runtime, "AutoModel")
         self.max_length = max_length(config, self.model, self.tokenizer)
-        self.head = current_head(runtime.package_root, config.name)
+        # A tuned voter's adapter folder holds the head trained with it; it wins.
+        self.head = current_adapter(runtime.package_root, config.name) or current_head(
+            runtime.package_root, config.name
+        )
         if self.head is not None:
             weights = np.load(self.head / "head.npz")
-            meta = json.loads((self.head / "head.json").read_text(encoding="utf-8"))
+            record = "head.json" if (self.head / "head.json").is_file() else "adapter.json"
+            meta = json.loads((self.head / record).read_text(encoding="utf-8"))
             if meta["labels"] != self.labels:
                 raise VoterLoadError(f"voter {config.name}: head labels {meta['labels']} differ")
             self.weights, self.bias = weights["weights"], weights["bias"]
@@ -76,6 +81,12 @@ class EmbeddingVoter:
             return mean / mean.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
         return run_batches(self.tokenizer, texts, self.max_length, self.runtime, pooled)
+
+    def linear_head(self) -> tuple[np.ndarray, np.ndarray]:
+        """(weights, bias) of the linear map from embeddings to label logits."""
+        if self.head is not None:
+            return self.weights, self.bias
+        return self.temperature * self.prototypes, np.zeros(len(self.labels))
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         embeddings = self.embed(texts)

@@ -20,9 +20,10 @@ import numpy as np
 
 from . import tabular
 from .cli import PACKAGE_ROOT, resolve_device
+from .commands import guarded
 from .embedding import EmbeddingVoter, current_head
 from .spec import SPEC
-from .voters import Runtime, VoterLoadError, load_voter
+from .voters import Runtime, load_voter
 
 L2 = 1e-3
 MAX_ITERATIONS = 200
@@ -126,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    try:
+
+    def command() -> int:
         runtime = Runtime(PACKAGE_ROOT, resolve_device(args.device), args.batch_size)
         records = fit_heads(
             args.examples,
@@ -136,14 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             weight_column=args.weight_column,
             runtime=runtime,
         )
-    except tabular.DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except VoterLoadError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps({"event": "heads", "heads": records}), file=sys.stderr)
-    return 0
+        print(json.dumps({"event": "heads", "heads": records}), file=sys.stderr)
+        return 0
+
+    return guarded(command)
 
 
 if __name__ == "__main__":

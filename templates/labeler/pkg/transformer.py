@@ -179,10 +179,15 @@ def run_batches(
     return results.astype(np.float64)
 
 
-def load_transformer(config: VoterConfig, runtime: Runtime, auto_class: str):
-    """Tokenizer and model from safetensors, never running remote code."""
+def load_transformer(config: VoterConfig, runtime: Runtime, auto_class: str, adapters: bool = True):
+    """Tokenizer and model from safetensors, never running remote code.
+
+    With ``adapters``, the voter's promoted LoRA adapter (if any) is merged in.
+    """
     import torch
     import transformers
+
+    from .adapters import current_adapter, merge_adapter
 
     location, revision = model_location(config, runtime.package_root)
     load = {"revision": revision, "trust_remote_code": False}
@@ -191,6 +196,9 @@ def load_transformer(config: VoterConfig, runtime: Runtime, auto_class: str):
     model = getattr(transformers, auto_class).from_pretrained(
         location, use_safetensors=True, dtype=dtype, **load
     )
+    folder = current_adapter(runtime.package_root, config.name) if adapters else None
+    if folder is not None:
+        model = merge_adapter(model, folder)
     model.to(runtime.device).eval()
     return tokenizer, model
 

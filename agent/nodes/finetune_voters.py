@@ -1,0 +1,185 @@
+"""finetune_voters: one stage of continual learning (``--finetune-stages N``).
+
+The rows an LLM or a person verified since the last stage are where the voters
+were weak: they become LoRA training data, with a replay of consensus rows. The
+package's own ``finetune`` module trains in the sandbox; a frozen holdout of
+verified rows (carved at the first stage, kept in the run folder) gates each
+voter, so an adapter that makes a voter worse is rolled back. Promoted adapters
+are installed in the package as new versions and the graph relabels the data.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+from langgraph.runtime import Runtime
+
+from templates.labeler.pkg.tabular import TableWriter
+
+from ..context import RunContext
+from ..data import iter_rows
+from ..labeler_runs import run_package
+from ..packaging import package_names
+from ..settings import Settings
+from ..state import FinetuneStage, RunState, VoterTuning
+from .fit_heads import verified_labels
+from .run_labeler import output_text_column
+
+TUNABLE_KINDS = ("hf-sequence-classifier", "embedding")
+FOLDER = "finetune"
+HOLDOUT = "holdout.jsonl"
+FIRST_STAGE_MIN = 50
+"""Verified rows the first stage needs: a fifth is held out, and 10 rows is the least."""
+
+
+def tunable(state: RunState) -> bool:
+    return any(voter.kind in TUNABLE_KINDS for voter in state.voters)
+
+
+def trained_rows(run_dir: Path) -> set[int]:
+    """Verified rows earlier stages trained on or held out."""
+    rows: set[int] = set()
+    for examples in sorted((run_dir / FOLDER).glob("stage-*/examples.jsonl")):
+        rows.update(int(row["row"]) for row in iter_rows(examples) if row["source"] == "verified")
+    return rows
+
+
+def finetune_blocker(state: RunState, settings: Settings) -> str | None:
+    """Why no fine-tuning stage can run now, or None when one is due."""
+    if len(state.finetune) >= settings.finetune_stages:
+        return f"the {settings.finetune_stages} fine-tuning stages asked for are done"
+    if not tunable(state):
+        return "no voter can be fine-tuned (only transformer and embedding voters can)"
+    fresh = set(verified_labels(state)) - trained_rows(Path(state.run_dir))
+    if not state.finetune and len(fresh) < FIRST_STAGE_MIN:
+        return (
+            f"{len(fresh)} verified rows are too few for a first stage (at least "
+            f"{FIRST_STAGE_MIN}: a fifth is held out to judge each stage)"
+        )
+    if not fresh:
+        return "no rows were verified since the last stage"
+    return None
+
+
+def should_finetune(state: RunState, settings: Settings) -> bool:
+    """Another stage is due, a voter can learn, and rows were verified since the last one."""
+    return finetune_blocker(state, settings) is None
+
+
+def finetune_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    context = runtime.context
+    settings = context.settings
+    run_dir = Path(state.run_dir)
+    number = len(state.finetune) + 1
+    verified = verified_labels(state)
+    fresh = {row: label for row, label in verified.items() if row not in trained_rows(run_dir)}
+    context.reporter.stage("finetune_voters", f"stage {number}: {len(fresh)} newly verified rows")
+    folder = run_dir / FOLDER / f"stage-{number}"
+    shutil.rmtree(folder, ignore_errors=True)
+    examples = folder / "examples.jsonl"
+    replayed = write_examples(state, fresh, examples, settings.finetune_replay_ratio)
+    holdout = run_dir / FOLDER / HOLDOUT
+    output = folder / "adapters"
+    module = package_names(state.plan)[1]
+    package_dir = Path(state.package_dir)
+    arguments = [f"{module}.finetune", str(examples), "--output", str(output)]
+    arguments += ["--holdout", str(holdout if holdout.exists() else folder / HOLDOUT)]
+    arguments += ["--stage-size", str(settings.finetune_stage_size)]
+    arguments += ["--replay-ratio", str(settings.finetune_replay_ratio)]
+    arguments += ["--epochs", str(settings.finetune_epochs), "--device", settings.device]
+    arguments += ["--learning-rate", repr(settings.finetune_learning_rate)]
+    arguments += ["--seed", str(number)]
+    mounts = [examples] + ([holdout] if holdout.exists() else [])
+
+    def on_event(event: dict) -> None:
+        if event.get("event") == "finetune-stage":
+            outcome = f"promoted {event['version']}" if event["promoted"] else "rolled back"
+            context.reporter.info(
+                f"{event['voter']}: held-out accuracy {event['holdout_accuracy_before']:.1%} -> "
+                f"{event['holdout_accuracy_after']:.1%} on {event['holdout_rows']} rows; {outcome}"
+            )
+
+    events = run_package(
+        context.sandbox, package_dir, arguments, folder, mounts, settings, on_event
+    )
+    if not holdout.exists():
+        shutil.copyfile(folder / HOLDOUT, holdout)
+    result = next(e for e in events if e.get("event") == "finetune")
+    install(package_dir / module, output, result["promoted"])
+    voters = tuple(_tuning(state, result["stages"]))
+    stage = FinetuneStage(
+        stage=number,
+        verified_rows=_trained_rows(result["stages"]),
+        replay_rows=replayed,
+        holdout_rows=max((s["holdout_rows"] for s in result["stages"]), default=0),
+        voters=voters,
+        escalated_before=state.labeling.disagreements,
+        agreement_before=state.labeling.mean_agreement,
+    )
+    return {"finetune": state.finetune + (stage,)}
+
+
+def _trained_rows(stages: list[dict]) -> int:
+    """Verified rows the package trained on (the held-out ones excluded), per voter."""
+    first = stages[0]["voter"] if stages else None
+    return sum(s["verified_rows"] for s in stages if s["voter"] == first)
+
+
+def install(module_dir: Path, output: Path, promoted: dict[str, str]) -> None:
+    """Copy each promoted adapter into the package and make it current."""
+    for voter, version in promoted.items():
+        target = module_dir / "adapters" / voter
+        shutil.copytree(output / voter / version, target / version, dirs_exist_ok=True)
+        (target / "CURRENT").write_text(version + "\n", encoding="utf-8")
+
+
+def _tuning(state: RunState, stages: list[dict]):
+    """Per voter: the last promoted version of this call, held-out accuracy first to last."""
+    for voter in state.voters:
+        entries = [s for s in stages if s["voter"] == voter.name]
+        if not entries:
+            continue
+        promoted = [s["version"] for s in entries if s["promoted"]]
+        yield VoterTuning(
+            voter=voter.name,
+            version=promoted[-1] if promoted else None,
+            holdout_before=entries[0]["holdout_accuracy_before"],
+            holdout_after=max(
+                (s["holdout_accuracy_after"] for s in entries if s["promoted"]),
+                default=entries[0]["holdout_accuracy_before"],
+            ),
+            seconds=round(sum(s["seconds"] for s in entries), 3),
+            samples_per_s=round(
+                sum(s["samples_per_s"] * s["seconds"] for s in entries)
+                / max(sum(s["seconds"] for s in entries), 1e-9),
+                2,
+            ),
+        )
+
+
+def write_examples(state: RunState, fresh: dict[int, str], target: Path, ratio: float) -> int:
+    """Newly verified rows, then up to ``ratio`` consensus rows per verified row; the replay count.
+
+    Consensus rows are the rows nobody verified that the voters agreed on in the
+    latest labeling pass.
+    """
+    text_column = output_text_column(state)
+    verified_rows = set(verified_labels(state))
+    rows: list[dict] = []
+    consensus: list[dict] = []
+    for number, row in enumerate(iter_rows(state.labeling.output_path)):
+        text = "" if row.get(text_column) is None else str(row[text_column])
+        if number in fresh:
+            rows.append({"row": number, "text": text, "label": fresh[number], "source": "verified"})
+        elif number not in verified_rows and str(row["needs_review"]).lower() not in ("true", "1"):
+            consensus.append(
+                {"row": number, "text": text, "label": row["label"], "source": "consensus"}
+            )
+    random.Random(f"{state.dataset.sha256}-{len(state.finetune)}").shuffle(consensus)
+    replay = consensus[: int(ratio * len(rows))]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with TableWriter(target, ["row", "text", "label", "source"]) as writer:
+        writer.write(rows + replay)
+    return len(replay)
