@@ -68,6 +68,10 @@ def label_command(
     min_agreement: Annotated[
         float | None, Opt(help="rows with a lower winning vote share are disagreements [1.0]")
     ] = None,
+    min_confidence: Annotated[
+        float | None,
+        Opt(help="rows whose winning label has a lower mean voter probability too [0]"),
+    ] = None,
     voters: Annotated[int | None, Opt(help="voters discovery keeps [3]")] = None,
     pilot_rows: Annotated[int | None, Opt(help="pilot sample size [200]")] = None,
     pilot_verify: Annotated[
@@ -119,6 +123,7 @@ def label_command(
         "verifier": verifier,
         "sandbox": sandbox,
         "min_agreement": min_agreement,
+        "min_confidence": min_confidence,
         "voters": voters,
         "pilot_rows": pilot_rows,
         "pilot_verify_rows": pilot_verify,

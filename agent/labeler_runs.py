@@ -124,6 +124,8 @@ def run_labeler_job(
         settings.device,
         "--min-agreement",
         repr(settings.min_agreement),
+        "--min-confidence",
+        repr(settings.min_confidence),
         "--progress",
         "json",
     ]

@@ -80,6 +80,7 @@ class PackageSpec(BaseModel):
     label_descriptions: dict[str, str]
     text_column: str
     min_agreement: float
+    min_confidence: float = 0.0
     voters: tuple[VoterEntry, ...]
     requirements: tuple[str, ...]
     """Pinned runtime requirements (``name==version``)."""

@@ -127,6 +127,7 @@ def build_spec(
         label_descriptions={label.name: label.description for label in plan.labels},
         text_column=plan.text_column,
         min_agreement=settings.min_agreement,
+        min_confidence=settings.min_confidence,
         voters=tuple(voter_entry(v, adapters.get(v.name)) for v in voters),
         requirements=requirements,
         extras=runtime_extras(),

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     without Python works; the interpreter must live in a prefix of its own (pyenv, uv)."""
     min_agreement: float = 1.0
     """A row is a disagreement when the winning vote share is below this (1.0 = not unanimous)."""
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    """... or when the voters' mean probability for the winning label is below this."""
     fit_heads: bool = True
     """Fit embedding voters' few-shot heads on verified rows, then relabel."""
     head_min_examples: int = 8

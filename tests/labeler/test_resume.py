@@ -168,3 +168,27 @@ def test_parts_of_a_changed_input_are_discarded(tmp_path, table, fake_voters):
 
     assert rerun.resumed_chunks == 0
     assert (tmp_path / "labeled.csv").read_bytes() == (tmp_path / "reference.csv").read_bytes()
+
+
+def test_min_confidence_flags_unanimous_rows_the_voters_are_unsure_of(tmp_path, fake_voters):
+    labeler = make_labeler(tmp_path)
+    texts = [f"row {index}" for index in range(ROWS)]
+    by_agreement = labeler.label_texts(texts, 0.5)
+    assert not any(row["needs_review"] for row in by_agreement)  # two voters: share >= 0.5
+    threshold = sorted(row["confidence"] for row in by_agreement)[ROWS // 2]
+    both = labeler.label_texts(texts, 0.5, min_confidence=threshold)
+    assert [row["needs_review"] for row in both] == [
+        row["confidence"] < threshold for row in by_agreement
+    ]
+    assert [row["label"] for row in both] == [row["label"] for row in by_agreement]
+    assert 0 < sum(row["needs_review"] for row in both) < ROWS
+
+
+def test_label_file_applies_min_confidence(tmp_path, table, fake_voters):
+    first = run(tmp_path, table, "out.csv")
+    labeler = make_labeler(tmp_path)
+    again = label_file(
+        labeler, table, tmp_path / "out.csv", text_column="text", chunk_size=CHUNK,
+        min_agreement=1.0, min_confidence=0.99,
+    )  # fmt: skip
+    assert again.rows == first.rows and again.needs_review == ROWS

@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows whose winning vote share is below this need review",
     )
     parser.add_argument(
+        "--min-confidence",
+        type=float,
+        default=SPEC.min_confidence,
+        help="rows whose voters give the winning label a mean probability below this need "
+        "review too",
+    )
+    parser.add_argument(
         "--engine",
         choices=("local", "ray"),
         default="local",
@@ -169,6 +176,7 @@ def label_on_ray(args: argparse.Namespace, progress: Progress):
         options=options,
         on_progress=progress,
         on_int8=progress.int8,
+        min_confidence=args.min_confidence,
     )
 
 
@@ -207,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 min_agreement=args.min_agreement,
                 on_progress=progress,
                 on_int8=progress.int8,
+                min_confidence=args.min_confidence,
             )
     except (tabular.DataError, ray_engine.RayEngineError) as error:
         print(f"error: {error}", file=sys.stderr)

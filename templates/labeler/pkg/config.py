@@ -48,3 +48,5 @@ class LabelerSpec:
     """A row needs review when the winning label's vote share is below this."""
     voters: tuple[VoterConfig, ...]
     """The voters, in output-column order."""
+    min_confidence: float = 0.0
+    """... or when the voters' mean probability for the winning label is below this."""

@@ -101,7 +101,11 @@ class Labeler:
         return {v.config.name: "int8" if v.config.name in int8 else default for v in self.voters}
 
     def label_in_slices(
-        self, texts: Sequence[str], min_agreement: float, on_rows: Callable[[int], None]
+        self,
+        texts: Sequence[str],
+        min_agreement: float,
+        on_rows: Callable[[int], None],
+        min_confidence: float = 0.0,
     ) -> list[dict[str, Any]]:
         """:meth:`label_texts` a slice at a time; ``on_rows(rows done)`` after all but the last."""
         step = max(SLICE_ROWS, 8 * self.runtime.batch_size)
@@ -109,11 +113,15 @@ class Labeler:
         for start in range(0, len(texts), step):
             if results:
                 on_rows(len(results))
-            results += self.label_texts(texts[start : start + step], min_agreement)
+            results += self.label_texts(texts[start : start + step], min_agreement, min_confidence)
         return results
 
-    def label_texts(self, texts: Sequence[str], min_agreement: float) -> list[dict[str, Any]]:
-        """One dict of result columns per text."""
+    def label_texts(
+        self, texts: Sequence[str], min_agreement: float, min_confidence: float = 0.0
+    ) -> list[dict[str, Any]]:
+        """One dict of result columns per text; a row needs review when its winning vote share
+        is below ``min_agreement`` or the voters' mean probability for it below
+        ``min_confidence``."""
         if not texts:
             return []
         probabilities = [voter.predict(texts) for voter in self.voters]
@@ -122,11 +130,12 @@ class Labeler:
         rows = []
         for row in range(len(texts)):
             agreement = float(result.agreement[row])
+            confidence = round(float(result.confidence[row]), PROBABILITY_DECIMALS)
             record: dict[str, Any] = {
                 "label": labels[result.label_index[row]],
-                "confidence": round(float(result.confidence[row]), PROBABILITY_DECIMALS),
+                "confidence": confidence,
                 "agreement": agreement,
-                "needs_review": agreement < min_agreement,
+                "needs_review": agreement < min_agreement or confidence < min_confidence,
             }
             for index, voter in enumerate(self.voters):
                 name = voter.config.name
@@ -167,6 +176,7 @@ def label_file(
     min_agreement: float,
     on_progress: ProgressCallback | None = None,
     on_int8: Int8Callback | None = None,
+    min_confidence: float = 0.0,
 ) -> LabelingSummary:
     """Label every row of ``input_path`` into ``output_path``; resumable chunk by chunk.
 
@@ -187,7 +197,13 @@ def label_file(
         if on_int8 is not None:
             on_int8(decision)
     fingerprint = _fingerprint(
-        labeler.spec, input_path, text_column, chunk_size, min_agreement, labeler.precisions()
+        labeler.spec,
+        input_path,
+        text_column,
+        chunk_size,
+        min_agreement,
+        labeler.precisions(),
+        min_confidence,
     )
     parts = _PartStore(output_path, fingerprint)
     resumed = parts.completed()
@@ -201,7 +217,10 @@ def label_file(
             continue
         texts = [text_of(row.get(text_column)) for row in chunk]
         results = labeler.label_in_slices(
-            texts, min_agreement, lambda rows, before=done: report(before + rows, total)
+            texts,
+            min_agreement,
+            lambda rows, before=done: report(before + rows, total),
+            min_confidence,
         )
         parts.write(index, results)
         needs_review += sum(1 for result in results if result["needs_review"])
@@ -239,6 +258,7 @@ def _fingerprint(
     chunk_size: int,
     min_agreement: float,
     precisions: dict[str, str],
+    min_confidence: float = 0.0,
 ) -> str:
     stat = Path(input_path).stat()
     identity = {
@@ -247,6 +267,7 @@ def _fingerprint(
         "text_column": text_column,
         "chunk_size": chunk_size,
         "min_agreement": min_agreement,
+        "min_confidence": min_confidence,
         "precisions": precisions,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

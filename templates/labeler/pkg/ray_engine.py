@@ -86,6 +86,7 @@ def label_file_ray(
     options: RayOptions,
     on_progress: ProgressCallback | None = None,
     on_int8: Int8Callback | None = None,
+    min_confidence: float = 0.0,
 ) -> LabelingSummary:
     """Label every row of ``source`` into the single file ``output`` on a Ray cluster.
 
@@ -122,6 +123,7 @@ def label_file_ray(
             text_column=text_column,
             min_agreement=min_agreement,
             renames=renames,
+            min_confidence=min_confidence,
         )
         labeled = dataset.repartition(target_num_rows_per_block=rows_per_block).map_batches(
             BlockLabeler,
@@ -326,7 +328,9 @@ COLUMN_TYPES = {
 class BlockLabeler:
     """One actor of the pool: loads the voters once, then labels the blocks it is given."""
 
-    def __init__(self, spec, runtime, int8_voters, text_column, min_agreement, renames) -> None:
+    def __init__(
+        self, spec, runtime, int8_voters, text_column, min_agreement, renames, min_confidence=0.0
+    ) -> None:
         # Ray keeps only the text of an error raised while an actor starts: a voter that cannot
         # load is raised from the first call instead, which hands the error itself to the driver.
         self.load_error: VoterLoadError | None = None
@@ -340,6 +344,7 @@ class BlockLabeler:
                 use_int8(voter)
         self.text_column = text_column
         self.min_agreement = min_agreement
+        self.min_confidence = min_confidence
         self.renames = renames
         self.added = added_columns([voter.config.name for voter in self.labeler.voters])
 
@@ -349,7 +354,9 @@ class BlockLabeler:
         if self.load_error is not None:
             raise self.load_error
         texts = [text_of(value) for value in block.column(self.text_column).to_pylist()]
-        results = self.labeler.label_in_slices(texts, self.min_agreement, lambda rows: None)
+        results = self.labeler.label_in_slices(
+            texts, self.min_agreement, lambda rows: None, self.min_confidence
+        )
         table = block.rename_columns([self.renames.get(n, n) for n in block.column_names])
         for column in self.added:
             kind = COLUMN_TYPES.get(column, "float64" if column.startswith("prob_") else "string")

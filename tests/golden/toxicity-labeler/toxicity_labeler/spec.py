@@ -11,6 +11,7 @@ SPEC = LabelerSpec(
     labels=("non-toxic", "toxic"),
     text_column="text",
     min_agreement=1.0,
+    min_confidence=0.0,
     voters=(
         VoterConfig(
             name="toxic_bert",
