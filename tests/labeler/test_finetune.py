@@ -133,9 +133,10 @@ def test_a_stage_that_helps_is_promoted_and_the_package_labels_with_it(package, 
     ]  # fmt: skip
     record = json.loads((installed / "v1" / "adapter.json").read_text())
     assert record["target_modules"] == ["query", "value"]
-    assert record["files"]["adapter_model.safetensors"] == digest(installed / "v1")[
-        "adapter_model.safetensors"
-    ]
+    assert (
+        record["files"]["adapter_model.safetensors"]
+        == digest(installed / "v1")["adapter_model.safetensors"]
+    )
 
     # Reloaded in fresh processes, the package labels with the merged adapter, identically
     # each time, and its accuracy on the held-out rows is the one the gate measured.
@@ -200,6 +201,7 @@ def test_stages_continue_from_the_promoted_adapter_and_are_deterministic(package
     assert first["stages"][0]["promoted"]
     for entry in first["stages"][1:]:  # each stage is judged against the one before it
         assert entry["holdout_accuracy_before"] == first["stages"][0]["holdout_accuracy_after"]
+
     def without_timings(result: dict) -> list[dict]:
         timing = {"seconds", "samples_per_s"}
         return [{k: v for k, v in s.items() if k not in timing} for s in result["stages"]]
@@ -207,9 +209,7 @@ def test_stages_continue_from_the_promoted_adapter_and_are_deterministic(package
     assert without_timings(first) == without_timings(second)
     assert first["promoted"] == second["promoted"]
     for version in first["promoted"].values():
-        assert digest(tmp_path / "a" / VOTER / version) == digest(
-            tmp_path / "b" / VOTER / version
-        )
+        assert digest(tmp_path / "a" / VOTER / version) == digest(tmp_path / "b" / VOTER / version)
 
 
 def test_bad_examples_exit_2_with_one_line_and_write_nothing(package, tmp_path):
