@@ -16,9 +16,9 @@ gives the reduction counted over the messages alone, schemas left out of both ar
     the verdict cache; the planner's request is counted apart from verification.
     A second run over the same data shows the cache: no verification tokens.
 
-The server answers like an oracle: the gold label (and, for verdicts, a reason of
-about the length the prompt allows), so (b) escalates, learns and relabels
-exactly as it does with a gold verifier on real data (``benchmarks/accuracy.py``).
+The server answers like an oracle: the gold label (and, as the judge's prompt asks,
+a reason only when it abstains), so (b) escalates, learns and relabels exactly as
+it does with a gold verifier on real data (``benchmarks/accuracy.py``).
 
     python benchmarks/cost.py --rows 2000
 """
@@ -159,10 +159,8 @@ class Tokens:
 
 # -- the oracle behind the scripted server ------------------------------------------------------
 
-REASON = (
-    "on balance the sentence reads as {label}: its strongest words and judgement point that way"
-)
-"""A verdict's reason: 15 words, within the prompt's "at most 20"."""
+ABSTAIN_REASON = "the text is not a sentence about a film"
+"""The reason the oracle gives when it abstains (texts it has no gold label for)."""
 
 
 def judge_items(request: RecordedRequest) -> list[dict[str, Any]]:
@@ -192,9 +190,10 @@ class Oracle:
             verdicts = []
             for item in judge_items(request):
                 label = self.label(item["text"])
-                verdicts.append(
-                    {"id": item["id"], "label": label, "reason": REASON.format(label=label)}
-                )
+                verdict = {"id": item["id"], "label": label}
+                if label == "abstain":  # the prompt asks for a reason only then
+                    verdict["reason"] = ABSTAIN_REASON
+                verdicts.append(verdict)
             return {"verdicts": verdicts}
         return {"label": self.label(request.user_text)}
 
