@@ -254,6 +254,12 @@ class Trainee:
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(folder), safe_serialization=True)
         (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
+        # PEFT writes target_modules from a set, in an order that varies between processes.
+        config_file = folder / CONFIG
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if isinstance(config.get("target_modules"), list):
+            config["target_modules"] = sorted(config["target_modules"])
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
         if self.embedding:
             weights = self.head.weight.detach().cpu().double().numpy()
             bias = self.head.bias.detach().cpu().double().numpy()
