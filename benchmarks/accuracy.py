@@ -68,19 +68,25 @@ def evaluate(run_dir: Path, output: Path, gold: list[str]) -> dict:
     }
 
 
+def agent_args(data: Path, work: Path, min_agreement: float, voters: int) -> list[str]:
+    """The agent's command line for these benchmarks: offline, gold labels as the verifier,
+    everything written under ``work`` (the labeled data to ``work/labeled.csv``)."""
+    return [
+        "label these movie review sentences by sentiment polarity",
+        "--data", str(data), "--offline", "--labels", "negative,positive",
+        "--verifier", "column:label", "--min-agreement", str(min_agreement),
+        "--voters", str(voters), "--out", str(work / "out"),
+        "--output", str(work / "labeled.csv"), "--runs-dir", str(work / "runs"), "--yes",
+    ]  # fmt: skip
+
+
 def run(rows: int, min_agreement: float, voters: int, seed: int) -> dict:
     data = pang_lee_sample(rows, seed)
     gold = [row["label"] for row in read(data)]
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         output = work / "labeled.csv"
-        args = [
-            "label these movie review sentences by sentiment polarity",
-            "--data", str(data), "--offline", "--labels", "negative,positive",
-            "--verifier", "column:label", "--min-agreement", str(min_agreement),
-            "--voters", str(voters), "--out", str(work / "out"), "--output", str(output),
-            "--runs-dir", str(work / "runs"), "--yes",
-        ]  # fmt: skip
+        args = agent_args(data, work, min_agreement, voters)
         started = time.monotonic()
         code = main(args)
         if code != 0:

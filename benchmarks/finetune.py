@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.cli import main  # noqa: E402
-from benchmarks.accuracy import read, share  # noqa: E402
+from benchmarks.accuracy import agent_args, read, share  # noqa: E402
 from benchmarks.datasets import pang_lee_sample  # noqa: E402
 
 
@@ -49,14 +49,8 @@ def run(rows: int, stages: int, min_agreement: float, voters: int, seed: int) ->
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         summary_path = work / "summary.json"
-        args = [
-            "label these movie review sentences by sentiment polarity",
-            "--data", str(data), "--offline", "--labels", "negative,positive",
-            "--verifier", "column:label", "--min-agreement", str(min_agreement),
-            "--voters", str(voters), "--finetune-stages", str(stages),
-            "--out", str(work / "out"), "--output", str(work / "labeled.csv"),
-            "--runs-dir", str(work / "runs"), "--yes", "--json",
-        ]  # fmt: skip
+        args = agent_args(data, work, min_agreement, voters)
+        args += ["--finetune-stages", str(stages), "--json"]
         started = time.monotonic()
         with open(summary_path, "w") as sink:
             saved, sys.stdout = sys.stdout, sink

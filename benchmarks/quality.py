@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.cli import main  # noqa: E402
 from agent.settings import Settings  # noqa: E402
-from benchmarks.accuracy import read  # noqa: E402
+from benchmarks.accuracy import agent_args, read  # noqa: E402
 from benchmarks.datasets import pang_lee_sample  # noqa: E402
 
 AGREEMENTS = (0.5, 0.67, 0.75, 0.9, 1.0)
@@ -36,14 +36,7 @@ def first_pass(rows: int, seed: int, min_agreement: float, voters: int) -> list[
     gold = [row["label"] for row in read(data)]
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        args = [
-            "label these movie review sentences by sentiment polarity",
-            "--data", str(data), "--offline", "--labels", "negative,positive",
-            "--verifier", "column:label", "--min-agreement", str(min_agreement),
-            "--voters", str(voters), "--out", str(work / "out"),
-            "--output", str(work / "labeled.csv"), "--runs-dir", str(work / "runs"), "--yes",
-        ]  # fmt: skip
-        if main(args) != 0:
+        if main(agent_args(data, work, min_agreement, voters)) != 0:
             raise SystemExit("the agent failed")
         run_dir = next((work / "runs").iterdir())
         output = read(next((run_dir / "labeled" / "pass-1").glob("output.*")))

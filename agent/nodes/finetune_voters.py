@@ -16,6 +16,7 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
+from templates.labeler.pkg.adapters import install_adapters
 from templates.labeler.pkg.tabular import TableWriter
 
 from ..context import RunContext
@@ -74,7 +75,8 @@ def finetune_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     run_dir = Path(state.run_dir)
     number = len(state.finetune) + 1
     verified = verified_labels(state)
-    fresh = {row: label for row, label in verified.items() if row not in trained_rows(run_dir)}
+    done = trained_rows(run_dir)
+    fresh = {row: label for row, label in verified.items() if row not in done}
     context.reporter.stage("finetune_voters", f"stage {number}: {len(fresh)} newly verified rows")
     folder = run_dir / FOLDER / f"stage-{number}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -107,7 +109,7 @@ def finetune_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     if not holdout.exists():
         shutil.copyfile(folder / HOLDOUT, holdout)
     result = next(e for e in events if e.get("event") == "finetune")
-    install(package_dir / module, output, result["promoted"])
+    install_adapters(output, result["promoted"], package_dir / module)
     voters = tuple(_tuning(state, result["stages"]))
     stage = FinetuneStage(
         stage=number,
@@ -125,14 +127,6 @@ def _trained_rows(stages: list[dict]) -> int:
     """Verified rows the package trained on (the held-out ones excluded), per voter."""
     first = stages[0]["voter"] if stages else None
     return sum(s["verified_rows"] for s in stages if s["voter"] == first)
-
-
-def install(module_dir: Path, output: Path, promoted: dict[str, str]) -> None:
-    """Copy each promoted adapter into the package and make it current."""
-    for voter, version in promoted.items():
-        target = module_dir / "adapters" / voter
-        shutil.copytree(output / voter / version, target / version, dirs_exist_ok=True)
-        (target / "CURRENT").write_text(version + "\n", encoding="utf-8")
 
 
 def _tuning(state: RunState, stages: list[dict]):

@@ -10,6 +10,7 @@ folder also holds the linear head trained with its adapter (``head.npz``).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from .voters import VoterLoadError
@@ -73,6 +74,15 @@ def current_adapter(package_root: Path, voter: str) -> Path | None:
 def next_version(package_root: Path, voter: str) -> str:
     version = current_version(package_root, voter)
     return f"v{int(version[1:]) + 1}" if version else "v1"
+
+
+def install_adapters(output: Path, promoted: dict[str, str], package_root: Path) -> None:
+    """Copy the promoted versions (``output/<voter>/<version>``) into the package and make
+    them current."""
+    for voter, version in promoted.items():
+        target = adapter_folder(package_root, voter)
+        shutil.copytree(output / voter / version, target / version, dirs_exist_ok=True)
+        (target / "CURRENT").write_text(version + "\n", encoding="utf-8")
 
 
 def merge_adapter(model, folder: Path):

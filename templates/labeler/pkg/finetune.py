@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -40,8 +39,8 @@ from .adapters import (
     CONFIG,
     RECORD,
     WEIGHTS,
-    adapter_folder,
     current_adapter,
+    install_adapters,
     next_version,
     target_modules,
 )
@@ -359,14 +358,6 @@ def finetune(
     return {"stages": log, "promoted": promoted}
 
 
-def install(output: Path, promoted: dict[str, str], package_root: Path) -> None:
-    """Copy the promoted versions into the package and make them current."""
-    for voter, version in promoted.items():
-        target = adapter_folder(package_root, voter)
-        shutil.copytree(output / voter / version, target / version, dirs_exist_ok=True)
-        (target / "CURRENT").write_text(version + "\n", encoding="utf-8")
-
-
 def report_stage(entry: dict) -> None:
     print(json.dumps({"event": "finetune-stage", **entry}), file=sys.stderr, flush=True)
 
@@ -404,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.examples, args.holdout, args.output, hyper, runtime, on_stage=report_stage
         )
         if args.install:
-            install(args.output, result["promoted"], PACKAGE_ROOT)
+            install_adapters(args.output, result["promoted"], PACKAGE_ROOT)
         print(json.dumps({"event": "finetune", **result}), file=sys.stderr, flush=True)
         return 0
 
