@@ -15,21 +15,11 @@ from agent.models import hub_precheck
 from agent.nodes.search_models import screen
 from agent.prompts import load_prompt
 from agent.settings import Settings
-from agent.state import Rejection, TaskLabel, TaskPlan
+from agent.state import Rejection
 from sandbox import make_sandbox
-from tests.support.fakes import FakeLLM, RecordingReporter
+from tests.support.fakes import TOXICITY_PLAN, FakeLLM, RecordingReporter
 
-PLAN = TaskPlan(
-    task="label tweets for toxicity",
-    family="toxicity",
-    labels=(
-        TaskLabel(name="non-toxic", description="civil text"),
-        TaskLabel(name="toxic", description="insults, threats or slurs"),
-    ),
-    text_column="text",
-    search_queries=("toxic",),
-    planner="rules",
-)
+PLAN = TOXICITY_PLAN
 MODEL = HubModel(
     id="acme/civility",
     sha="a" * 40,

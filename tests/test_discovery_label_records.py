@@ -21,21 +21,11 @@ from agent.hub_records import HubRecords
 from agent.nodes.resolve_models import resolve_models
 from agent.nodes.search_models import screen
 from agent.settings import Settings
-from agent.state import DatasetInfo, RunState, TaskLabel, TaskPlan
+from agent.state import DatasetInfo, RunState, TaskLabel
 from sandbox import make_sandbox
-from tests.support.fakes import FakeHub, FakeLLM, RecordingReporter
+from tests.support.fakes import TOXICITY_PLAN, FakeHub, FakeLLM, RecordingReporter
 
-PLAN = TaskPlan(
-    task="label tweets for toxicity",
-    family="toxicity",
-    labels=(
-        TaskLabel(name="non-toxic", description="civil text"),
-        TaskLabel(name="toxic", description="insults, threats or slurs"),
-    ),
-    text_column="text",
-    search_queries=("toxic",),
-    planner="rules",
-)
+PLAN = TOXICITY_PLAN
 REPO = "acme/civility"
 MAPPED = {"civil": "non-toxic", "uncivil": "toxic"}
 

@@ -26,23 +26,11 @@ from agent.state import (
     DatasetInfo,
     LabelingResult,
     RunState,
-    TaskLabel,
-    TaskPlan,
 )
 from sandbox import SandboxResult
-from tests.support.fakes import FakeLLM, LLMCall, RecordingReporter
+from tests.support.fakes import TOXICITY_PLAN, FakeLLM, LLMCall, RecordingReporter
 
-PLAN = TaskPlan(
-    task="label tweets for toxicity",
-    family="toxicity",
-    labels=(
-        TaskLabel(name="non-toxic", description="civil text"),
-        TaskLabel(name="toxic", description="insults, threats or slurs"),
-    ),
-    text_column="text",
-    search_queries=("toxic",),
-    planner="rules",
-)
+PLAN = TOXICITY_PLAN
 NAMED = {"non-toxic": "non-toxic", "toxic": "toxic"}
 ROWS = 40
 TRUTH = ["toxic" if row % 5 in (1, 3) else "non-toxic" for row in range(ROWS)]

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from agent.errors import ModelOutputError
 from agent.hub import HubModel
 from agent.llm import LLMReply, Message, TokenUsage
+from agent.state import TaskLabel, TaskPlan
 
 
 @dataclass
@@ -145,3 +146,17 @@ class FakeHub:
             (repo / "refs").mkdir(exist_ok=True)
             (repo / "refs" / "main").write_text(revision)
         return snapshot
+
+
+TOXICITY_PLAN = TaskPlan(
+    task="label tweets for toxicity",
+    family="toxicity",
+    labels=(
+        TaskLabel(name="non-toxic", description="civil text"),
+        TaskLabel(name="toxic", description="insults, threats or slurs"),
+    ),
+    text_column="text",
+    search_queries=("toxic",),
+    planner="rules",
+)
+"""The toxicity plan the rule-based planner makes, shared by node tests."""
