@@ -22,10 +22,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import tabular
+from . import adapters, tabular
 from .config import LabelerSpec
+from .embedding import current_head
+from .learned_vote import LearnedVote, current_vote
 from .transformer import Int8Decision, torch_model, try_int8, use_int8
-from .vote import vote
+from .vote import pooled_vote, vote
 from .voters import Runtime, Voter, load_voter
 
 RESULT_COLUMNS = ("label", "confidence", "agreement", "needs_review")
@@ -75,6 +77,8 @@ class Labeler:
         self.spec = spec
         self.runtime = runtime
         self.quantize = quantize
+        self.learned_vote: LearnedVote | None = current_vote(runtime.package_root, spec)
+        """The vote fitted on verified rows, if one is installed; else the plain vote."""
         self.voters: list[Voter] = [load_voter(v, spec.labels, runtime) for v in spec.voters]
         self.int8_decisions: list[Int8Decision] | None = None
 
@@ -93,6 +97,19 @@ class Labeler:
         for voter in candidates:
             use_int8(voter)
         return [Int8Decision(v.config.name, True, None, 0, "int8 requested") for v in candidates]
+
+    def learned(self) -> dict[str, str | None]:
+        """What the voters learned: each one's adapter and head version, and the vote's."""
+        root = self.runtime.package_root
+        versions: dict[str, str | None] = {
+            "vote": self.learned_vote.version if self.learned_vote else None
+        }
+        for voter in self.voters:
+            name = voter.config.name
+            versions[f"adapter:{name}"] = adapters.current_version(root, name)
+            head = current_head(root, name)
+            versions[f"head:{name}"] = head.name if head is not None else None
+        return versions
 
     def precisions(self) -> dict[str, str]:
         """Each voter's number format: ``int8``, ``bf16`` (CUDA) or ``fp32``."""
@@ -125,7 +142,10 @@ class Labeler:
         if not texts:
             return []
         probabilities = [voter.predict(texts) for voter in self.voters]
-        result = vote(probabilities, [voter.config.weight for voter in self.voters])
+        if self.learned_vote is not None:
+            result = pooled_vote(probabilities, self.learned_vote.weights, self.learned_vote.bias)
+        else:
+            result = vote(probabilities, [voter.config.weight for voter in self.voters])
         labels = self.spec.labels
         rows = []
         for row in range(len(texts)):
@@ -204,6 +224,7 @@ def label_file(
         min_agreement,
         labeler.precisions(),
         min_confidence,
+        labeler.learned(),
     )
     parts = _PartStore(output_path, fingerprint)
     resumed = parts.completed()
@@ -259,6 +280,7 @@ def _fingerprint(
     min_agreement: float,
     precisions: dict[str, str],
     min_confidence: float = 0.0,
+    learned: dict[str, str | None] | None = None,
 ) -> str:
     stat = Path(input_path).stat()
     identity = {
@@ -269,6 +291,7 @@ def _fingerprint(
         "min_agreement": min_agreement,
         "min_confidence": min_confidence,
         "precisions": precisions,
+        "learned": learned or {},
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

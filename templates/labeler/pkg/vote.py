@@ -1,4 +1,11 @@
-"""The vote: how the voters' probabilities become one label per row."""
+"""The vote: how the voters' probabilities become one label per row.
+
+Two rules share one result shape. :func:`vote` is the plain weighted majority.
+:func:`pooled_vote` is the learned vote: a weighted log-linear pool, label
+scores ``bias[k] + sum_j weight[j] * log p_j[k]`` through a softmax, whose
+weights and biases :mod:`.learned_vote` fits on verified rows (a voter that is
+often wrong gets a small weight, one that is never right gets none).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,8 @@ AGREEMENT_DECIMALS = 6
 
 ABSTAIN_SPREAD = 1e-9
 """A voter whose probabilities are this close to uniform has no opinion and abstains."""
+LOG_FLOOR = 1e-6
+"""Probabilities are floored here before the pool takes logs (a sure voter is not infinite)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,54 @@ def vote(probabilities: Sequence[np.ndarray], weights: Sequence[float]) -> VoteR
     return VoteResult(
         label_index=winner,
         confidence=confidence,
+        agreement=np.round(share, AGREEMENT_DECIMALS),
+        voter_label_index=voter_label,
+        voter_confidence=np.take_along_axis(stacked, voter_label[:, :, None], axis=2)[:, :, 0],
+        abstained=abstained,
+    )
+
+
+def log_probabilities(probabilities: Sequence[np.ndarray]) -> np.ndarray:
+    """(voters, rows, labels) floored log-probabilities: the pool's features."""
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in probabilities])
+    return np.log(np.maximum(stacked, LOG_FLOOR))
+
+
+def pool_scores(log_probs: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """(rows, labels) label scores of the log-linear pool."""
+    return np.einsum("j,jnk->nk", weights, log_probs) + bias
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def pooled_vote(
+    probabilities: Sequence[np.ndarray], weights: Sequence[float], bias: Sequence[float]
+) -> VoteResult:
+    """The learned vote: the pool's most probable label, its probability as the confidence,
+    and as agreement the weight share of the voters whose own label it is.
+
+    An abstaining voter (uniform probabilities) adds the same score to every label, so it
+    changes nothing, and it does not count towards agreement; nor does a voter of weight 0.
+    """
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in probabilities])
+    voters, rows, _ = stacked.shape
+    weight = np.asarray(weights, dtype=np.float64)
+    if voters == 0 or weight.shape != (voters,) or np.any(weight < 0):
+        raise ValueError("a learned vote needs one non-negative weight per voter")
+    posterior = softmax(pool_scores(log_probabilities(stacked), weight, np.asarray(bias)))
+    winner = posterior.argmax(axis=1)
+    voter_label = stacked.argmax(axis=2)
+    abstained = (stacked.max(axis=2) - stacked.min(axis=2)) <= ABSTAIN_SPREAD
+    active = np.where(abstained, 0.0, weight[:, None])
+    voting_weight = active.sum(axis=0)
+    for_winner = (active * (voter_label == winner[None, :])).sum(axis=0)
+    share = np.divide(for_winner, voting_weight, out=np.zeros(rows), where=voting_weight > 0)
+    return VoteResult(
+        label_index=winner,
+        confidence=posterior[np.arange(rows), winner],
         agreement=np.round(share, AGREEMENT_DECIMALS),
         voter_label_index=voter_label,
         voter_confidence=np.take_along_axis(stacked, voter_label[:, :, None], axis=2)[:, :, 0],
