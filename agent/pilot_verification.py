@@ -2,12 +2,18 @@
 
 Leave-one-out consensus rewards a candidate for agreeing with the others, right or wrong.
 When a verifier is at hand, pilot rows are verified first, by the machinery that later
-settles the disagreements: a column of the data (``--verifier column:NAME``: free, so every
-pilot row), or the LLM judge on a bounded, reproducible sample (``--pilot-verify``, 50 by
-default), batched and validated, priced and confirmed against ``--budget-usd``, recorded in
-the run's ledger under the ``--max-cost-usd`` cap, and written to the verdict cache: a pilot
-row the voters dispute again in the full run is answered from the cache, never paid twice.
-The judge is not shown the candidates' votes, so its answer cannot lean on their consensus.
+settles the disagreements, on a bounded, reproducible uniform sample (``--pilot-verify``,
+50 by default): a column of the data (``--verifier column:NAME``: in the benchmarks it
+stands for a person, whose every verified row is effort, so it answers for the same sample),
+or the LLM judge, batched and validated, priced and confirmed against ``--budget-usd``,
+recorded in the run's ledger under the ``--max-cost-usd`` cap, and written to the verdict
+cache. The judge is not shown the candidates' votes, so its answer cannot lean on their
+consensus.
+
+The verified pilot rows are not thrown away after scoring: :func:`keep_verified` appends
+them to the run's ``verdicts.jsonl``, so they are applied to the labeled data, count as
+verified (and against ``--max-verified``), teach the heads and the learned vote, and are
+never put to a verifier again when the full run disputes them.
 
 Paid verification is spent only where it decides something: choosing among discovered
 candidates, or mapping opaque labels. A person (``--verifier human``) cannot answer during
@@ -38,12 +44,18 @@ from .costs import (
 from .errors import UserInputError
 from .judge import Judge, Verdict, judge_prompt_id
 from .labels import all_opaque
-from .nodes.verify_disagreements import LEDGER_FILE, drop_torn_tail
+from .nodes.verify_disagreements import (
+    LEDGER_FILE,
+    VERDICTS_FILE,
+    append_verdicts,
+    drop_torn_tail,
+    latest_verdicts,
+    read_jsonl,
+)
 from .pricing import price_for
 from .state import Candidate, DatasetInfo, TaskPlan
 from .verdict_cache import VerdictCache, cache_namespace, text_key
-
-VERDICTS_FILE = "verdicts.jsonl"
+from .verdicts import VERIFIED_SOURCES
 
 
 @dataclass(frozen=True)
@@ -103,12 +115,14 @@ def verify_pilot(
     run_dir: Path,
     context: RunContext,
 ) -> PilotVerdicts:
-    """Verify pilot rows (``sample``: dataset row number and row, in pilot order)."""
+    """Verify a reproducible uniform sample of ``--pilot-verify`` pilot rows (``sample``:
+    dataset row number and row, in pilot order), the same sample whoever verifies."""
+    positions = _sampled(len(sample), context.settings.pilot_verify_rows, dataset.sha256)
     if verifier.startswith("column:"):
-        verdicts = _from_column(verifier.split(":", 1)[1], sample, plan, dataset)
+        column = verifier.split(":", 1)[1]
+        verdicts = _from_column(column, {pos: sample[pos][1] for pos in positions}, plan, dataset)
         name = verifier
     else:
-        positions = _sampled(len(sample), context.settings.pilot_verify_rows, dataset.sha256)
         texts = {pos: _text(sample[pos][1].get(plan.text_column)) for pos in positions}
         verdicts = _from_llm(texts, plan, run_dir, context)
         name = f"llm:{context.llm.model_name}"
@@ -125,21 +139,43 @@ def verify_pilot(
     return PilotVerdicts(name, labels, len(verdicts), str(path))
 
 
+def keep_verified(pilot: PilotVerdicts, run_dir: Path) -> int:
+    """Append the pilot's verified rows (an LLM's or a person's label) to the run's
+    ``verdicts.jsonl``, leaving out rows already there (a resumed pilot adds nothing twice).
+    Returns the rows appended."""
+    target = run_dir / VERDICTS_FILE
+    drop_torn_tail(target)
+    present = latest_verdicts(target)
+    kept = []
+    for record in read_jsonl(Path(pilot.path)):
+        row = record["row"]
+        if record["source"] not in VERIFIED_SOURCES or record["label"] is None or row in present:
+            continue
+        present[row] = record
+        reason = f"pilot: {record['reason']}" if record["reason"] else "pilot"
+        kept.append(Verdict(row, record["label"], record["source"], reason))
+    if kept:
+        with open(target, "a", encoding="utf-8") as sink:
+            append_verdicts(sink, kept)
+    return len(kept)
+
+
 def _sampled(rows: int, wanted: int, seed: str) -> list[int]:
     """A reproducible uniform sample of pilot positions: accuracy on it estimates accuracy."""
     return sorted(random.Random(f"pilot-verify:{seed}").sample(range(rows), min(rows, wanted)))
 
 
 def _from_column(
-    column: str, sample: Sequence[tuple[int, dict[str, Any]]], plan: TaskPlan, dataset: DatasetInfo
+    column: str, rows: dict[int, dict[str, Any]], plan: TaskPlan, dataset: DatasetInfo
 ) -> list[Verdict]:
+    """Verdicts for the pilot rows ``rows`` (pilot position -> row) from a data column."""
     if column not in dataset.columns:
         raise UserInputError(
             f"--verifier column:{column}: no such column; columns are {list(dataset.columns)}"
         )
     labels = set(plan.label_names)
     verdicts = []
-    for position, (_, row) in enumerate(sample):
+    for position, row in rows.items():
         answer = _text(row.get(column)).strip()
         if answer in labels:
             verdicts.append(Verdict(position, answer, "human", f"from column {column}"))

@@ -23,7 +23,12 @@ from .context import Reporter, RunContext
 from .errors import RunStateError, UserInputError
 from .graph import compile_graph
 from .nodes.emit_package import emit_package
-from .nodes.verify_disagreements import read_jsonl, write_review_file
+from .nodes.verify_disagreements import (
+    count_verdicts,
+    latest_verdicts,
+    read_jsonl,
+    write_review_file,
+)
 from .runs import load_request
 from .settings import Settings
 from .state import RunState, VerificationResult
@@ -63,7 +68,7 @@ def export_review(run: FinishedRun, out_dir: Path | None = None) -> ExportedRevi
     state = run.state
     out_dir = Path(out_dir or run.run_dir / "review")
     out_dir.mkdir(parents=True, exist_ok=True)
-    verdicts = list(read_jsonl(Path(state.verification.verdicts_path)))
+    verdicts = list(latest_verdicts(Path(state.verification.verdicts_path)).values())
     waiting = {v["row"] for v in verdicts if v["source"] == "unresolved"}
     records = [
         r for r in read_jsonl(Path(state.labeling.disagreements_path)) if r["row"] in waiting
@@ -213,7 +218,7 @@ def import_review(run: FinishedRun, path: Path, reporter: Reporter) -> Verificat
 
 
 def _recount(state: RunState, verdicts: list[dict]) -> VerificationResult:
-    unresolved = sum(1 for v in verdicts if v["source"] == "unresolved")
+    verified, unresolved = count_verdicts(verdicts)
     review_path = Path(state.run_dir) / "review.csv"
     if unresolved:
         write_review_file(review_path, verdicts, Path(state.labeling.disagreements_path))
@@ -221,7 +226,7 @@ def _recount(state: RunState, verdicts: list[dict]) -> VerificationResult:
         review_path.unlink(missing_ok=True)
     return state.verification.model_copy(
         update={
-            "verified": len(verdicts) - unresolved,
+            "verified": verified,
             "unresolved": unresolved,
             "review_path": str(review_path) if unresolved else None,
         }

@@ -217,8 +217,10 @@ def test_pilot_verdicts_are_not_asked_again_when_the_full_run_disputes_those_row
 
     assert len(llm.history) == asked  # every disputed row was verified in the pilot
     verdicts = list(read_jsonl(Path(result.verdicts_path)))
-    assert [v["label"] for v in verdicts] == [TRUTH[row] for row in HERD_ERRORS]
-    assert all(v["source"] == "llm" and v["reason"].endswith("(cached)") for v in verdicts)
+    assert [v["row"] for v in verdicts] == list(range(ROWS))  # the pilot's, kept once each
+    assert [v["label"] for v in verdicts] == TRUTH
+    assert all(v["source"] == "llm" and v["reason"].startswith("pilot") for v in verdicts)
+    assert result.verified == ROWS
 
 
 def test_offline_the_consensus_decides_and_says_why(tmp_path, herd):
@@ -237,17 +239,31 @@ def test_offline_the_consensus_decides_and_says_why(tmp_path, herd):
     )
 
 
-def test_a_column_verifier_answers_for_every_pilot_row_and_costs_nothing(tmp_path):
+def test_a_column_verifier_answers_for_the_same_sample_as_the_llm_and_costs_nothing(tmp_path):
     gold = [*TRUTH[:-1], "maybe"]  # a value outside the labels verifies nothing
     state = make_state(tmp_path, [candidate(name) for name in VOTES], gold=gold)
+    llm = FakeLLM()
+    llm.responder = judge_by_truth
+    by_llm, _ = vet(tmp_path / "llm", make_state(tmp_path / "llm", state.candidates), llm,
+                    pilot_verify_rows=30)  # fmt: skip
 
-    update, _ = vet(tmp_path, state, verifier="column:gold", pilot_verify_rows=5)
+    update, _ = vet(tmp_path, state, verifier="column:gold", pilot_verify_rows=30)
 
     pilot = update["pilot"]
-    assert (pilot.basis, pilot.verifier, pilot.verified_rows) == ("verified", "column:gold", 39)
+    asked = [v["pilot_row"] for v in read_jsonl(Path(pilot.verdicts_path))]
+    assert len(asked) == 30  # the column is a person: each row it answers is effort
+    assert asked == [v["pilot_row"] for v in read_jsonl(Path(by_llm["pilot"].verdicts_path))]
+    verified = 30 - (ROWS - 1 in asked)
+    assert (pilot.basis, pilot.verifier, pilot.verified_rows) == (
+        "verified",
+        "column:gold",
+        verified,
+    )
     assert update["voters"][0].name == "loner"
     assert "verified by column gold" in pilot.basis_note
     assert not (Path(state.run_dir) / "ledger.jsonl").exists()
+    kept = list(read_jsonl(Path(state.run_dir) / "verdicts.jsonl"))
+    assert len(kept) == verified and {v["source"] for v in kept} == {"human"}
 
 
 def test_pilot_verification_can_be_turned_off(tmp_path, herd):

@@ -69,7 +69,8 @@ def run_labeler(state: RunState, runtime: Runtime[RunContext]) -> dict:
 
 
 def collect_disagreements(labeled: Path, target: Path, state: RunState) -> tuple[int, float]:
-    """Write the rows flagged ``needs_review`` (row number, text, votes) as JSON Lines.
+    """Write the rows flagged ``needs_review`` (row number, text, vote, its agreement and
+    confidence, every voter's vote) as JSON Lines.
 
     Returns their count and the mean winning vote share over all rows.
     """
@@ -88,6 +89,7 @@ def collect_disagreements(labeled: Path, target: Path, state: RunState) -> tuple
                 "text": "" if row.get(text_column) is None else str(row.get(text_column)),
                 "vote": row["label"],
                 "agreement": float(row["agreement"]),
+                "confidence": float(row["confidence"]),
                 "votes": {v.name: row[f"label_{v.name}"] for v in state.voters},
                 "probabilities": {v.name: float(row[f"prob_{v.name}"]) for v in state.voters},
             }

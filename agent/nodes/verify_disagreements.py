@@ -8,17 +8,30 @@ every valid LLM verdict goes to the verdict cache as soon as its batch ends, so
 neither a resumed run nor a rerun pays twice for a row. LLM batches run
 concurrently (``llm_concurrency``) under the spending cap; results are appended
 in order.
+
+A row with a verdict is not asked again (the pilot's verified rows included),
+except a row left to the vote, which a later pass may still verify. With
+``--max-verified`` the disputed rows are verified least confident first (the
+labeler's confidence, then agreement, then row number) until the budget is
+spent; every row verified so far counts against it, the pilot's included. The
+rows beyond it are left to the vote (source ``vote``: they take the latest
+pass's vote). When the verified rows will teach the labeler before another
+labeling pass, this pass spends at most half of what is left, and the
+better-informed pass the rest. The rows chosen in a pass are kept in
+``budget/pass-N.json``, so a resumed pass verifies the same rows.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +43,16 @@ from ..data import iter_rows
 from ..errors import UserInputError
 from ..judge import Judge, Verdict, judge_prompt_id
 from ..pricing import price_for
+from ..settings import Settings
 from ..state import RunState, VerificationResult
 from ..verdict_cache import VerdictCache, cache_namespace, text_key
+from ..verdicts import VERIFIED_SOURCES
 
 LEDGER_FILE = "ledger.jsonl"
+VERDICTS_FILE = "verdicts.jsonl"
+"""Every verdict of the run, the pilot's included, in the run folder."""
+BUDGET_FOLDER = "budget"
+"""``pass-N.json``: the share of ``--max-verified`` each pass takes, and the rows it verifies."""
 
 
 def verify_disagreements(state: RunState, runtime: Runtime[RunContext]) -> dict:
@@ -46,35 +65,186 @@ def verify_disagreements(state: RunState, runtime: Runtime[RunContext]) -> dict:
     labeling = state.labeling
     context.reporter.stage("verify_disagreements", f"{labeling.disagreements} rows by {verifier}")
     run_dir = Path(state.run_dir)
-    verdicts_path = run_dir / "verdicts.jsonl"
+    verdicts_path = run_dir / VERDICTS_FILE
     drop_torn_tail(verdicts_path)
-    done = {v["row"] for v in read_jsonl(verdicts_path)}
-    pending = [r for r in read_jsonl(Path(labeling.disagreements_path)) if r["row"] not in done]
+    latest = latest_verdicts(verdicts_path)
+    disputed = list(read_jsonl(Path(labeling.disagreements_path)))
+    pending = [r for r in disputed if _open(latest.get(r["row"]))]
+    budget = plan_budget(state, context.settings, verifier, disputed, pending, latest)
+    if budget is not None:
+        pending, over = budget.split(pending)
+        context.reporter.info(budget.describe(context.settings, len(pending), len(over)))
     with open(verdicts_path, "a", encoding="utf-8") as sink:
+        if budget is not None:
+            reason = (
+                f"over the verification budget (--max-verified {context.settings.max_verified})"
+            )
+            append_verdicts(sink, _left_to_vote(over, latest, reason))
         if verifier == "llm":
             _verify_with_llm(pending, state, context, sink, run_dir / LEDGER_FILE)
         elif verifier.startswith("column:"):
-            _append(sink, _verify_with_column(pending, state, verifier.split(":", 1)[1]))
+            append_verdicts(sink, _verify_with_column(pending, state, verifier.split(":", 1)[1]))
         elif verifier == "human":
-            _append(sink, (Verdict(r["row"], None, "unresolved", "awaits review") for r in pending))
+            append_verdicts(
+                sink, (Verdict(r["row"], None, "unresolved", "awaits review") for r in pending)
+            )
         else:
-            _append(sink, (Verdict(r["row"], r["vote"], "vote", "not verified") for r in pending))
-    verdicts = list(read_jsonl(verdicts_path))
-    unresolved = sum(1 for v in verdicts if v["source"] == "unresolved")
+            append_verdicts(sink, _left_to_vote(pending, latest, "not verified"))
+    latest = latest_verdicts(verdicts_path)
+    verified, unresolved = count_verdicts(latest.values())
+    if budget is not None:
+        left = sum(latest.get(r["row"], {}).get("source") == "vote" for r in disputed)
+        context.reporter.info(
+            f"{verified} rows verified in all (--max-verified {context.settings.max_verified}: "
+            f"{budget.limit}); {left} disputed rows left to the vote"
+        )
     review_path = None
     if unresolved:
         review_path = str(run_dir / "review.csv")
-        write_review_file(Path(review_path), verdicts, Path(labeling.disagreements_path))
+        write_review_file(
+            Path(review_path), list(latest.values()), Path(labeling.disagreements_path)
+        )
         context.reporter.warn(f"{unresolved} rows await human review: {review_path}")
     result = VerificationResult(
         verifier=verifier,
         verdicts_path=str(verdicts_path),
-        verified=len(verdicts) - unresolved,
+        verified=verified,
         unresolved=unresolved,
         review_path=review_path,
         **ledger_totals(run_dir / LEDGER_FILE),
     )
     return {"verification": result}
+
+
+def latest_verdicts(path: Path) -> dict[int, dict[str, Any]]:
+    """Row -> its latest verdict (a row left to the vote may be verified in a later pass)."""
+    return {verdict["row"]: verdict for verdict in read_jsonl(path)}
+
+
+def count_verdicts(latest) -> tuple[int, int]:
+    """(rows verified by an LLM or a person, the pilot's included; rows awaiting review)."""
+    verified = unresolved = 0
+    for verdict in latest:
+        verified += verdict["source"] in VERIFIED_SOURCES
+        unresolved += verdict["source"] == "unresolved"
+    return verified, unresolved
+
+
+def _open(verdict: dict | None) -> bool:
+    """Whether a row may still be verified: it has no verdict, or was left to the vote."""
+    return verdict is None or verdict["source"] == "vote"
+
+
+def _left_to_vote(records, latest: dict[int, dict], reason: str) -> Iterator[Verdict]:
+    """``vote`` verdicts for rows not left to the vote already (the vote is the row's current
+    one whenever it is read: see :func:`agent.verdicts.resolve`)."""
+    for record in records:
+        if latest.get(record["row"], {}).get("source") != "vote":
+            yield Verdict(record["row"], record["vote"], "vote", reason)
+
+
+def spent_rows(latest: dict[int, dict]) -> int:
+    """Rows the verification budget has paid for: every row with a verdict not ``vote``
+    (verified, the pilot's included, or put to a verifier and unresolved)."""
+    return sum(1 for verdict in latest.values() if verdict["source"] != "vote")
+
+
+def least_confident_first(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Disagreement records by the labeler's confidence, then agreement, then row number."""
+
+    def key(record: dict[str, Any]) -> tuple[float, float, int]:
+        return (
+            float(record.get("confidence", 1.0)),
+            float(record.get("agreement", 1.0)),
+            record["row"],
+        )
+
+    return sorted(records, key=key)
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """The rows a pass verifies under ``--max-verified``; the others it leaves to the vote."""
+
+    limit: int
+    """Rows the whole run may verify."""
+    spent: int
+    """Rows spent before this pass: verified (the pilot's included) or awaiting review."""
+    allowance: int
+    """Rows this pass may verify."""
+    kept: bool
+    """Part of what was left is kept for the relabeled pass that follows."""
+    verify: tuple[int, ...]
+    """Rows to verify, least confident first."""
+
+    def split(self, pending: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+        """(records to verify, least confident first; records left to the vote)."""
+        chosen = set(self.verify)
+        by_row = {record["row"]: record for record in pending}
+        to_verify = [by_row[row] for row in self.verify if row in by_row]
+        return to_verify, [record for record in pending if record["row"] not in chosen]
+
+    def describe(self, settings: Settings, verify: int, vote: int) -> str:
+        """The run log's line on this pass's share of the budget."""
+        left = max(self.limit - self.spent, 0)
+        share = f"half of the {left} left" if self.kept else f"all {left} left"
+        return (
+            f"--max-verified {settings.max_verified}: {self.limit} rows in all, {self.spent} "
+            f"spent before this pass; this pass may verify {self.allowance} ({share}"
+            + ("; the relabeled pass gets the rest" if self.kept else "")
+            + f"): verifying {verify} disputed rows, least confident first; {vote} left to "
+            "the vote"
+        )
+
+
+def plan_budget(
+    state: RunState,
+    settings: Settings,
+    verifier: str,
+    disputed: Sequence[dict],
+    pending: Sequence[dict],
+    latest: dict[int, dict],
+) -> BudgetPlan | None:
+    """This pass's share of ``--max-verified`` (None: no budget, or nothing is verified), made
+    once per pass and kept, so that a resumed pass verifies the rows it chose."""
+    limit = settings.verification_limit(state.dataset.rows)
+    if limit is None or verifier == "none":
+        return None
+    fingerprint = hashlib.sha256(
+        json.dumps(sorted(record["row"] for record in disputed)).encode()
+    ).hexdigest()
+    path = Path(state.run_dir) / BUDGET_FOLDER / f"pass-{state.labeling_passes}.json"
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.pop("disputed") == fingerprint and saved["limit"] == limit:
+            return BudgetPlan(**saved | {"verify": tuple(saved["verify"])})
+    from .learn_vote import relabel_follows  # not at the top: it imports this module
+
+    spent = spent_rows(latest)
+    left = max(limit - spent, 0)
+    # A person's verdicts arrive only after the run, so they teach no pass of it.
+    kept = verifier != "human" and relabel_follows(state, settings)
+    allowance = left // 2 if kept else left
+    plan = BudgetPlan(
+        limit=limit,
+        spent=spent,
+        allowance=allowance,
+        kept=kept,
+        verify=tuple(record["row"] for record in least_confident_first(pending)[:allowance]),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    record = {
+        "disputed": fingerprint,
+        "limit": limit,
+        "spent": spent,
+        "allowance": allowance,
+        "kept": kept,
+        "verify": list(plan.verify),
+    }
+    temporary.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    temporary.replace(path)
+    return plan
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -98,7 +268,8 @@ def drop_torn_tail(path: Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
-def _append(sink, verdicts) -> None:
+def append_verdicts(sink, verdicts) -> None:
+    """Append verdicts as records (row, label, source, reason), flushed to disk at once."""
     lines = []
     for verdict in verdicts:
         record = {"row": verdict.row, "label": verdict.label, "source": verdict.source}
@@ -123,7 +294,7 @@ def _verify_with_llm(pending, state: RunState, context: RunContext, sink, ledger
     try:
         cached = cache.get_many(r["text"] for r in pending) if cache else {}
         to_ask, twins, hits = _split_pending(pending, cached)
-        _append(sink, hits)
+        append_verdicts(sink, hits)
         size = settings.judge_batch_size
         batches = [to_ask[start : start + size] for start in range(0, len(to_ask), size)]
         reporter.info(
@@ -181,7 +352,7 @@ def _judge_in_order(batches, judge_batch, twins, sink, context: RunContext) -> N
                     for record, v in zip(batch, verdicts, strict=True)
                     for row in twins.get(text_key(record["text"]), ())
                 ]
-                _append(sink, [*verdicts, *copies])
+                append_verdicts(sink, [*verdicts, *copies])
                 done += len(batch)
                 context.reporter.progress("verifying", done, total)
         except BaseException:

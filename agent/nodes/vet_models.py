@@ -1,10 +1,11 @@
 """vet_models: run every candidate on a pilot sample and choose the voters.
 
 The pilot is the real labeler, rendered with all candidates and run in the
-sandbox on a reproducible sample of the data. When a verifier is at hand, pilot
-rows are verified too (:mod:`agent.pilot_verification`: a data column for all
-of them, or the LLM for ``--pilot-verify`` of them, its verdicts cached for the
-full run), and each candidate is scored by its accuracy on them; otherwise, or
+sandbox on a reproducible sample of the data. When a verifier is at hand, a
+uniform sample of ``--pilot-verify`` pilot rows is verified too
+(:mod:`agent.pilot_verification`: by a data column or the LLM), and each
+candidate is scored by its accuracy on them; those verdicts are kept as the
+run's own (applied to the output, never asked again); otherwise, or
 with fewer than :data:`~agent.label_calibration.MIN_ROWS` verified rows, by how
 often it agrees with the majority of the *other* candidates (leave-one-out
 consensus), which cannot tell a right majority from a wrong one. Before scoring,
@@ -31,7 +32,13 @@ from ..errors import UserInputError
 from ..label_calibration import MIN_ROWS, calibrate_label_maps, verified_reference
 from ..labeler_runs import LabelerJob, run_labeler_job
 from ..packaging import build_package, build_spec, package_names, provenance
-from ..pilot_verification import PilotVerdicts, pilot_verifier, verify_pilot, why_unverified
+from ..pilot_verification import (
+    PilotVerdicts,
+    keep_verified,
+    pilot_verifier,
+    verify_pilot,
+    why_unverified,
+)
 from ..state import Candidate, PilotReport, RunState, VoterScore
 
 REDUNDANT_AGREEMENT = 0.99
@@ -52,6 +59,12 @@ def vet_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
     if verifier is not None:
         run_dir = Path(state.run_dir)
         verdicts = verify_pilot(verifier, sample, plan, state.dataset, run_dir, context)
+        kept = keep_verified(verdicts, run_dir)
+        if verdicts.verified:
+            context.reporter.info(
+                f"{verdicts.verified} verified pilot rows are kept as verdicts of the run "
+                f"({kept} new): they count as verified and are not asked again"
+            )
     truth = verified_reference(verdicts.labels) if verdicts else None
     calibration = calibrate_label_maps(state.candidates, votes, plan.label_names, truth)
     candidates, votes = calibration.candidates, calibration.votes
