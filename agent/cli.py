@@ -72,6 +72,14 @@ def label_command(
         float | None,
         Opt(help="rows whose winning label has a lower mean voter probability too [0]"),
     ] = None,
+    max_verified: Annotated[
+        str | None,
+        Opt(help="verify at most N rows or P% of them, least confident first [all disputed]"),
+    ] = None,
+    learn_vote: Annotated[
+        bool | None,
+        Opt("--learn-vote/--no-learn-vote", help="learn vote weights from verified rows [on]"),
+    ] = None,
     voters: Annotated[int | None, Opt(help="voters discovery keeps [3]")] = None,
     pilot_rows: Annotated[int | None, Opt(help="pilot sample size [200]")] = None,
     pilot_verify: Annotated[
@@ -79,7 +87,7 @@ def label_command(
         Opt(
             "--pilot-verify",
             "--pilot-verify-rows",
-            help="pilot rows the LLM verifies to score candidates (0: none) [50]",
+            help="pilot rows verified to score candidates (kept as verified rows; 0: none) [50]",
         ),
     ] = None,
     batch_size: Annotated[int | None, Opt(help="rows per model batch [32]")] = None,
@@ -124,6 +132,8 @@ def label_command(
         "sandbox": sandbox,
         "min_agreement": min_agreement,
         "min_confidence": min_confidence,
+        "max_verified": max_verified,
+        "learn_vote": learn_vote,
         "voters": voters,
         "pilot_rows": pilot_rows,
         "pilot_verify_rows": pilot_verify,
@@ -205,6 +215,7 @@ def summary_json(result: RunOutput) -> dict[str, Any]:
         "voters": [voter.ref for voter in result.voters],
         "labels": list(result.plan.label_names) if result.plan else [],
         "finetune": [stage.model_dump(mode="json") for stage in result.finetune],
+        "votes": [vote.model_dump(mode="json") for vote in result.votes],
     }
 
 
@@ -240,6 +251,17 @@ def summary_rows(result: RunOutput) -> list[tuple[str, str]]:
                 f"fine-tuning stage {stage.stage}",
                 f"{stage.verified_rows} verified rows; disputes {stage.escalated_before} -> "
                 f"{after}; {tuned}",
+            )
+        )
+    for vote in result.votes:
+        weights = ", ".join(f"{name} {weight:.2f}" for name, weight in vote.weights.items())
+        outcome = "used" if vote.adopted else "plain vote kept"
+        rows.append(
+            (
+                f"learned vote {vote.version}",
+                f"{outcome} from pass {vote.before_pass}: {weights}; "
+                f"{vote.cross_validated_accuracy:.1%} vs {vote.plain_vote_accuracy:.1%} on "
+                f"{vote.examples} verified rows",
             )
         )
     return rows

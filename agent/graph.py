@@ -1,16 +1,18 @@
 """The agent, as a graph that reads like the design.
 
 plan_task -> (search_models | resolve_models) -> vet_models -> render_labeler
--> lint_labeler -> run_labeler -> (verify_disagreements -> ((finetune_voters |
-fit_heads) -> run_labeler -> ...)) -> emit_package
+-> lint_labeler -> learn_vote -> run_labeler -> (verify_disagreements ->
+((finetune_voters | fit_heads) -> learn_vote -> run_labeler -> ...)) -> emit_package
 
 ``graph.py`` only wires: each node lives in ``agent/nodes/<name>.py``, each
 router is ``route_after_<node>``. A lint failure raises and stops the run (it
 is a template bug); a run with no disagreements skips verification; verified
-rows teach the voters and the data is relabeled: with ``--finetune-stages N``,
+rows teach the labeler and the data is relabeled: with ``--finetune-stages N``,
 N gated LoRA stages, each learning from the rows verified since the last;
-otherwise the embedding voters get a few-shot head once. The graph is
-checkpointed in the run folder, so an interrupted run resumes.
+otherwise the embedding voters get a few-shot head once; before every labeling
+pass the vote's weights are learned from the rows verified so far (the pilot's
+first), and a run whose voters cannot learn still relabels once with them. The
+graph is checkpointed in the run folder, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .context import RunContext
 from .nodes.emit_package import emit_package
 from .nodes.finetune_voters import finetune_voters, should_finetune
 from .nodes.fit_heads import fit_heads, should_fit_heads
+from .nodes.learn_vote import learn_blocker, learn_vote
 from .nodes.lint_labeler import lint_labeler
 from .nodes.plan_task import plan_task
 from .nodes.render_labeler import render_labeler
@@ -55,14 +58,16 @@ def route_after_run_labeler(state: RunState) -> Literal["verify_disagreements", 
 
 def route_after_verify_disagreements(
     state: RunState, runtime: Runtime[RunContext]
-) -> Literal["finetune_voters", "fit_heads", "emit_package"]:
+) -> Literal["finetune_voters", "fit_heads", "learn_vote", "emit_package"]:
     """Verified rows become training data: a fine-tuning stage while stages remain, else a
-    head once; then the labels are final."""
+    head once, else (after the first pass only) new vote weights; then the labels are final."""
     settings = runtime.context.settings
     if should_finetune(state, settings):
         return "finetune_voters"
     if not state.finetune and should_fit_heads(state, settings):
         return "fit_heads"
+    if state.labeling_passes == 1 and learn_blocker(state, settings) is None:
+        return "learn_vote"
     return "emit_package"
 
 
@@ -81,6 +86,7 @@ def build_graph() -> StateGraph:
         verify_disagreements,
         finetune_voters,
         fit_heads,
+        learn_vote,
         emit_package,
     ):
         graph.add_node(node)
@@ -90,11 +96,12 @@ def build_graph() -> StateGraph:
     graph.add_edge("resolve_models", "vet_models")
     graph.add_edge("vet_models", "render_labeler")
     graph.add_edge("render_labeler", "lint_labeler")
-    graph.add_edge("lint_labeler", "run_labeler")
+    graph.add_edge("lint_labeler", "learn_vote")
     graph.add_conditional_edges("run_labeler", route_after_run_labeler)
     graph.add_conditional_edges("verify_disagreements", route_after_verify_disagreements)
-    graph.add_edge("finetune_voters", "run_labeler")
-    graph.add_edge("fit_heads", "run_labeler")
+    graph.add_edge("finetune_voters", "learn_vote")
+    graph.add_edge("fit_heads", "learn_vote")
+    graph.add_edge("learn_vote", "run_labeler")
     graph.add_edge("emit_package", END)
     return graph
 

@@ -82,6 +82,8 @@ class PackageSpec(BaseModel):
     min_agreement: float
     min_confidence: float = 0.0
     voters: tuple[VoterEntry, ...]
+    learned_vote: dict[str, Any] | None = None
+    """The installed learned vote (version, weights, biases, cross-validated accuracy), if any."""
     requirements: tuple[str, ...]
     """Pinned runtime requirements (``name==version``)."""
     extras: dict[str, tuple[str, ...]]
@@ -129,7 +131,7 @@ class PackageSpec(BaseModel):
                 | ({"adapter": voter.adapter} if voter.adapter else {})
                 for voter in self.voters
             ],
-        }
+        } | ({"learned_vote": self.learned_vote} if self.learned_vote else {})
 
 
 class Provenance(BaseModel):

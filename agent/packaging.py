@@ -9,6 +9,7 @@ id and pinned commit.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,9 @@ import tempfile
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+
+from templates.labeler.pkg.learned_vote import RECORD as VOTE_RECORD
+from templates.labeler.pkg.learned_vote import VOTES
 
 from .lint import format_and_lint
 from .package import PackageSpec, Provenance, VoterEntry, slug
@@ -113,8 +117,10 @@ def build_spec(
     selection_notes: Sequence[str] = (),
     metrics: dict[str, str] | None = None,
     adapters: dict[str, dict] | None = None,
+    learned_vote: dict | None = None,
 ) -> PackageSpec:
-    """The spec of the package; ``adapters``: voter -> its promoted LoRA adapter record."""
+    """The spec of the package; ``adapters``: voter -> its promoted LoRA adapter record;
+    ``learned_vote``: the installed learned vote's record (:func:`installed_vote`)."""
     name, module = package_names(plan)
     adapters = adapters or {}
     requirements = runtime_requirements(voters, tuned=bool(adapters))
@@ -129,6 +135,7 @@ def build_spec(
         min_agreement=settings.min_agreement,
         min_confidence=settings.min_confidence,
         voters=tuple(voter_entry(v, adapters.get(v.name)) for v in voters),
+        learned_vote=learned_vote,
         requirements=requirements,
         extras=runtime_extras(),
         base_image=default_base_image(requirements),
@@ -153,6 +160,26 @@ def installed_adapters(module_dir: Path) -> dict[str, dict]:
             "files": record["files"],
         }
     return adapters
+
+
+def installed_vote(module_dir: Path) -> dict | None:
+    """The learned vote the package uses, for the lock file, manifest and README; or None."""
+    pointer = module_dir / VOTES / "CURRENT"
+    if not pointer.is_file():
+        return None
+    version = pointer.read_text(encoding="utf-8").strip()
+    path = module_dir / VOTES / version / VOTE_RECORD
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        "version": version,
+        "path": f"{VOTES}/{version}/{VOTE_RECORD}",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "weights": {entry["voter"]: entry["weight"] for entry in record["voters"]},
+        "bias": record["bias"],
+        "examples": record["examples"],
+        "cross_validated_accuracy": record["cross_validated_accuracy"],
+        "plain_vote_accuracy": record["plain_vote_accuracy"],
+    }
 
 
 def selection_notes(state: RunState) -> list[str]:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from templates.labeler.pkg.tabular import iter_chunks
 
 from .nodes.run_labeler import output_text_column
-from .nodes.verify_disagreements import read_jsonl
+from .nodes.verify_disagreements import VERDICTS_FILE, read_jsonl
 from .state import RunState
 from .verdicts import VERIFIED_SOURCES, resolve
 
@@ -107,6 +107,8 @@ class ReportPage(ReportRecord):
     """Stage, seconds, detail."""
     finetune: tuple[tuple[str, ...], ...] = ()
     """Per stage and voter: stage, voter, rows, held-out accuracy, kept, disputes, agreement."""
+    votes: tuple[tuple[str, ...], ...] = ()
+    """Per learned vote: version, first pass, verified rows, weights, accuracy, outcome."""
     disputed: tuple[DisputedRow, ...]
 
 
@@ -251,6 +253,18 @@ def build_page(state: RunState, run_dir: Path, timings: Mapping[str, float]) -> 
         ledger=_ledger_table(ledger),
         timings=_timings(state, timings, ledger),
         finetune=_finetune_rows(state),
+        votes=tuple(
+            (
+                vote.version,
+                str(vote.before_pass),
+                str(vote.examples),
+                ", ".join(f"{name} {weight:.2f}" for name, weight in vote.weights.items()),
+                f"{_percent(vote.cross_validated_accuracy)} (plain vote "
+                f"{_percent(vote.plain_vote_accuracy)})",
+                "used" if vote.adopted else "plain vote kept",
+            )
+            for vote in state.votes
+        ),
         disputed=tuple(tally.most_disputed()),
     )
 
@@ -281,9 +295,7 @@ def tally_run(state: RunState) -> RunTally:
     tally = RunTally(voters=tuple(voter.name for voter in state.voters))
     if state.labeling is None:
         return tally
-    verdicts = {}
-    if state.verification is not None:
-        verdicts = {v["row"]: v for v in read_jsonl(Path(state.verification.verdicts_path))}
+    verdicts = {v["row"]: v for v in read_jsonl(Path(state.run_dir) / VERDICTS_FILE)}
     text_column = output_text_column(state) if state.plan else ""
     row_number = 0
     for chunk in iter_chunks(state.labeling.output_path, CHUNK_ROWS):

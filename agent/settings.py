@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     """A row is a disagreement when the winning vote share is below this (1.0 = not unanimous)."""
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
     """... or when the voters' mean probability for the winning label is below this."""
+    max_verified: str | None = None
+    """Verify at most this many rows in all, pilot included: a count (``700``) or a share of
+    the rows (``35%``); the least confident disputed rows are verified first, the rest keep
+    the vote (source ``vote``). None: every disputed row is verified."""
+    learn_vote: bool = True
+    """Learn the vote's weights from the verified rows (a weighted log-linear pool, adopted
+    only where it beats the plain vote in cross-validation), then relabel."""
+    vote_min_examples: int = Field(default=20, ge=2)
+    """Fewest verified rows (of at least two labels) worth learning vote weights from."""
     fit_heads: bool = True
     """Fit embedding voters' few-shot heads on verified rows, then relabel."""
     head_min_examples: int = 8
@@ -106,8 +115,10 @@ class Settings(BaseSettings):
     """Largest discovered model, in parameters (large encoders pass, LLM-sized models do not)."""
     pilot_rows: int = 200
     pilot_verify_rows: int = Field(default=50, ge=0)
-    """Pilot rows the LLM verifies to score candidates by accuracy (0: score by consensus only;
-    a ``column:NAME`` verifier is free and answers for every pilot row)."""
+    """A uniform sample of pilot rows verified to score candidates by accuracy, the same sample
+    whoever verifies (the LLM, or a ``column:NAME`` verifier, which stands for a person). They
+    are kept as verified rows of the run and count against ``max_verified`` (0: score by
+    consensus only)."""
     batch_size: int = 32
     chunk_size: int = 10_000
     device: DeviceKind = "auto"
@@ -142,6 +153,28 @@ class Settings(BaseSettings):
         if not 0.0 < value <= 1.0:
             raise ValueError("must be in (0, 1]")
         return value
+
+    @field_validator("max_verified", mode="before")
+    @classmethod
+    def _max_verified(cls, value: object) -> object:
+        if value is None:
+            return None
+        text = str(value).strip()
+        try:
+            number = float(text[:-1]) if text.endswith("%") else int(text)
+        except ValueError:
+            raise ValueError("must be a row count (700) or a share of the rows (35%)") from None
+        if number < 0 or (text.endswith("%") and number > 100):
+            raise ValueError("must be a row count >= 0 or a share from 0% to 100%")
+        return text
+
+    def verification_limit(self, rows: int) -> int | None:
+        """``max_verified`` as a row count for a data set of ``rows`` rows (None: no limit)."""
+        if self.max_verified is None:
+            return None
+        if self.max_verified.endswith("%"):
+            return int(float(self.max_verified[:-1]) / 100 * rows)
+        return int(self.max_verified)
 
     @field_validator("verifier")
     @classmethod

@@ -168,6 +168,23 @@ class HeadRecord(Record):
     training_accuracy: float
 
 
+class VoteRecord(Record):
+    """Vote weights learned from verified rows (the learned vote)."""
+
+    version: str
+    examples: int
+    """Verified rows it was fitted on."""
+    weights: dict[str, float]
+    """Voter -> weight."""
+    cross_validated_accuracy: float
+    plain_vote_accuracy: float
+    """The plain majority vote's accuracy on the same rows."""
+    adopted: bool
+    """Installed (it beat the plain vote in cross-validation); else the plain vote stays."""
+    before_pass: int
+    """The labeling pass that used it first."""
+
+
 class VoterTuning(Record):
     """One voter in one fine-tuning stage: its held-out accuracy, and whether it was kept."""
 
@@ -238,6 +255,8 @@ class RunState(RunInput):
     """Few-shot heads fitted on verified rows and installed in the package."""
     finetune: tuple[FinetuneStage, ...] = ()
     """LoRA fine-tuning stages run so far (``--finetune-stages``)."""
+    votes: tuple[VoteRecord, ...] = ()
+    """Vote weights learned from verified rows, in the order they were fitted."""
     output_path: str | None = None
     """Final labeled data."""
     package_path: str | None = None
@@ -253,6 +272,7 @@ class RunOutput(BaseModel):
     verification: VerificationResult | None = None
     heads: tuple[HeadRecord, ...] = ()
     finetune: tuple[FinetuneStage, ...] = ()
+    votes: tuple[VoteRecord, ...] = ()
     output_path: str | None = None
     package_path: str | None = None
 
@@ -273,5 +293,6 @@ STATE_RECORDS = (
     HeadRecord,
     VoterTuning,
     FinetuneStage,
+    VoteRecord,
 )
 """Types the checkpointer may deserialise (its msgpack allow-list)."""

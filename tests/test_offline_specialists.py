@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def test_offline_run_fits_a_head_on_verified_rows_and_the_package_relabels_ident
 ):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AUTOANNOTATOR_HEAD_MIN_EXAMPLES", "4")
+    monkeypatch.setenv("AUTOANNOTATOR_VOTE_MIN_EXAMPLES", "4")
     data = tmp_path / "reviews.csv"
     with open(data, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -95,6 +97,20 @@ def test_offline_run_fits_a_head_on_verified_rows_and_the_package_relabels_ident
     assert voters, "the output names each voter"
     for first, second in zip(rows, again, strict=True):
         assert [first[c] for c in voters] == [second[c] for c in voters]
+        assert [first[c] for c in ("confidence", "agreement")] == [
+            second[c] for c in ("confidence", "agreement")
+        ]
+        if first["source"] == "consensus":
+            assert first["label"] == second["label"]
+    # The vote learned from the verified rows, if it beat the plain vote, ships pinned.
+    lock = json.loads((package / "models.lock.json").read_text())
+    votes = package / "sentiment_labeler" / "votes"
+    if (votes / "CURRENT").is_file():
+        version = (votes / "CURRENT").read_text().strip()
+        assert lock["learned_vote"]["version"] == version
+        assert "learned from" in readme
+    else:
+        assert "learned_vote" not in lock
 
 
 def network_can_be_cut() -> bool:

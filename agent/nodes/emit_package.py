@@ -21,6 +21,7 @@ from ..packaging import (
     build_spec,
     emit,
     installed_adapters,
+    installed_vote,
     package_names,
     provenance,
     selection_notes,
@@ -30,7 +31,7 @@ from ..report import write_report
 from ..state import RunState
 from ..verdicts import resolve
 from .render_labeler import llm_info
-from .verify_disagreements import read_jsonl
+from .verify_disagreements import VERDICTS_FILE, read_jsonl
 
 RERENDERED = ("README.md", "models.lock.json", "manifest.json", "pyproject.toml")
 
@@ -55,6 +56,7 @@ def emit_package(state: RunState, runtime: Runtime[RunContext]) -> dict:
         selection_notes=selection_notes(state),
         metrics=metrics,
         adapters=installed_adapters(package_dir / package_names(state.plan)[1]),
+        learned_vote=installed_vote(package_dir / package_names(state.plan)[1]),
     )
     # What the run learned changes the model card, the pins and the requirements. The
     # manifest leaves out the run's timings, so that the same run gives the same manifest.
@@ -77,9 +79,7 @@ def emit_package(state: RunState, runtime: Runtime[RunContext]) -> dict:
 
 def write_labeled_data(state: RunState, output_path: Path) -> Counter:
     """Merge the verdicts into the labeler's output; returns the count of rows per source."""
-    verdicts = {}
-    if state.verification is not None:
-        verdicts = {v["row"]: v for v in read_jsonl(Path(state.verification.verdicts_path))}
+    verdicts = {v["row"]: v for v in read_jsonl(Path(state.run_dir) / VERDICTS_FILE)}
     labeled = Path(state.labeling.output_path)
     columns = [c for c in read_columns(labeled) if c != "needs_review"]
     columns.insert(columns.index("label") + 1, "source")

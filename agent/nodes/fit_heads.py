@@ -25,16 +25,14 @@ from ..settings import Settings
 from ..state import HeadRecord, RunState
 from ..verdicts import VERIFIED_SOURCES
 from .run_labeler import output_text_column
-from .verify_disagreements import read_jsonl
+from .verify_disagreements import VERDICTS_FILE, read_jsonl
 
 
 def verified_labels(state: RunState) -> dict[int, str]:
-    """Row -> label for rows an LLM or a person settled."""
-    if state.verification is None:
-        return {}
+    """Row -> label for rows an LLM or a person settled (the pilot's verified rows too)."""
     return {
         v["row"]: v["label"]
-        for v in read_jsonl(Path(state.verification.verdicts_path))
+        for v in read_jsonl(Path(state.run_dir) / VERDICTS_FILE)
         if v["source"] in VERIFIED_SOURCES and v["label"] is not None
     }
 
