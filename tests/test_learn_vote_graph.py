@@ -42,7 +42,7 @@ def run(tmp_path: Path, data: Path, toxic_voters, **values):
         min_agreement=1.0,
         vote_min_examples=4,
         yes=True,
-        **values,
+        **({"pilot_verify_rows": 0} | values),
     )
     llm = FakeLLM()
     llm.enqueue(PLAN)
@@ -60,7 +60,7 @@ def test_voters_that_cannot_learn_still_relabel_once_with_the_learned_vote(
     assert reporter.stages.count("run_labeler") == 2
     (vote,) = result.votes
     assert vote.before_pass == 2 and vote.examples == result.verification.verified
-    assert set(vote.weights) == {"plain", "shouty", "three_way"}
+    assert set(vote.weights) == {voter.name for voter in result.voters}
     package = Path(result.package_path)
     lock = json.loads((package / "models.lock.json").read_text())
     votes = package / "toxicity_labeler" / "votes"
@@ -79,3 +79,15 @@ def test_no_learn_vote_keeps_the_plain_vote_and_one_pass(tmp_path, gold_tweets, 
     assert result.votes == ()
     assert reporter.stages.count("run_labeler") == 1
     assert not (Path(result.package_path) / "toxicity_labeler" / "votes").exists()
+
+
+def test_the_pilots_verified_rows_teach_the_vote_before_the_first_pass(
+    tmp_path, gold_tweets, toxic_voters
+):
+    result, reporter, _ = run(tmp_path, gold_tweets, toxic_voters, pilot_verify_rows=8)
+    first, *rest = result.votes
+    assert first.before_pass == 1 and first.examples == 8
+    assert reporter.stages.index("learn_vote") < reporter.stages.index("run_labeler")
+    if rest:  # more rows were verified in the first pass: the vote is refitted once
+        (second,) = rest
+        assert second.before_pass == 2 and second.examples > first.examples

@@ -29,6 +29,7 @@ from ..labeler_runs import run_package
 from ..packaging import package_names
 from ..settings import Settings
 from ..state import RunState, VoteRecord
+from .finetune_voters import FIRST_STAGE_MIN
 from .fit_heads import verified_labels
 
 FOLDER = "votes"
@@ -51,17 +52,24 @@ def learn_blocker(state: RunState, settings: Settings) -> str | None:
     return None
 
 
-def relabel_follows(state: RunState, settings: Settings) -> bool:
+def relabel_follows(state: RunState, settings: Settings, verified_after: int | None = None) -> bool:
     """Whether the rows verified now will teach the labeler before another labeling pass
     (fine-tuning stages, a few-shot head, the learned vote): then verification can keep
-    part of its budget for that better-informed pass."""
+    part of its budget for that better-informed pass. ``verified_after``: the rows verified
+    in all once this pass is done, if known; a step whose minimum it misses does not count."""
+
+    def enough(minimum: int) -> bool:
+        return verified_after is None or verified_after >= minimum
+
     if settings.finetune_stages:
-        return len(state.finetune) < settings.finetune_stages
+        due = len(state.finetune) < settings.finetune_stages
+        return due and (bool(state.finetune) or enough(FIRST_STAGE_MIN))
     if state.labeling_passes != 1:
         return False
-    heads = settings.fit_heads and not state.heads
+    heads = settings.fit_heads and not state.heads and enough(settings.head_min_examples)
     heads = heads and any(voter.kind == "embedding" for voter in state.voters)
-    return heads or (settings.learn_vote and len(state.voters) > 1)
+    vote = settings.learn_vote and len(state.voters) > 1 and enough(settings.vote_min_examples)
+    return heads or vote
 
 
 def learn_vote(state: RunState, runtime: Runtime[RunContext]) -> dict:

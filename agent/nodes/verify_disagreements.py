@@ -223,7 +223,7 @@ def plan_budget(
     spent = spent_rows(latest)
     left = max(limit - spent, 0)
     # A person's verdicts arrive only after the run, so they teach no pass of it.
-    kept = verifier != "human" and relabel_follows(state, settings)
+    kept = verifier != "human" and relabel_follows(state, settings, spent + left // 2)
     allowance = left // 2 if kept else left
     plan = BudgetPlan(
         limit=limit,
