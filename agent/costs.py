@@ -56,10 +56,11 @@ def estimate_tokens(messages: Sequence[Message]) -> int:
 
 
 def completion_tokens(plan: TaskPlan, rows: int, calls: int = 1) -> int:
-    """Expected answer tokens of ``calls`` answers holding ``rows`` verdicts in all."""
+    """Expected answer tokens of ``calls`` answers holding ``rows`` verdicts in all: each
+    answer ``{"labels": {"0": "label", ...}}``, reasons only with abstentions."""
     longest = max(plan.label_names, key=len)
-    verdict = json.dumps({"id": 0, "label": longest})  # reasons come only with abstentions
-    chars = calls * len('{"verdicts": []}') + rows * (len(verdict) + 2)
+    verdict = json.dumps({"00": longest})[1:-1]  # '"00": "label"', for ids of two digits
+    chars = calls * len(json.dumps({"labels": {}})) + rows * (len(verdict) + 2)
     return chars // CHARS_PER_TOKEN
 
 

@@ -1,23 +1,28 @@
 """The LLM judge: verdicts for disagreement rows, several rows per request.
 
-Instructions and label definitions go once per batch; texts go as JSON data.
-Every answer is validated: a label outside the set, a missing verdict, an
-abstention or a malformed reply sends that row alone to the LLM once more,
-and a row that still has no valid verdict is ``unresolved`` (for human
-review). Nothing is ever mapped to a default label. A gate (the spending cap)
-admits each call before it is sent; a refused batch goes to review as it is.
-Batches may be judged from several threads at once.
+Instructions and label definitions go once per batch; texts go as JSON data,
+an object from item id to text (``{"0":"...","1":"..."}``). The answer maps
+ids to labels the same way, ``{"labels":{"0":"toxic","1":"abstain"},
+"reasons":{"1":"not English"}}``, with reasons only for abstentions: every
+token of both is paid for. Every answer is validated row by row: an unknown
+id is ignored; a label outside the set, a missing verdict, an abstention or a
+malformed reply sends that row alone to the LLM once more, and a row that
+still has no valid verdict is ``unresolved`` (for human review). Nothing is
+ever mapped to a default label. A gate (the spending cap) admits each call
+before it is sent; a refused batch goes to review as it is. Batches may be
+judged from several threads at once.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict
 
 from .errors import LLMUnavailableError, ModelOutputError
 from .llm import LanguageModel, Message, TokenUsage
@@ -76,38 +81,66 @@ def judge_messages(plan: TaskPlan, records: Sequence[dict[str, Any]]) -> list[Me
     """The request for a batch of disagreement records: the instructions once, then the items
     as compact JSON data. The voters' votes are left out: the judge decides from the text
     alone, and every token it reads is paid for."""
-    items = [{"id": i, "text": r["text"][:MAX_TEXT_CHARS]} for i, r in enumerate(records)]
+    items = {str(i): r["text"][:MAX_TEXT_CHARS] for i, r in enumerate(records)}
     prompt = _prompt(plan, items)
     return [Message("system", prompt.system), Message("user", prompt.user)]
 
 
 def judge_prompt_id(plan: TaskPlan) -> str:
     """``verify_disagreements/vN``: goes into cache keys, so a new prompt asks afresh."""
-    return _prompt(plan, []).id
+    return _prompt(plan, {}).id
 
 
-def _prompt(plan: TaskPlan, items: list[dict[str, Any]]) -> Prompt:
+def _prompt(plan: TaskPlan, items: dict[str, str]) -> Prompt:
     return load_prompt(
         "verify_disagreements",
         task_json=json.dumps(plan.task, ensure_ascii=False),
         labels_json=json.dumps(
-            {label.name: label.description for label in plan.labels}, ensure_ascii=False
+            {label.name: label.description for label in plan.labels},
+            ensure_ascii=False,
+            separators=(",", ":"),
         ),
         items_json=json.dumps(items, ensure_ascii=False, separators=(",", ":")),
     )
 
 
-def verdict_schema(labels: Sequence[str]) -> type[BaseModel]:
-    """The reply schema; the label enum is advertised to the LLM but validated here, per row."""
-    choices = [*labels, ABSTAIN]
-    label = Field(description="one of the labels, or abstain", json_schema_extra={"enum": choices})
-    item = create_model(
-        "Verdict",
-        id=(int, Field(description="the item's id")),
-        label=(str, label),
-        reason=(str, Field(default="", description="only when abstaining: why, a few words")),
-    )
-    return create_model("Verdicts", verdicts=(list[item], ...))
+class VerdictReply(BaseModel):
+    """An answer as parsed: ``labels`` maps item ids to labels (or ``abstain``), ``reasons``
+    maps abstained ids to why. Values are checked row by row (:meth:`Judge._ask`), so that one
+    odd value costs a retry of its row, not of the whole batch."""
+
+    labels: dict[str, Any]
+    reasons: Any = None
+
+
+def verdict_schema(labels: Sequence[str]) -> type[VerdictReply]:
+    """The reply schema as advertised, written by hand to be small: it is sent with every
+    request and billed as input. The label enum is advertised to the LLM but validated here,
+    per row.
+
+    Id-keyed objects (``additionalProperties`` holding a schema) are accepted by OpenAI's
+    structured outputs in the default, non-strict mode the project uses (LangChain sends a
+    dict schema with ``strict: false``) and by function calling; strict mode would reject
+    them (it wants ``additionalProperties: false`` on every object, and has no tuples).
+    """
+    advertised = {
+        "title": "Verdicts",
+        "type": "object",
+        "properties": {
+            "labels": {"type": "object", "additionalProperties": {"enum": [*labels, ABSTAIN]}},
+            "reasons": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+        "required": ["labels"],
+    }
+
+    def advertise(schema: dict[str, Any], model: type) -> None:
+        schema.clear()
+        schema.update(copy.deepcopy(advertised))
+
+    class Verdicts(VerdictReply):
+        model_config = ConfigDict(json_schema_extra=advertise)
+
+    return Verdicts
 
 
 class Judge:
@@ -184,17 +217,28 @@ class Judge:
         with self._lock:
             self._failures = 0
         self._record(CallRecord(len(rows), reply.usage, reply.latency_s, "ok"))
+        return self._answers(reply.value, len(rows)), ""
+
+    def _answers(self, reply: VerdictReply, rows: int) -> dict[int, tuple[str | None, str]]:
+        """The reply's verdict for each item id it answered; ids outside the batch are ignored.
+        (A JSON object holds each id once: of an id repeated in the reply's text, the JSON
+        parser keeps the last.)"""
+        reasons = reply.reasons if isinstance(reply.reasons, dict) else {}
         answers: dict[int, tuple[str | None, str]] = {}
-        for verdict in reply.value.verdicts:
-            if verdict.id not in range(len(rows)) or verdict.id in answers:
+        for index in range(rows):
+            key = str(index)
+            if key not in reply.labels:
                 continue
-            if verdict.label in self.plan.label_names:
-                answers[verdict.id] = (verdict.label, verdict.reason.strip())
-            elif verdict.label == ABSTAIN:
-                answers[verdict.id] = (None, f"abstained: {verdict.reason.strip()}")
+            label = reply.labels[key]
+            reason = reasons.get(key)
+            reason = reason.strip() if isinstance(reason, str) else ""
+            if isinstance(label, str) and label in self.plan.label_names:
+                answers[index] = (label, reason)
+            elif label == ABSTAIN:
+                answers[index] = (None, f"abstained: {reason}" if reason else "abstained")
             else:
-                answers[verdict.id] = (None, f"answered {verdict.label!r}, not a task label")
-        return answers, ""
+                answers[index] = (None, f"answered {label!r}, not a task label")
+        return answers
 
     def _record(self, call: CallRecord) -> None:
         self.stats.calls.append(call)

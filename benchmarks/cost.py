@@ -16,9 +16,11 @@ gives the reduction counted over the messages alone, schemas left out of both ar
     the verdict cache; the planner's request is counted apart from verification.
     A second run over the same data shows the cache: no verification tokens.
 
-The server answers like an oracle: the gold label (and, as the judge's prompt asks,
-a reason only when it abstains), so (b) escalates, learns and relabels exactly as
-it does with a gold verifier on real data (``benchmarks/accuracy.py``).
+The server answers like an oracle: the gold label, in the judge's reply shape
+(prompt v3: ``{"labels": {id: label}}``, and, as the prompt asks, ``"reasons"`` only
+for abstentions), so (b) escalates, learns and relabels exactly as it does with a
+gold verifier on real data (``benchmarks/accuracy.py``). The server writes its
+answers as ``json.dumps`` does, with a space after each ``:`` and ``,``.
 
     python benchmarks/cost.py --rows 2000
 """
@@ -163,7 +165,8 @@ ABSTAIN_REASON = "the text is not a sentence about a film"
 """The reason the oracle gives when it abstains (texts it has no gold label for)."""
 
 
-def judge_items(request: RecordedRequest) -> list[dict[str, Any]]:
+def judge_items(request: RecordedRequest) -> dict[str, str]:
+    """A judge request's items: item id -> text."""
     return json.loads(request.user_text.split("Items (JSON data):", 1)[1])
 
 
@@ -187,14 +190,12 @@ class Oracle:
         if name == PLAN_SCHEMA:
             return self.plan
         if name == VERDICT_SCHEMA:
-            verdicts = []
-            for item in judge_items(request):
-                label = self.label(item["text"])
-                verdict = {"id": item["id"], "label": label}
-                if label == "abstain":  # the prompt asks for a reason only then
-                    verdict["reason"] = ABSTAIN_REASON
-                verdicts.append(verdict)
-            return {"verdicts": verdicts}
+            labels = {id_: self.label(text) for id_, text in judge_items(request).items()}
+            answer: dict[str, Any] = {"labels": labels}
+            abstained = [id_ for id_, label in labels.items() if label == "abstain"]
+            if abstained:  # the prompt asks for reasons only then
+                answer["reasons"] = {id_: ABSTAIN_REASON for id_ in abstained}
+            return answer
         return {"label": self.label(request.user_text)}
 
 
@@ -352,7 +353,7 @@ def run_pipeline(
         if schema_name(exchange.request.body) == VERDICT_SCHEMA:
             items = judge_items(exchange.request)
             verification.add(exchange, len(items), counter.parts(exchange.request.body))
-            judged += [item["text"] for item in items]
+            judged += list(items.values())
         else:
             planning.add(exchange, 0, counter.parts(exchange.request.body))
     final = read_csv(output)

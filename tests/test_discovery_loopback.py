@@ -149,7 +149,9 @@ def schema_name(request: RecordedRequest) -> str:
 
 
 def judge_items(request: RecordedRequest) -> list[dict]:
-    return json.loads(request.user_text.split("Items (JSON data):", 1)[1])
+    """A judge request's items (an object, id -> text), as ``{"id", "text"}`` records."""
+    items = json.loads(request.user_text.split("Items (JSON data):", 1)[1])
+    return [{"id": id_, "text": text} for id_, text in items.items()]
 
 
 def orchestrator(request: RecordedRequest) -> dict:
@@ -162,11 +164,7 @@ def orchestrator(request: RecordedRequest) -> dict:
             return {"mapping": []}  # refused: it must map every label
         pairs = CIVILITY_MAP.items()
         return {"mapping": [{"model_label": k, "task_label": v} for k, v in pairs]}
-    verdicts = [
-        {"id": item["id"], "label": keyword_truth(item["text"]), "reason": "keywords"}
-        for item in judge_items(request)
-    ]
-    return {"verdicts": verdicts}
+    return {"labels": {item["id"]: keyword_truth(item["text"]) for item in judge_items(request)}}
 
 
 def add_civility_model(hub: LoopbackHub, models: TinyModelCache) -> None:
@@ -212,7 +210,7 @@ def test_pilot_rows_verified_by_the_llm_score_the_candidates_are_paid_once_and_a
     judged = [r for r in scripted_llm.completions if schema_name(r) == "Verdicts"]
     texts = [item["text"] for request in judged for item in judge_items(request)]
     assert len(texts) == len(set(texts)) == 40
-    assert all(item.get("votes", {}) == {} for request in judged for item in judge_items(request))
+    assert all(isinstance(item["text"], str) for request in judged for item in judge_items(request))
     rows = list(csv.DictReader(open(tmp_path / "first.csv", newline="", encoding="utf-8")))
     disputed = [row for row in rows if row["source"] != "consensus"]
     assert disputed and {row["source"] for row in disputed} == {"llm"}

@@ -119,17 +119,17 @@ def make_state(tmp_path: Path, candidates: Sequence[Candidate], gold=TRUTH) -> R
 
 
 def items_of(call: LLMCall) -> list[dict]:
-    return json.loads(call.user_text.split("Items (JSON data):", 1)[1])
+    """A judge request's items (an object, id -> text), as ``{"id", "text"}`` records."""
+    items = json.loads(call.user_text.split("Items (JSON data):", 1)[1])
+    return [{"id": id_, "text": text} for id_, text in items.items()]
 
 
 def judge_by_truth(call: LLMCall) -> dict:
     """The judge answers the truth (what a good LLM would), and checks it is shown no votes."""
     items = items_of(call)
-    assert all(item.get("votes", {}) == {} for item in items), "the judge must not see the votes"
+    assert all(isinstance(item["text"], str) for item in items), "the judge sees the text alone"
     truth = dict(zip(TEXTS, TRUTH, strict=True))
-    return {
-        "verdicts": [{"id": it["id"], "label": truth[it["text"]], "reason": "r"} for it in items]
-    }
+    return {"labels": {it["id"]: truth[it["text"]] for it in items}}
 
 
 def judged_texts(llm: FakeLLM) -> list[str]:
@@ -288,9 +288,10 @@ def test_named_voters_are_all_kept_and_not_paid_for_when_nothing_is_left_to_deci
 def test_too_few_verified_rows_fall_back_to_the_consensus(tmp_path, herd):
     def abstains_after_row_9(call: LLMCall) -> dict:
         answer = judge_by_truth(call)
-        for verdict, item in zip(answer["verdicts"], items_of(call), strict=True):
+        for item in items_of(call):
             if TEXTS.index(item["text"]) >= 10:
-                verdict["label"] = "abstain"
+                answer["labels"][item["id"]] = "abstain"
+                answer.setdefault("reasons", {})[item["id"]] = "unsure"
         return answer
 
     llm = FakeLLM()

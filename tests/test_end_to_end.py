@@ -45,19 +45,19 @@ def schema_name(request: RecordedRequest) -> str:
 
 
 def judge_items(request: RecordedRequest) -> list[dict]:
-    return json.loads(request.user_text.split("Items (JSON data):", 1)[1])
+    """A judge request's items (an object, id -> text), as ``{"id", "text"}`` records."""
+    items = json.loads(request.user_text.split("Items (JSON data):", 1)[1])
+    return [{"id": id_, "text": text} for id_, text in items.items()]
 
 
 def keyword_judge(request: RecordedRequest) -> dict:
     if schema_name(request) == "PlanProposal":
         return PLAN
-    verdicts = []
+    labels = {}
     for item in judge_items(request):
         toxic = any(word in item["text"].lower() for word in TOXIC_WORDS)
-        verdicts.append(
-            {"id": item["id"], "label": "toxic" if toxic else "non-toxic", "reason": "words"}
-        )
-    return {"verdicts": verdicts}
+        labels[item["id"]] = "toxic" if toxic else "non-toxic"
+    return {"labels": labels}
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -29,7 +29,7 @@ PLAN = {
 
 def verdicts_for(call) -> dict:
     items = json.loads(call.user_text.split("Items (JSON data):", 1)[1])
-    return {"verdicts": [{"id": it["id"], "label": "toxic", "reason": "r"} for it in items]}
+    return {"labels": {id_: "toxic" for id_ in items}}
 
 
 def make_settings(tmp_path: Path, **values) -> Settings:

@@ -49,12 +49,11 @@ def realistic_judge(request: RecordedRequest) -> dict:
     """Answers like a real model told to give reasons only when it abstains: a label per item."""
     if request.body["response_format"]["json_schema"]["name"] == "PlanProposal":
         return PLAN_PROPOSAL
-    verdicts = []
+    labels = {}
     for item in items_of(request):
         words = [word for word in TOXIC_WORDS if word in item["text"].lower()]
-        verdict = {"label": "toxic" if words else "non-toxic"}
-        verdicts.append({"id": item["id"]} | verdict)
-    return {"verdicts": verdicts}
+        labels[item["id"]] = "toxic" if words else "non-toxic"
+    return {"labels": labels}
 
 
 def example_texts() -> list[str]:
