@@ -102,7 +102,7 @@ def label_command(
     max_cost_usd: Annotated[
         float | None, Opt(help="hard cap on LLM cost; rows past it go to review")
     ] = None,
-    judge_batch_size: Annotated[int | None, Opt(help="disagreement rows per LLM call [25]")] = None,
+    judge_batch_size: Annotated[int | None, Opt(help="disagreement rows per LLM call [50]")] = None,
     llm_concurrency: Annotated[int | None, Opt(help="LLM calls in flight at once [4]")] = None,
     verdict_cache: Annotated[
         Path | None, Opt(help="SQLite cache of LLM verdicts [~/.cache/autoannotator-agent]")

@@ -122,16 +122,24 @@ def check_verification_cost(
     pilot_texts: Sequence[str],
     pilot_votes: Mapping[str, Sequence[str]],
     disagreement_rate: float,
+    already_verified: int = 0,
 ) -> CostEstimate | None:
-    """After the pilot: print what LLM verification is expected to cost, and ask if over budget."""
+    """After the pilot: print what LLM verification is expected to cost, and ask if over budget.
+
+    The rows expected to be verified are the expected disagreements, at most what
+    ``--max-verified`` leaves once the pilot's ``already_verified`` rows are counted."""
     settings = context.settings
     if context.llm is None or settings.resolved_verifier() != "llm":
         return None
     records = pilot_disagreements(pilot_texts, pilot_votes, settings.min_agreement)
+    expected = round(disagreement_rate * state.dataset.rows)
+    limit = settings.verification_limit(state.dataset.rows)
+    if limit is not None:
+        expected = min(expected, max(limit - already_verified, 0))
     estimate = estimate_verification(
         state.plan,
         records,
-        round(disagreement_rate * state.dataset.rows),
+        expected,
         settings.judge_batch_size,
         context.llm.model_name,
         price_for(context.llm.model_name, settings.llm_prices),

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     """Extra price-table entries: model -> (USD per 1M input tokens, per 1M output tokens)."""
     verifier: str | None = None
     """``llm``, ``human``, ``column:NAME`` or ``none``; default: ``llm`` if configured."""
-    judge_batch_size: int = 25
+    judge_batch_size: int = 50
     """Disagreement rows per LLM request."""
     llm_concurrency: int = Field(default=4, ge=1)
     """LLM requests in flight at once while verifying."""

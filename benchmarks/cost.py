@@ -530,7 +530,7 @@ def main_cli() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-agreement", type=float, default=0.75)
-    parser.add_argument("--judge-batch-size", type=int, default=25)  # the agent's default
+    parser.add_argument("--judge-batch-size", type=int, default=50)  # the agent's default
     parser.add_argument("--voters", default=",".join(VOTERS))
     parser.add_argument(
         "--tokenizer",

@@ -148,3 +148,22 @@ def test_cli_stops_over_budget_after_the_pilot_then_resumes_and_spends_as_estima
     assert estimate["escalated_rows"] > 0
     assert estimate["llm_calls"] == len(calls)
     assert within(estimate["prompt_tokens"] + estimate["completion_tokens"], actual)
+
+
+def test_the_estimate_and_the_spending_stop_at_the_verification_budget(
+    tmp_path, tweets_csv, toxic_voters, scripted_llm: ScriptedOpenAI, monkeypatch
+):
+    scripted_llm.respond_with(realistic_judge)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000000")
+    monkeypatch.chdir(tmp_path)
+    args = ["label tweets for toxicity", "--data", str(tweets_csv), "--sandbox", "none"]
+    args += ["--llm-base-url", scripted_llm.url, "--out", "out", "--yes", "--max-verified", "3"]
+    args += ["--verdict-cache", str(tmp_path / "verdicts.sqlite"), "--no-learn-vote"]
+    for path in toxic_voters.values():
+        args += ["--model", str(path)]
+    assert main(args) == 0
+    (run_dir,) = (tmp_path / ".autoannotator" / "runs").iterdir()
+    estimate = json.loads((run_dir / "cost_estimate.json").read_text())
+    assert 0 < estimate["escalated_rows"] <= 3
+    judged = sum(c["rows"] for c in read_jsonl(run_dir / "ledger.jsonl"))
+    assert 0 < judged <= 3

@@ -125,7 +125,9 @@ def vet_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
     )
     texts = [row.get(plan.text_column) for _, row in sample]
     chosen_votes = {c.name: votes[c.name] for c in chosen}
-    check_verification_cost(state, context, texts, chosen_votes, report.disagreement_rate)
+    check_verification_cost(
+        state, context, texts, chosen_votes, report.disagreement_rate, report.verified_rows
+    )
     return {
         "voters": tuple(chosen),
         "pilot": report,
