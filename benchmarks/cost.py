@@ -298,6 +298,9 @@ class PipelineArm:
     judged: list[str] = field(default_factory=list)
     """Texts sent to the LLM judge, once per time sent."""
     seconds: float = 0.0
+    accuracy: float = 0.0
+    """Final labels against the data's own labels (the oracle answers with those)."""
+    max_verified: str | None = None
 
     @property
     def total(self) -> Tokens:
@@ -321,6 +324,8 @@ def run_pipeline(
     judge_batch_size: int,
     cache: Path,
     sandbox: str | None = None,
+    min_confidence: float = 0.0,
+    max_verified: str | None = None,
 ) -> PipelineArm:
     assert isinstance(server.token_counter, ChatTokenCounter)
     counter = server.token_counter
@@ -332,8 +337,10 @@ def run_pipeline(
         "--llm-base-url", server.url, "--llm-model", MODEL, "--verifier", "llm",
         "--min-agreement", str(min_agreement), "--judge-batch-size", str(judge_batch_size),
         "--verdict-cache", str(cache), "--out", str(work / "out"), "--output", str(output),
-        "--runs-dir", str(work / "runs"), "--yes",
+        "--runs-dir", str(work / "runs"), "--yes", "--min-confidence", str(min_confidence),
     ]  # fmt: skip
+    if max_verified:
+        args += ["--max-verified", max_verified]
     for voter in voters:
         args += ["--model", f"specialist:{voter}"]
     if sandbox:
@@ -366,6 +373,8 @@ def run_pipeline(
         disputed=disputed,
         judged=judged,
         seconds=seconds,
+        accuracy=sum(r["label"] == r["label_input"] for r in final) / len(final),
+        max_verified=max_verified,
     )
 
 
@@ -411,6 +420,8 @@ def measure(
     judge_batch_size: int = 10,
     rerun: bool = True,
     sandbox: str | None = None,
+    min_confidence: float = 0.0,
+    max_verified: str | None = None,
 ) -> CostResult:
     """Both arms on a labeled CSV (columns ``text`` and ``label``)."""
     with warnings.catch_warnings():
@@ -419,7 +430,7 @@ def measure(
         return _measure(
             data, counter=counter, tokenizer=tokenizer, task=task, labels=labels, voters=voters,
             min_agreement=min_agreement, judge_batch_size=judge_batch_size, rerun=rerun,
-            sandbox=sandbox,
+            sandbox=sandbox, min_confidence=min_confidence, max_verified=max_verified,
         )  # fmt: skip
 
 
@@ -435,6 +446,8 @@ def _measure(
     judge_batch_size: int,
     rerun: bool,
     sandbox: str | None,
+    min_confidence: float,
+    max_verified: str | None,
 ) -> CostResult:
     rows = read_csv(data)
     texts, gold = [r["text"] for r in rows], [r["label"] for r in rows]
@@ -450,6 +463,7 @@ def _measure(
             options = dict(
                 task=task, labels=labels, voters=voters, min_agreement=min_agreement,
                 judge_batch_size=judge_batch_size, cache=work / "verdicts.sqlite", sandbox=sandbox,
+                min_confidence=min_confidence, max_verified=max_verified,
             )  # fmt: skip
             pipeline = run_pipeline(data, work / "first", server, **options)
             again = run_pipeline(data, work / "again", server, **options) if rerun else None
@@ -466,11 +480,12 @@ def report(result: CostResult, args: argparse.Namespace) -> str:
     lines = [
         f"{n} rows, tokenizer {result.tokenizer}, {len(args.voters)} voters "
         f"({', '.join(args.voters)}), --min-agreement {args.min_agreement}, "
+        f"--min-confidence {args.min_confidence}, --max-verified {b.max_verified or 'none'}, "
         f"--judge-batch-size {args.judge_batch_size}; {platform.machine()}, "
         f"{platform.python_implementation()} {platform.python_version()}",
         f"rows escalated on the first pass: {b.escalated_first_pass:.1%}; rows with an LLM "
         f"verdict in all: {b.verified:.1%} ({b.verification.rows} rows sent in "
-        f"{b.verification.requests} requests)",
+        f"{b.verification.requests} requests); accuracy of the final labels: {b.accuracy:.3f}",
         f"(a) {a.requests} requests in {result.baseline.seconds:.0f} s; "
         f"(b) {b.seconds:.0f} s end to end",
         "",
@@ -530,6 +545,12 @@ def main_cli() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-agreement", type=float, default=0.75)
+    parser.add_argument("--min-confidence", type=float, default=0.9)
+    parser.add_argument(
+        "--max-verified",
+        default="35%,30%",
+        help="verification budgets, comma-separated, one run each ('none': no budget)",
+    )
     parser.add_argument("--judge-batch-size", type=int, default=50)  # the agent's default
     parser.add_argument("--voters", default=",".join(VOTERS))
     parser.add_argument(
@@ -551,18 +572,42 @@ def main_cli() -> None:
     else:
         counter, tokenizer = approximate_count, "words and punctuation"
     data = pang_lee_sample(args.rows, args.seed)
-    result = measure(
-        data,
-        counter=counter,
-        tokenizer=tokenizer,
-        voters=args.voters,
-        min_agreement=args.min_agreement,
-        judge_batch_size=args.judge_batch_size,
-        rerun=not args.no_rerun,
-    )
-    print(report(result, args))
+    budgets = [b.strip() for b in args.max_verified.split(",") if b.strip()]
+    results = []
+    for number, budget in enumerate(budgets):
+        result = measure(
+            data,
+            counter=counter,
+            tokenizer=tokenizer,
+            voters=args.voters,
+            min_agreement=args.min_agreement,
+            judge_batch_size=args.judge_batch_size,
+            rerun=number == 0 and not args.no_rerun,
+            min_confidence=args.min_confidence,
+            max_verified=None if budget == "none" else budget,
+        )
+        print(report(result, args), "\n", flush=True)
+        results.append(result)
+    print(tradeoff(results))
     if args.json:
-        args.json.write_text(json.dumps(figures(result), indent=2) + "\n")
+        args.json.write_text(json.dumps([figures(r) for r in results], indent=2) + "\n")
+
+
+def tradeoff(results: Sequence[CostResult]) -> str:
+    """One line per budget: what was verified, what it cost, how accurate the labels are."""
+    lines = [
+        "| --max-verified | rows verified | tokens per 1,000 rows | fewer tokens than (a) "
+        "| accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for result in results:
+        b = result.pipeline
+        lines.append(
+            f"| {b.max_verified or 'none'} | {b.verified:.1%} "
+            f"| {b.total.per_1000(result.rows)[2]:,.0f} | {result.reduction:.1%} "
+            f"| {b.accuracy:.3f} |"
+        )
+    return "\n".join(lines)
 
 
 def figures(result: CostResult) -> dict[str, Any]:
@@ -583,6 +628,8 @@ def figures(result: CostResult) -> dict[str, Any]:
         "tokenizer": result.tokenizer,
         "escalated_first_pass": b.escalated_first_pass,
         "verified": b.verified,
+        "max_verified": b.max_verified,
+        "accuracy": b.accuracy,
         "baseline": part(result.baseline.tokens),
         "verification": part(b.verification),
         "planning": part(b.planning),

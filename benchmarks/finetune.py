@@ -66,7 +66,8 @@ def run(rows: int, stages: int, min_agreement: float, voters: int, seed: int) ->
         verdicts = [json.loads(line) for line in open(run_dir / "verdicts.jsonl")]
         tuned = next(v["voter"] for s in summary["finetune"] for v in s["voters"])
         passes = []
-        seen: dict[int, str] = {}
+        # The pilot's verified rows are kept by the run: verified before the first pass.
+        seen = {v["row"]: v["label"] for v in verdicts if v["reason"].startswith("pilot")}
         for number in range(1, len(summary["finetune"]) + 2):
             output = next((run_dir / "labeled" / f"pass-{number}").glob("output.*"))
             # Rows verified so far: those escalated in this pass or any pass before it.
@@ -88,6 +89,7 @@ def run(rows: int, stages: int, min_agreement: float, voters: int, seed: int) ->
             "final accuracy": share(r["label"] == g for r, g in zip(final, gold, strict=True)),
             "verified in all": share(r["source"] == "human" for r in final),
             "tuned voter": tuned,
+            "votes": summary.get("votes", []),
             "device": "cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") else "cpu",
         }
 
@@ -122,6 +124,14 @@ def table(figures: dict, min_agreement: float) -> str:
                 f"{voter['holdout_after']:.3f} ({stage['holdout_rows']} rows) | "
                 f"{voter['version'] or 'rolled back'} | {voter['samples_per_s']:.1f} |"
             )
+    for vote in figures["votes"]:
+        weights = ", ".join(f"{name} {weight:.2f}" for name, weight in vote["weights"].items())
+        outcome = "used" if vote["adopted"] else "plain vote kept"
+        lines.append(
+            f"\nLearned vote before pass {vote['before_pass']} ({vote['examples']} verified rows, "
+            f"{outcome}): {weights}; cross-validated {vote['cross_validated_accuracy']:.3f}, "
+            f"plain vote {vote['plain_vote_accuracy']:.3f}."
+        )
     lines += [
         "",
         f"Final labels: accuracy {figures['final accuracy']:.3f}, "
