@@ -15,6 +15,8 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
+from templates.labeler.pkg import versions
+from templates.labeler.pkg.embedding import head_folder
 from templates.labeler.pkg.tabular import TableWriter
 
 from ..context import RunContext
@@ -64,9 +66,10 @@ def fit_heads(state: RunState, runtime: Runtime[RunContext]) -> dict:
     records = next(e["heads"] for e in events if e.get("event") == "heads")
     heads = []
     for record in records:
-        installed = package_dir / module / "heads" / record["voter"]
-        shutil.copytree(output / record["voter"] / record["version"], installed / record["version"])
-        (installed / "CURRENT").write_text(record["version"] + "\n", encoding="utf-8")
+        voter, version = record["voter"], record["version"]
+        versions.install(
+            output / voter / version, head_folder(package_dir / module, voter), version
+        )
         heads.append(
             HeadRecord(
                 voter=record["voter"],

@@ -10,9 +10,9 @@ folder also holds the linear head trained with its adapter (``head.npz``).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
+from . import versions
 from .voters import VoterLoadError
 
 ADAPTERS = "adapters"
@@ -53,8 +53,7 @@ def adapter_folder(package_root: Path, voter: str) -> Path:
 
 
 def current_version(package_root: Path, voter: str) -> str | None:
-    pointer = adapter_folder(package_root, voter) / "CURRENT"
-    return pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else None
+    return versions.current(adapter_folder(package_root, voter))
 
 
 def current_adapter(package_root: Path, voter: str) -> Path | None:
@@ -72,17 +71,14 @@ def current_adapter(package_root: Path, voter: str) -> Path | None:
 
 
 def next_version(package_root: Path, voter: str) -> str:
-    version = current_version(package_root, voter)
-    return f"v{int(version[1:]) + 1}" if version else "v1"
+    return versions.following(adapter_folder(package_root, voter))
 
 
 def install_adapters(output: Path, promoted: dict[str, str], package_root: Path) -> None:
     """Copy the promoted versions (``output/<voter>/<version>``) into the package and make
     them current."""
     for voter, version in promoted.items():
-        target = adapter_folder(package_root, voter)
-        shutil.copytree(output / voter / version, target / version, dirs_exist_ok=True)
-        (target / "CURRENT").write_text(version + "\n", encoding="utf-8")
+        versions.install(output / voter / version, adapter_folder(package_root, voter), version)
 
 
 def merge_adapter(model, folder: Path):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import versions
 from .adapters import current_adapter
 from .config import VoterConfig
 from .transformer import load_transformer, max_length, run_batches
@@ -37,10 +38,10 @@ def head_folder(package_root: Path, voter: str) -> Path:
 
 def current_head(package_root: Path, voter: str) -> Path | None:
     """The folder of the head in use, or None while the voter is zero-shot."""
-    pointer = head_folder(package_root, voter) / "CURRENT"
-    if not pointer.is_file():
+    version = versions.current(head_folder(package_root, voter))
+    if version is None:
         return None
-    folder = head_folder(package_root, voter) / pointer.read_text(encoding="utf-8").strip()
+    folder = head_folder(package_root, voter) / version
     if not (folder / "head.npz").is_file():
         raise VoterLoadError(f"voter {voter}: head {folder} named by CURRENT is missing")
     return folder

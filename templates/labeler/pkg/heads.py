@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import tabular
+from . import tabular, versions
 from .cli import PACKAGE_ROOT, resolve_device
 from .commands import guarded
-from .embedding import EmbeddingVoter, current_head
+from .embedding import EmbeddingVoter, head_folder
 from .spec import SPEC
 from .voters import Runtime, load_voter
 
@@ -54,11 +54,6 @@ def fit_softmax_regression(
 
     optimizer.step(closure)
     return weight.detach().numpy(), bias.detach().numpy()
-
-
-def next_version(voter: str) -> str:
-    current = current_head(PACKAGE_ROOT, voter)
-    return f"v{int(current.name[1:]) + 1}" if current is not None else "v1"
 
 
 def read_examples(path: Path, text_column: str, label_column: str, weight_column: str | None):
@@ -96,7 +91,7 @@ def fit_heads(
         features = voter.embed(texts)
         weight, bias = fit_softmax_regression(features, targets, len(SPEC.labels), weights)
         predicted = (features @ weight.T + bias).argmax(axis=1)
-        version = next_version(config.name)
+        version = versions.following(head_folder(PACKAGE_ROOT, config.name))
         folder = output / config.name / version
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "head.npz", weights=weight, bias=bias)

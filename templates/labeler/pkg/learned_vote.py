@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import versions
 from .config import LabelerSpec
 from .vote import log_probabilities, pool_scores, softmax, vote
 from .voters import VoterLoadError
@@ -51,19 +51,9 @@ def votes_folder(package_root: Path) -> Path:
     return package_root / VOTES
 
 
-def current_version(package_root: Path) -> str | None:
-    pointer = votes_folder(package_root) / "CURRENT"
-    return pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else None
-
-
-def next_version(package_root: Path) -> str:
-    version = current_version(package_root)
-    return f"v{int(version[1:]) + 1}" if version else "v1"
-
-
 def current_vote(package_root: Path, spec: LabelerSpec) -> LearnedVote | None:
     """The learned vote in use, or None (the plain vote); checked against the spec."""
-    version = current_version(package_root)
+    version = versions.current(votes_folder(package_root))
     if version is None:
         return None
     path = votes_folder(package_root) / version / RECORD
@@ -92,9 +82,7 @@ def current_vote(package_root: Path, spec: LabelerSpec) -> LearnedVote | None:
 
 def install_vote(output: Path, version: str, package_root: Path) -> None:
     """Copy ``output/<version>`` into the package and make it the vote in use."""
-    target = votes_folder(package_root)
-    shutil.copytree(output / version, target / version, dirs_exist_ok=True)
-    (target / "CURRENT").write_text(version + "\n", encoding="utf-8")
+    versions.install(output / version, votes_folder(package_root), version)
 
 
 def fit_pool(
@@ -223,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         labeler = Labeler(SPEC, Runtime(PACKAGE_ROOT, resolve_device(args.device), args.batch_size))
         probabilities = [voter.predict(texts) for voter in labeler.voters]
         record = learn(texts, targets, SPEC, probabilities)
-        version = next_version(PACKAGE_ROOT)
+        version = versions.following(votes_folder(PACKAGE_ROOT))
         record = {"version": version} | record
         record["examples_sha256"] = hashlib.sha256(args.examples.read_bytes()).hexdigest()
         folder = args.output / version
