@@ -418,3 +418,17 @@ def test_a_run_spends_its_budget_over_the_pilot_and_both_passes(
     for row, record in enumerate(final):
         if record["source"] == "vote":
             assert record["label"] == last[row]["label"]  # the latest pass's vote
+
+
+def test_the_pilots_expected_flag_rate_follows_the_whole_review_rule():
+    from agent.nodes.vet_models import expected_flag_rate
+
+    votes = [["a", "a", "b", None], ["a", "b", "b", None], ["a", "a", "a", "a"]]
+    chances = [[0.9, 0.6, 0.8, 0.5], [0.9, 0.7, 0.55, 0.5], [0.95, 0.6, 0.9, 0.7]]
+    # Row 0 unanimous and sure; rows 1 and 2 two to one; row 3 a single voter (two abstain).
+    assert expected_flag_rate(votes, chances, 2, 1.0) == 0.5
+    assert expected_flag_rate(votes, chances, 2, 0.6) == 0.0
+    # Confidence of the winner: row 1 (0.6 + 0.3 + 0.6) / 3 = 0.5, row 2 (0.8 + 0.55 + 0.1) / 3
+    # = 0.483, row 3 0.7 (abstentions do not count), row 0 0.917.
+    assert expected_flag_rate(votes, chances, 2, 0.6, min_confidence=0.65) == 0.5
+    assert expected_flag_rate(votes, chances, 2, 0.6, min_confidence=0.75) == 0.75

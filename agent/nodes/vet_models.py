@@ -105,8 +105,12 @@ def vet_models(state: RunState, runtime: Runtime[RunContext]) -> dict:
             )
             for c in candidates
         ),
-        disagreement_rate=disagreement_rate(
-            [votes[c.name] for c in chosen], settings.min_agreement
+        disagreement_rate=expected_flag_rate(
+            [votes[c.name] for c in chosen],
+            [pilot_probabilities(output_path, c.name) for c in chosen],
+            len(plan.label_names),
+            settings.min_agreement,
+            settings.min_confidence,
         ),
         output_path=str(output_path),
         basis="verified" if truth else "consensus",
@@ -231,16 +235,47 @@ def _agreement(first: list[str], second: list[str]) -> float:
     return sum(a == b for a, b in zip(first, second, strict=True)) / max(len(first), 1)
 
 
-def disagreement_rate(votes: Sequence[list[str]], min_agreement: float) -> float:
-    """Share of rows whose winning label has a vote share below ``min_agreement``."""
+def pilot_probabilities(output_path: Path, name: str) -> list[float]:
+    """The probability ``name`` gave its own label on each pilot row."""
+    return [float(row[f"prob_{name}"]) for row in iter_rows(output_path)]
+
+
+def expected_flag_rate(
+    votes: Sequence[list[str | None]],
+    probabilities: Sequence[list[float]],
+    labels: int,
+    min_agreement: float,
+    min_confidence: float = 0.0,
+) -> float:
+    """Share of rows the review rule would flag under the plain vote: the winning label's vote
+    share below ``min_agreement`` or the voters' mean probability for it below
+    ``min_confidence``. Abstaining voters (no label) do not count. An estimate for more than
+    two labels: a voter's probability for a label it did not choose is taken as an even share
+    of what its own label left."""
     rows = len(votes[0]) if votes else 0
     if rows == 0:
         return 0.0
-    disputed = 0
+    flagged = 0
     for row in range(rows):
-        top = Counter(labels[row] for labels in votes).most_common(1)[0][1]
-        disputed += round(top / len(votes), 6) < min_agreement
-    return disputed / rows
+        ballots = [
+            (own[row], chance[row])
+            for own, chance in zip(votes, probabilities, strict=True)
+            if own[row] not in (None, "")
+        ]
+        if not ballots:
+            flagged += 1
+            continue
+        counts = Counter(label for label, _ in ballots)
+        top = max(counts.values())
+
+        def support(label: str, ballots=ballots) -> float:
+            rest = max(labels - 1, 1)
+            return sum(p if own == label else (1 - p) / rest for own, p in ballots)
+
+        winner = max((label for label in counts if counts[label] == top), key=support)
+        agreement = round(top / len(ballots), 6)
+        flagged += agreement < min_agreement or support(winner) / len(ballots) < min_confidence
+    return flagged / rows
 
 
 def _note(
