@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import ray_engine, tabular
-from .engine import QUANTIZE_MODES, Labeler, label_file
+from . import ray_engine
+from .commands import guarded
+from .engine import QUANTIZE_MODES, Labeler, LabelingSummary, label_file
 from .spec import SPEC
 from .transformer import Int8Decision
 from .voters import Runtime, VoterLoadError
@@ -196,35 +197,37 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --ray-actors and --ray-batch-size must be at least 1", file=sys.stderr)
         return 2
     progress = Progress(args.progress)
-    try:
+    outcome: dict[str, LabelingSummary] = {}
+
+    def command() -> int:
         if args.engine == "ray":
-            summary = label_on_ray(args, progress)
-        else:
-            device = resolve_device(args.device)
-            if args.quantize == "int8" and device != "cpu":
-                print("error: --quantize int8 runs on CPU only (CUDA uses bf16)", file=sys.stderr)
-                return 2
-            runtime = Runtime(PACKAGE_ROOT, device, args.batch_size)
-            labeler = Labeler(SPEC, runtime, quantize=args.quantize)
-            summary = label_file(
-                labeler,
-                Path(args.input),
-                Path(args.output),
-                text_column=args.text_column,
-                chunk_size=args.chunk_size,
-                min_agreement=args.min_agreement,
-                on_progress=progress,
-                on_int8=progress.int8,
-                min_confidence=args.min_confidence,
-            )
-    except (tabular.DataError, ray_engine.RayEngineError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except VoterLoadError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+            outcome["summary"] = label_on_ray(args, progress)
+            return 0
+        device = resolve_device(args.device)
+        if args.quantize == "int8" and device != "cpu":
+            print("error: --quantize int8 runs on CPU only (CUDA uses bf16)", file=sys.stderr)
+            return 2
+        labeler = Labeler(SPEC, Runtime(PACKAGE_ROOT, device, args.batch_size), args.quantize)
+        outcome["summary"] = label_file(
+            labeler,
+            Path(args.input),
+            Path(args.output),
+            text_column=args.text_column,
+            chunk_size=args.chunk_size,
+            min_agreement=args.min_agreement,
+            on_progress=progress,
+            on_int8=progress.int8,
+            min_confidence=args.min_confidence,
+        )
+        return 0
+
+    try:
+        code = guarded(command)
     finally:
         progress.close()
+    if code != 0:
+        return code
+    summary = outcome["summary"]
     seconds = time.monotonic() - progress.started
     if args.progress == "json":
         event = {"event": "done", "rows": summary.rows, "needs_review": summary.needs_review}

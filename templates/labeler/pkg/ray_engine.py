@@ -45,7 +45,7 @@ DEFAULT_BLOCK_ROWS = 1024
 EXTENSIONS = {"csv": ["csv"], "tsv": ["tsv"], "jsonl": ["jsonl", "ndjson"], "parquet": ["parquet"]}
 
 
-class RayEngineError(RuntimeError):
+class RayEngineError(tabular.DataError):
     """Ray is missing, or the cluster cannot run the request; the message is one line."""
 
 
