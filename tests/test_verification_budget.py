@@ -131,6 +131,7 @@ def verify(state: RunState, tmp_path: Path, llm=None, **values):
         "sandbox": "none",
         "verifier": "column:gold",
         "learn_vote": False,
+        "vote_min_examples": 4,
         "verdict_cache": tmp_path / "verdicts.sqlite",
         "yes": True,
     }
@@ -243,6 +244,13 @@ def test_the_llm_is_sent_only_the_rows_within_the_budget(tmp_path):
     sent = [text for call in llm.history for text in items_of(call).values()]
     assert sorted(sent) == sorted(TEXTS[row] for row in range(7))
     assert by_source(state)["llm"] == list(range(7))
+
+
+def test_the_whole_budget_now_when_the_relabel_could_not_learn_from_half(tmp_path):
+    state = labeling_pass(make_run(tmp_path), 1, spread(range(0, 30)))
+    # Half of 6 is 3 rows, fewer than the 4 the learned vote needs: no relabel would learn.
+    verify(state, tmp_path, max_verified="6", learn_vote=True)
+    assert by_source(state)["human"] == list(range(6))
 
 
 def test_half_of_what_is_left_when_a_relabel_follows_then_the_rest(tmp_path):
