@@ -1,7 +1,8 @@
 """Fixtures for sandbox tests: the real backends, the test Docker engine, escape scripts.
 
 The Docker engine is the one ``scripts/docker-engine.sh`` starts: found through
-``DOCKER_HOST``, else its default socket under ``.ci/state/``, else Docker's default socket.
+``DOCKER_HOST``, else the socket the script names for this clone (``scripts/docker-engine.sh
+socket``, a short directory under /run), else Docker's default socket.
 Docker tests skip only when no engine answers there.
 """
 

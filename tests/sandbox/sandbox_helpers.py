@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,17 +18,42 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ESCAPES = Path(__file__).resolve().parent / "escapes"
-CI_DOCKER_SOCKET = REPO_ROOT / ".ci" / "state" / "docker.sock"
+ENGINE_SCRIPT = REPO_ROOT / "scripts" / "docker-engine.sh"
+LEGACY_DOCKER_SOCKET = REPO_ROOT / ".ci" / "state" / "docker.sock"
 BASE_IMAGE = os.environ.get("AUTOANNOTATOR_BASE_IMAGE", "local/debian:bookworm")
 """Built by scripts/docker-engine.sh from the Debian mirror (Docker Hub is unreachable)."""
+
+
+@functools.cache
+def engine_socket() -> Path | None:
+    """The socket scripts/docker-engine.sh starts this clone's engine on, as it says.
+
+    The script is the one source of truth: the path is a short directory derived from the
+    clone's path (unix sockets are capped at 108 bytes), which tests must not compute again.
+    """
+    try:
+        answer = subprocess.run(
+            ["bash", str(ENGINE_SCRIPT), "socket"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(answer.stdout.strip())
 
 
 def docker_base_url() -> str:
     """DOCKER_HOST, else the socket of scripts/docker-engine.sh, else Docker's default."""
     if os.environ.get("DOCKER_HOST"):
         return os.environ["DOCKER_HOST"]
-    if CI_DOCKER_SOCKET.is_socket():
-        return f"unix://{CI_DOCKER_SOCKET}"
+    socket = engine_socket()
+    if socket is not None and socket.is_socket():
+        return f"unix://{socket}"
+    # An engine started before the script moved its socket out of the clone still serves it.
+    if LEGACY_DOCKER_SOCKET.is_socket():
+        return f"unix://{LEGACY_DOCKER_SOCKET}"
     return "unix:///var/run/docker.sock"
 
 
