@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from .errors import UserInputError
 from .labels import map_labels
 from .models import read_model_folder, vet_folder, voter_name
 from .state import Candidate, Rejection, TaskPlan
@@ -149,13 +150,15 @@ def catalog_candidates(
             (candidates if isinstance(outcome, Candidate) else rejections).append(outcome)
     for folder in local_model_folders(models_dir):
         reference = str(folder)
+        label = folder.parent.parent.name.removeprefix("models--").replace("--", "/")
         try:
             model = read_model_folder(folder)
-        except Exception as error:  # noqa: BLE001 - a broken cache entry is a refusal, not a crash
+            name = voter_name(label if "snapshots" in folder.parts else reference, taken)
+            outcome = vet_folder(reference, model, plan.label_names, name=name, origin="local")
+        except (UserInputError, OSError) as error:
+            # A broken cache entry (bad config, torn weights, unreadable files) is a refusal;
+            # any other exception is a bug of ours and stops the run as one.
             rejections.append(Rejection(ref=reference, reason=f"unreadable ({error})"))
             continue
-        label = folder.parent.parent.name.removeprefix("models--").replace("--", "/")
-        name = voter_name(label if "snapshots" in folder.parts else reference, taken)
-        outcome = vet_folder(reference, model, plan.label_names, name=name, origin="local")
         (candidates if isinstance(outcome, Candidate) else rejections).append(outcome)
     return candidates, rejections

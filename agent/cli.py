@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sandbox import SandboxError
 
 from . import __version__
-from .errors import AgentError, UserInputError
+from .errors import AgentError, InternalError, UserInputError
 from .reporting import ConsoleReporter
 from .settings import Settings
 from .state import RunOutput
@@ -175,12 +175,21 @@ def label_command(
 
 
 def _guarded(call, run_id: str) -> RunOutput:
-    """Run the graph; an error names the run so the user can resume it."""
+    """Run the graph; an error names the run so the user can resume it.
+
+    Our own bugs too: the checkpoint holds every node that finished, so a fixed version (or
+    a second try past a transient fault) continues where the run stopped.
+    """
+    resume = f"[run {run_id}; after fixing, continue with --resume {run_id}]"
     try:
         return call()
     except AgentError as error:
-        error.args = (f"{error} [run {run_id}; after fixing, continue with --resume {run_id}]",)
+        error.args = (f"{error} {resume}",)
         raise
+    except (SandboxError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # noqa: BLE001 - reported once, below, as an internal error
+        raise InternalError(f"{type(error).__name__}: {error} {resume}") from error
 
 
 def settings_from(flags: dict[str, Any]) -> Settings:
@@ -394,6 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         return 1
+    except InternalError as error:
+        if os.environ.get("AUTOANNOTATOR_DEBUG"):
+            traceback.print_exception(error.__cause__ or error)
+        print(
+            f"internal error: {error} (set AUTOANNOTATOR_DEBUG=1 for a traceback)", file=sys.stderr
+        )
+        return error.exit_code
     except AgentError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

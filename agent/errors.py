@@ -50,6 +50,14 @@ class SandboxLimitError(LabelerRunError):
     """The labeler was killed for passing a sandbox limit (time or memory)."""
 
 
+class InternalError(AgentError):
+    """A bug in our code (or a library's) while a run went on; the run stays resumable.
+
+    The message is the original exception's type and text; the CLI prints it as an internal
+    error, never as an outage of a service.
+    """
+
+
 class RunStateError(AgentError):
     """A run folder is missing, incomplete or from an incompatible version."""
 

@@ -139,22 +139,26 @@ class HfHub:
     def search(self, query: str, limit: int) -> list[HubModel]:
         what = f"searching the Hub for {query!r}"
 
-        def call() -> list[HubModel]:
-            found = self._api.list_models(
-                search=query,
-                pipeline_tag="text-classification",
-                sort="downloads",
-                limit=limit,
-                expand=list(LISTING_FIELDS),
+        def call() -> list[Any]:
+            # The listing is lazy: its pages are fetched while it is consumed, so inside here.
+            return list(
+                self._api.list_models(
+                    search=query,
+                    pipeline_tag="text-classification",
+                    sort="downloads",
+                    limit=limit,
+                    expand=list(LISTING_FIELDS),
+                )
             )
-            return [_hub_model(info) for info in found]
 
         if self.unreachable is None:
             try:
-                models = self._retrying(what, call, attempts=1)  # the client retries listings
+                found = self._retrying(what, call, attempts=1)  # the client retries listings
             except HubUnreachableError as error:
                 self.unreachable = str(error)
             else:
+                # Parsed outside the retry loop: a bug of ours is not an outage.
+                models = [_hub_model(info) for info in found]
                 self.records.save_search(self.endpoint, query, limit, [m.record() for m in models])
                 return self._remember(models)
         replay = self.records.search(self.endpoint, query, limit)
@@ -172,9 +176,10 @@ class HfHub:
                         repo_id, revision=revision, timeout=self._timeout_s
                     ),
                 )
-                return self._remember([_hub_model(info)])[0]
             except HubUnreachableError as error:
                 self.unreachable = str(error)
+            else:
+                return self._remember([_hub_model(info)])[0]
         record = self.records.model(repo_id, revision)
         if record is not None:
             return self._remember([HubModel.from_record(record, cached=True)])[0]
@@ -249,7 +254,13 @@ class HfHub:
             raise HubUnavailableError(f"{what}: {self.unreachable}; not in the cache") from None
 
     def _retrying(self, what: str, call: Callable[[], T], attempts: int | None = None) -> T:
-        """``call`` with backoff on transient failures; errors become one clear message."""
+        """``call``, a request and nothing more, with backoff on transient failures.
+
+        Only the Hub's answers (HTTP statuses) and transport failures become one clear
+        message; transient ones are retried and, when they persist, make the Hub
+        unreachable. Anything else is a bug (ours or a library's) and propagates as it is,
+        so it is reported as an internal error, never as an outage.
+        """
         from huggingface_hub import errors as hub_errors
 
         attempts = attempts or self._attempts
@@ -268,6 +279,8 @@ class HfHub:
                 # The client lost the connection, looked in the cache and found nothing.
                 raise HubUnreachableError(f"{what} failed: the Hub cannot be reached") from None
             except Exception as error:  # noqa: BLE001 - transport errors of several libraries
+                if not _is_hub_failure(error):
+                    raise
                 if not _retryable(error):
                     raise HubUnavailableError(f"{what} failed: {_describe(error)}") from error
                 if attempt == attempts:
@@ -291,6 +304,11 @@ def _transport_errors() -> tuple[type[Exception], ...]:
         except (ImportError, AttributeError):
             continue
     return tuple(errors)
+
+
+def _is_hub_failure(error: Exception) -> bool:
+    """An HTTP answer of the Hub or a transport failure: not a bug in the code that asked."""
+    return _status(error) is not None or isinstance(error, _transport_errors())
 
 
 def _retryable(error: Exception) -> bool:

@@ -91,10 +91,14 @@ def decide_mapping(model_labels: tuple[str, ...], task_labels: tuple[str, ...]) 
 
 def _safetensors_parameters(path: Path) -> int:
     """Parameter count from a safetensors header, without loading the tensors."""
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    return sum(prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        return sum(prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
+    except (OSError, struct.error, ValueError, KeyError, TypeError, AttributeError) as error:
+        # A torn download or a file that only looks like safetensors: the file's fault.
+        raise UserInputError(f"{path}: unreadable safetensors header ({error})") from None
 
 
 def labeler_files(path: Path) -> list[Path]:

@@ -161,3 +161,50 @@ def test_cli_stops_with_one_line_when_a_named_model_cannot_be_had(
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2
     assert len(errors) == 1 and "nobody/nothing" in errors[0] and "no such model" in errors[0]
+
+
+def test_a_bug_in_parsing_a_hub_answer_is_not_an_outage(hub: LoopbackHub, monkeypatch):
+    """Only the request is retried: a parser bug surfaces at once, as itself."""
+    import agent.hub
+
+    def broken_parser(info):
+        raise TypeError("parser bug")
+
+    monkeypatch.setattr(agent.hub, "_hub_model", broken_parser)
+    sleeps: list[float] = []
+    hub_client = client(hub, sleeps)
+
+    with pytest.raises(TypeError, match="parser bug"):
+        hub_client.search("toxic", 20)
+    with pytest.raises(TypeError, match="parser bug"):
+        hub_client.info(REPO)
+    assert sleeps == [] and hub_client.unreachable is None
+    assert len(hub.requests_to(INFO)) == 1
+    assert len(hub.requests_to("/api/models", "GET")) == 2  # one listing, one info
+
+
+@pytest.mark.slow
+def test_cli_reports_a_hub_parser_bug_as_an_internal_error_of_a_resumable_run(
+    hub: LoopbackHub, tweets_csv: Path, tmp_path, monkeypatch, capsys
+):
+    import agent.hub
+
+    def broken_parser(info):
+        raise KeyError("cardData")
+
+    monkeypatch.setattr(agent.hub, "_hub_model", broken_parser)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+    code = main(
+        ["label tweets for toxicity", "--data", str(tweets_csv), "--sandbox", "none"]
+        + ["--verifier", "none", "--out", "out"]
+    )
+
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    assert code == 1
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("internal error: KeyError") and "--resume" in errors[0]
+    assert not any("offline catalog" in line or "unavailable" in line for line in lines)
+    assert not (tmp_path / "out").exists()
