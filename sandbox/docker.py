@@ -2,11 +2,12 @@
 
 What a container run guarantees: no network (``network_mode="none"``), a read-only image
 filesystem with a private ``/tmp`` tmpfs, only the work folder writable (mounted at its own
-path), read-only mounts at their own paths, no capabilities, ``no-new-privileges``, an
-unprivileged user (65534 by default), a cgroup memory limit without swap (an overrun is
-OOM-killed), a process-count limit, and the same scrubbed environment as the process
-backend. The container is always removed. The engine's host paths are used for mounts, so the
-engine must run on this machine (a local socket), not a remote host.
+path), read-only mounts at their own paths (under ``/tmp`` too: the engine mounts them over
+the tmpfs, and nothing else of the host's ``/tmp`` is there), no capabilities,
+``no-new-privileges``, an unprivileged user (65534 by default), a cgroup memory limit without
+swap (an overrun is OOM-killed), a process-count limit, and the same scrubbed environment as
+the process backend. The container is always removed. The engine's host paths are used for
+mounts, so the engine must run on this machine (a local socket), not a remote host.
 
 Bind mounts keep host owners and modes, so every read-only input is checked first: one the
 container user could not read fails before the start, naming the file and the fix, rather
@@ -41,6 +42,8 @@ from sandbox.capture import (
     looks_out_of_memory,
 )
 from sandbox.env import DEFAULT_PATH, scrubbed_env
+from sandbox.isolation import runtime_mounts
+from sandbox.masks import default_credential_paths, listening_unix_sockets, masks_for
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -55,6 +58,8 @@ GPU_HINT = (
     "or run on the CPU (--device cpu)"
 )
 DEFAULT_LIMITS = Limits()
+# Host folders that the image has its own of: mounting the host's would replace the image's.
+_SYSTEM_FOLDERS = tuple(Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc"))
 
 
 def _docker_module() -> Any:
@@ -91,16 +96,31 @@ def require_image(client: DockerClient, image: str) -> None:
         ) from error
 
 
-def host_python_mounts() -> list[Path]:
-    """The venv and its base interpreter's prefix, mounted at their own paths.
+def host_python_mounts(python: str | None = None) -> list[Path]:
+    """What ``python`` (default: this interpreter) runs from, mounted at the same paths.
 
-    Only for interpreters in a prefix of their own (pyenv, uv, a venv over them): mounting a
-    system ``/usr`` over the image's would replace the image.
+    The venv, the base interpreter's prefix and the import path entries outside them
+    (:func:`sandbox.isolation.runtime_mounts`), under ``/tmp`` too: the container's ``/tmp``
+    tmpfs is mounted first and these over it. Only for interpreters in a prefix of their own
+    (pyenv, uv, a venv over them): mounting a system ``/usr`` over the image's would replace
+    the image. Nothing is masked in a container, so a mount holding a credential file or a
+    listening unix socket (a Docker socket in a checkout) is refused too.
     """
-    base = Path(sys.base_prefix).resolve()
-    if base in (Path("/"), Path("/usr"), Path("/usr/local")):
-        raise ValueError(f"cannot mount the host interpreter from {base}: it is not self-contained")
-    return sorted({Path(sys.prefix).absolute(), base})
+    mounts = runtime_mounts(python or sys.executable)
+    for mount in mounts:
+        if any(mount == system or system in mount.parents for system in _SYSTEM_FOLDERS):
+            raise ValueError(
+                f"cannot mount the host interpreter from {mount}: it is not self-contained"
+            )
+    hidden = masks_for([*default_credential_paths(), *listening_unix_sockets()], [])
+    for mask in hidden:
+        holder = next((m for m in mounts if mask.path == m or m in mask.path.parents), None)
+        if holder is not None:
+            raise ValueError(
+                f"cannot mount {holder} into containers: it holds {mask.path}, "
+                "which a container cannot be kept from"
+            )
+    return mounts
 
 
 def container_kwargs(
@@ -243,17 +263,17 @@ class DockerSandbox:
         """Connects and checks the image now, so a misconfiguration fails before any work.
 
         ``python`` is the interpreter inside the image. ``mount_host_python`` mounts this
-        process's venv and base interpreter read-only instead (for a bare base image in tests;
-        ``python`` is then this interpreter's path). ``extra_mounts`` are host paths mounted
-        read-only into every run.
+        process's interpreter, venv and import path read-only instead (for a bare base image
+        in tests; ``python`` is then this interpreter's path; see :func:`host_python_mounts`).
+        ``extra_mounts`` are host paths mounted read-only into every run.
         """
         self._client = client or connect(base_url)
         require_image(self._client, image)
         self.image = image
         self._python = sys.executable if mount_host_python else python
         self._extra_mounts = [Path(p) for p in extra_mounts]
-        if mount_host_python:
-            self._extra_mounts += host_python_mounts()
+        # Kept as named, not resolved: a link under /tmp must be mounted at its own path.
+        self._runtime_mounts = host_python_mounts() if mount_host_python else []
         self._user = user
         self._tmpfs_size = tmpfs_size
 
@@ -272,7 +292,11 @@ class DockerSandbox:
     ) -> SandboxResult:
         workdir = Path(workdir).resolve(strict=True)
         inputs = sorted({Path(p).resolve(strict=True) for p in read_only_mounts} - {workdir})
-        mounts = {*inputs, *(p.resolve(strict=True) for p in self._extra_mounts)}
+        mounts = {
+            *inputs,
+            *(p.resolve(strict=True) for p in self._extra_mounts),
+            *self._runtime_mounts,
+        }
         open_to_user(workdir, self._user)
         self._check_readable(inputs)
         environment = scrubbed_env(

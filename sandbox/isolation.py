@@ -25,6 +25,14 @@ Isolation = Literal["auto", "bubblewrap", "unshare", "none"]
 
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap)"
 
+# Mount points a sandbox replaces with its own: binding one of them (or a folder above one,
+# such as /) back from the host would undo the private /tmp, /dev or /proc.
+_PRIVATE_MOUNTS = (Path("/tmp"), Path("/dev"), Path("/proc"))
+_LAYOUT_CODE = (
+    "import json, sys; print(json.dumps([sys.executable, sys.prefix, sys.exec_prefix, "
+    "sys.base_prefix, sys.base_exec_prefix, *sys.path]))"
+)
+
 
 def _probe(argv: list[str]) -> tuple[bool, str]:
     try:
@@ -83,6 +91,59 @@ def choose_isolation(isolation: Isolation) -> str:
     )
 
 
+@functools.cache
+def _interpreter_paths(python: str) -> tuple[str, ...]:
+    """Executable, prefixes and import path that ``python`` reports; empty if it cannot say.
+
+    Asked of the interpreter itself (the sandbox may run another one than this process) with
+    ``-I``, as the sandbox neither passes the host's ``PYTHON*`` variables nor its home, and
+    so never sees the host's user site: the import path is the prefixes' and the ``.pth``
+    files', exactly what the sandboxed interpreter will build.
+    """
+    try:
+        done = subprocess.run(
+            [python, "-I", "-c", _LAYOUT_CODE], capture_output=True, text=True, timeout=30
+        )
+        reported = json.loads(done.stdout) if done.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return ()
+    return tuple(p for p in reported if isinstance(p, str))
+
+
+def _bindable(path: Path) -> bool:
+    if any(path == point or path in point.parents for point in _PRIVATE_MOUNTS):
+        return False
+    return not any(point in path.parents for point in _PRIVATE_MOUNTS[1:])
+
+
+def runtime_mounts(python: str) -> list[Path]:
+    """Host paths the interpreter ``python`` runs from, to bind read-only at their own paths.
+
+    The executable as named and its real path (a venv's ``python`` links into a pyenv or
+    system prefix), the venv, the base prefixes and every existing import path entry
+    (site-packages, folders that ``.pth`` files add), at their real paths, and under ``/tmp``
+    at their given paths too, so that links there keep working. The root shows most of them
+    anyway, but the sandboxes' private ``/tmp`` would hide a venv or an interpreter living
+    there. A path inside another one is dropped (binding the parent shows it), as are ``/``,
+    ``/tmp`` itself and anything under ``/dev`` or ``/proc``: nothing may bring the host's
+    ``/tmp`` back whole.
+    """
+    named = os.path.abspath(shutil.which(python) or python)
+    found: set[Path] = set()
+    for entry in (named, *_interpreter_paths(named)):
+        if not os.path.isabs(entry) or not os.path.exists(entry):
+            continue  # the editable finder's path hook, a missing python311.zip
+        path, real = Path(os.path.abspath(entry)), Path(entry).resolve()
+        found.add(real)
+        # A link under /tmp is gone with the host's /tmp: bind its target at the link's path
+        # too. Elsewhere the read-only root still shows the link, and binding over a path
+        # that goes through one would land on its target anyway.
+        if path != real and Path("/tmp") in path.parents:
+            found.add(path)
+    found = {path for path in found if _bindable(path)}
+    return sorted(p for p in found if not any(parent in found for parent in p.parents))
+
+
 def bubblewrap_argv(
     command: Sequence[str],
     workdir: Path,
@@ -102,11 +163,13 @@ def bubblewrap_argv(
         for device in sorted(glob("/dev/nvidia*")) + glob("/dev/dri"):
             argv += ["--dev-bind", device, device]
     # Also visible through the read-only root, but bound explicitly so that the root can be
-    # narrowed later, and so that those under /tmp are not hidden by the private /tmp.
+    # narrowed later, and so that those under /tmp (inputs, a venv: see runtime_mounts) are
+    # not hidden by the private /tmp.
     # Shortest first, so that an input inside the work folder is bound over it, read-only.
     binds = [("--ro-bind", Path(path)) for path in read_only_mounts] + [("--bind", workdir)]
     for flag, path in sorted(binds, key=lambda bind: len(str(bind[1]))):
         argv += [flag, str(path), str(path)]
+    # After the binds, so that a token inside a bound folder stays covered.
     for mask in masks:
         if mask.is_dir:
             argv += ["--tmpfs", str(mask.path), "--remount-ro", str(mask.path)]

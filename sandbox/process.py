@@ -15,6 +15,13 @@ pulled. What each isolation mode guarantees:
     No isolation at all, only the scrubbed environment and rlimits: for machines where
     neither works. It warns once per process.
 
+What the isolated modes show, read-only and at their own paths, wherever they are (under
+``/tmp`` too): the read-only mounts the caller names, and the interpreter the command runs
+with: the executable, its real path, the venv, the base prefix and every import path entry
+(:func:`sandbox.isolation.runtime_mounts`). The work folder is bound writable. Nothing else of
+the host's ``/tmp`` is visible. Credential masks are applied after every bind, so a token
+inside a mounted folder stays covered.
+
 In every mode: rlimits (CPU seconds, file size, open files, no core dumps, and address space
 unless GPUs are used, since CUDA reserves huge virtual ranges); the wall-clock limit kills the
 whole process group; the environment is built from nothing (:mod:`sandbox.env`). There is no
@@ -49,6 +56,7 @@ from sandbox.isolation import (
     Isolation,
     bubblewrap_argv,
     choose_isolation,
+    runtime_mounts,
     unshare_argv,
 )
 from sandbox.masks import Mask, default_credential_paths, listening_unix_sockets, masks_for
@@ -149,6 +157,9 @@ class ProcessSandbox:
     ) -> list[str]:
         if self.name == "none":
             return list(command)
+        # A venv or interpreter under /tmp would vanish behind the private /tmp otherwise.
+        runtime = set(runtime_mounts(self.python)) - {workdir}
+        read_only = sorted({*read_only, *runtime})
         masks = self._masks(workdir, read_only, gpus)
         if self.name == "bubblewrap":
             return bubblewrap_argv(command, workdir, read_only, masks, gpus)

@@ -5,10 +5,13 @@ network, pid, mount, ipc and uts namespaces; this script, run inside them by the
 interpreter with ``-I -S`` (standard library only, never imports the ``sandbox`` package),
 then does what bubblewrap would have done:
 
-- private tmpfs on ``/tmp`` and ``/dev/shm``; the work folder and read-only mounts are bound
-  back in at their own paths (through file descriptors opened before ``/tmp`` was covered);
+- private tmpfs on ``/tmp`` and ``/dev/shm``; the work folder and read-only mounts (the
+  caller's inputs and the interpreter's folders, see ``sandbox.isolation.runtime_mounts``)
+  are bound back in at their own paths, shortest first, through file descriptors opened
+  before ``/tmp`` was covered;
 - every other mount is remounted read-only, and ``/proc/sys`` & co. too;
-- credential files and unix sockets are covered with ``/dev/null`` or an empty tmpfs;
+- credential files and unix sockets are covered with ``/dev/null`` or an empty tmpfs, after
+  the binds, so one inside a bound folder is covered too;
 - all capabilities are dropped (bounding set included) and ``no_new_privs`` is set, so the
   command, although uid 0, cannot remount, mknod, load modules or regain privileges;
 - it forks the command and reaps orphans like an init, and exits with the command's status
