@@ -33,6 +33,9 @@ SOCK=${AUTOANNOTATOR_DOCKER_SOCK:-$RUN/docker.sock}
 STATE=${AUTOANNOTATOR_DOCKER_STATE:-$ROOT/.ci/state/engine}
 EXEC=$RUN/exec
 PIDFILE=$RUN/dockerd.pid
+# The containerd dockerd starts for itself writes its pid here and runs with this config.
+CONTAINERD_PIDFILE=$EXEC/containerd/containerd.pid
+CONTAINERD_CONFIG=$EXEC/containerd/containerd.toml
 # Which clone the runtime directory serves: guards against an override (or a hash collision)
 # making two clones share one engine.
 OWNER=$RUN/clone
@@ -102,11 +105,12 @@ claim_run_dir() {
     printf '%s\n' "$ROOT" >"$OWNER"
 }
 
-# True when pid $1 is the dockerd started with pid file $2: a pid file left by a killed engine
-# may name a pid the kernel has since given to another process.
-is_dockerd_of() {
-    [ -n "$1" ] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "--pidfile $2 "
+# True when pid $1 runs with $2 in its command line: a pid file left by a killed engine may name
+# a pid the kernel has since given to another process, or a zombie (whose command line is empty).
+runs_with() {
+    [ -n "$1" ] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"
 }
+is_dockerd_of() { runs_with "$1" "--pidfile $2 "; }
 
 stop_dockerd() {
     local pidfile=$1 pid
@@ -123,12 +127,26 @@ stop_dockerd() {
 }
 
 stop_engine() {
+    local pid
     if [ -s "$OWNER" ] && [ "$(cat "$OWNER")" != "$ROOT" ]; then
         say "$RUN serves the clone at $(cat "$OWNER"), not $ROOT: left alone"
         exit 1
     fi
     lock
     stop_dockerd "$PIDFILE" || say "no dockerd of this clone running ($PIDFILE)"
+    # dockerd stops its containerd; one orphaned by a killed dockerd would keep the exec root.
+    pid=$(cat "$CONTAINERD_PIDFILE" 2>/dev/null || true)
+    if runs_with "$pid" "$CONTAINERD_CONFIG"; then
+        kill "$pid" && say "stopped containerd $pid left by a killed dockerd"
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    fi
+    # Containers of a killed dockerd outlive it in their shims, and a restarted dockerd does not
+    # adopt them: end each one's init (its pid namespace goes with it), then the shim.
+    for pid in $(pgrep -f -- "-address $EXEC/containerd/containerd.sock" || true); do
+        say "ending container shim $pid left by a killed dockerd"
+        pkill -KILL -P "$pid" || true
+        kill -KILL "$pid" 2>/dev/null || true
+    done
     if stop_dockerd "$LEGACY/dockerd.pid"; then
         rm -f "$LEGACY/dockerd.pid" "$ROOT/.ci/state/docker.sock"
     fi
@@ -178,6 +196,13 @@ start_engine() {
     # Stale state of a killed engine: dockerd refuses a pid file naming a live process, and the
     # old socket file would look like an engine.
     rm -f "$PIDFILE" "$SOCK"
+    # dockerd reuses the containerd its pid file names if that pid is alive, a zombie or another
+    # process included, then times out waiting for it: keep it only when it is our containerd
+    # (an orphan of a killed dockerd, which dockerd then rightly reuses).
+    pid=$(cat "$CONTAINERD_PIDFILE" 2>/dev/null || true)
+    if [ -n "$pid" ] && ! runs_with "$pid" "$CONTAINERD_CONFIG"; then
+        rm -f "$CONTAINERD_PIDFILE"
+    fi
     # No bridge and no iptables: containers only ever run with network "none", and the default
     # bridge would add a 172.17/16 network to the host. fd 9 (the lock) is closed for dockerd,
     # which would otherwise hold it for its whole life.
