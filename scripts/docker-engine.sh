@@ -150,6 +150,9 @@ stop_engine() {
     if stop_dockerd "$LEGACY/dockerd.pid"; then
         rm -f "$LEGACY/dockerd.pid" "$ROOT/.ci/state/docker.sock"
     fi
+    # dockerd bind-mounts its data root onto itself and only a clean exit undoes that: a killed
+    # engine leaves the mount (one per start), which would keep the clone from being deleted.
+    while mountpoint -q "$STATE/data"; do umount "$STATE/data" || break; done
     # A socket nothing answers on is stale; one that answers is another engine's (an override).
     if [ -S "$SOCK" ] && ! answering; then rm -f "$SOCK"; fi
     rm -f "$PIDFILE" "$OWNER"
