@@ -126,6 +126,21 @@ stop_dockerd() {
     say "stopped dockerd $pid"
 }
 
+# Unmount every mount at or below $1, deepest first, stacked ones too; only called once no
+# engine of this clone runs. Lazily where a mount is still busy: nothing of ours uses it now.
+unmount_below() {
+    local mounts mount
+    for _ in $(seq 20); do
+        mounts=$(awk -v d="$1" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/self/mounts |
+            sort -r)
+        [ -n "$mounts" ] || return 0
+        while IFS= read -r mount; do
+            umount "$mount" 2>/dev/null || umount -l "$mount" 2>/dev/null || true
+        done <<<"$mounts"
+    done
+    say "could not unmount everything below $1"
+}
+
 stop_engine() {
     local pid
     if [ -s "$OWNER" ] && [ "$(cat "$OWNER")" != "$ROOT" ]; then
@@ -150,9 +165,15 @@ stop_engine() {
     if stop_dockerd "$LEGACY/dockerd.pid"; then
         rm -f "$LEGACY/dockerd.pid" "$ROOT/.ci/state/docker.sock"
     fi
-    # dockerd bind-mounts its data root onto itself and only a clean exit undoes that: a killed
-    # engine leaves the mount (one per start), which would keep the clone from being deleted.
-    while mountpoint -q "$STATE/data"; do umount "$STATE/data" || break; done
+    # A killed engine leaves mounts that only its clean exit undoes: its data root bind-mounted
+    # onto itself (one per start), containers' root filesystems, network namespaces. They would
+    # keep the clone and the runtime directory from being deleted.
+    if pgrep -f -- "--data-root $STATE/data " >/dev/null; then
+        say "a dockerd on $STATE/data still runs without its pid file: its mounts left alone"
+    else
+        unmount_below "$STATE/data"
+        unmount_below "$EXEC"
+    fi
     # A socket nothing answers on is stale; one that answers is another engine's (an override).
     if [ -S "$SOCK" ] && ! answering; then rm -f "$SOCK"; fi
     rm -f "$PIDFILE" "$OWNER"
