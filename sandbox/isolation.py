@@ -98,7 +98,8 @@ def _interpreter_paths(python: str) -> tuple[str, ...]:
     Asked of the interpreter itself (the sandbox may run another one than this process) with
     ``-I``, as the sandbox neither passes the host's ``PYTHON*`` variables nor its home, and
     so never sees the host's user site: the import path is the prefixes' and the ``.pth``
-    files', exactly what the sandboxed interpreter will build.
+    files', what the sandboxed interpreter builds too, apart from a ``PYTHONPATH`` that the
+    caller passes (and mounts) itself.
     """
     try:
         done = subprocess.run(
