@@ -1,7 +1,17 @@
-"""``autoannotator-agent doctor``: what this machine offers a run, and why not."""
+"""``autoannotator-agent doctor``: what this machine offers a run, and why not.
+
+Each sandbox backend gets the real probe (:mod:`agent.sandbox_probe`): the labeler's
+interpreter starting, importing torch, reading a mounted input and writing its work folder,
+and failing to reach a loopback listener, run through that backend's own ``Sandbox.run``
+exactly as a labeler runs. A backend is ``ok`` only if all of that holds, so ``none`` (no
+network isolation, by design) is always ``no``, with the reason. The docker backend is
+probed with the configured image and interpreter. Nothing here is cached: the agent's
+preflight (:mod:`agent.preflight`) caches, the doctor always looks.
+"""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from .settings import Settings
@@ -20,16 +30,52 @@ class Check:
         return f"{'ok' if self.ok else 'no'}: {self.detail}"
 
 
-def run_checks(settings: Settings) -> list[Check]:
-    from sandbox.probe import probe_backends
+SANDBOX_BACKENDS = ("bubblewrap", "unshare", "docker", "none")
 
-    checks = [
-        Check(f"sandbox: {status.name}", status.available, status.detail)
-        for status in probe_backends(settings.docker_host, settings.docker_image)
-    ]
+
+def run_checks(settings: Settings) -> list[Check]:
+    from sandbox.probe import probe_gpu
+
+    checks = [sandbox_check(backend, settings) for backend in SANDBOX_BACKENDS]
+    gpu = probe_gpu()
+    checks.append(Check(f"sandbox: {gpu.name}", gpu.available, gpu.detail))
     checks.append(_llm_check(settings))
     checks.append(_hub_check(settings))
     return checks
+
+
+def sandbox_check(backend: str, settings: Settings) -> Check:
+    """Whether ``backend`` starts here, then the real probe in it; one line either way."""
+    from sandbox import SandboxUnavailable, make_sandbox
+    from sandbox.isolation import check_bubblewrap, check_unshare
+    from sandbox.probe import probe_docker
+
+    from .runs import sandbox_options
+    from .sandbox_probe import probe_sandbox
+
+    name = f"sandbox: {backend}"
+    if backend == "docker":
+        engine = probe_docker(settings.docker_host, settings.docker_image)
+        starts, detail = engine.available, engine.detail
+        options = sandbox_options(settings.model_copy(update={"sandbox": "docker"}))
+    elif backend == "none":
+        starts, detail, options = True, "", {}
+    else:
+        starts, detail = check_bubblewrap() if backend == "bubblewrap" else check_unshare()
+        options = {"isolation": backend}
+    if not starts:
+        return Check(name, False, detail)
+    try:
+        with warnings.catch_warnings():
+            # "none" warns that isolation is off; its row says so already.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            box = make_sandbox(backend if backend in ("docker", "none") else "process", **options)
+    except SandboxUnavailable as error:
+        return Check(name, False, str(error))
+    probe = probe_sandbox(box, settings)
+    if not probe.ok:
+        return Check(name, False, probe.detail)
+    return Check(name, True, f"{detail}; {probe.detail}" if detail else probe.detail)
 
 
 def _llm_check(settings: Settings) -> Check:

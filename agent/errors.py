@@ -58,6 +58,10 @@ class InternalError(AgentError):
     """
 
 
+class SandboxCheckError(AgentError):
+    """The sandbox failed its probe: a labeler cannot run in it, or it leaks the network."""
+
+
 class RunStateError(AgentError):
     """A run folder is missing, incomplete or from an incompatible version."""
 

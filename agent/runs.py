@@ -21,6 +21,7 @@ from .graph import compile_graph
 from .hub import HfHub
 from .llm import OpenAIChatModel
 from .models import check_model_reference
+from .preflight import preflight
 from .settings import Settings
 from .state import RunInput, RunOutput
 
@@ -96,10 +97,31 @@ def prepare_run(task: str, data: Path, settings: Settings) -> RunInput:
 
 
 def execute(run: RunInput | None, run_id: str, run_dir: Path, context: RunContext) -> RunOutput:
-    """Invoke the graph: a fresh run when ``run`` is given, else continue the checkpoint."""
+    """Invoke the graph: a fresh run when ``run`` is given, else continue the checkpoint.
+
+    The sandbox is probed first (:func:`agent.preflight.preflight`): a broken one stops the
+    run before anything is checkpointed. A run stopped before its first checkpoint (by the
+    probe, or interrupted) starts again from its saved request.
+    """
+    preflight(context, run_dir)
     graph = compile_graph(run_dir)
+    if run is None and not graph.get_state(_config(run_id)).values:
+        run = saved_input(run_dir, run_id, context.settings)
     result = graph.invoke(run, _config(run_id), context=context)
     return RunOutput.model_validate(result)
+
+
+def saved_input(run_dir: Path, run_id: str, settings: Settings) -> RunInput:
+    """The input of a run that has no checkpoint yet, from its saved request."""
+    try:
+        request = json.loads((run_dir / REQUEST_FILE).read_text(encoding="utf-8"))
+        task, data = request["task"], Path(request["data"])
+    except (OSError, ValueError, KeyError) as error:
+        raise RunStateError(f"run {run_id}: unreadable {REQUEST_FILE} ({error})") from None
+    dataset = inspect_dataset(data, settings.text_column)
+    return RunInput(
+        task=task, data_path=dataset.path, dataset=dataset, run_id=run_id, run_dir=str(run_dir)
+    )
 
 
 def load_request(runs_dir: Path, run_id: str) -> tuple[Path, Settings]:
@@ -142,12 +164,13 @@ def continue_finetuning(
     blocker = finetune_blocker(state, settings)
     if blocker is not None:
         raise UserInputError(f"run {run_id} cannot be fine-tuned: {blocker}")
+    context = default_context(settings, reporter)
+    preflight(context, run_dir)  # before the request changes: a broken sandbox changes nothing
     request_path = run_dir / REQUEST_FILE
     request = json.loads(request_path.read_text(encoding="utf-8"))
     request["settings"] = settings.model_dump(mode="json", exclude={"llm_api_key"})
     temporary = request_path.with_suffix(".tmp")
     temporary.write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
     temporary.replace(request_path)
-    context = default_context(settings, reporter)
     result = graph.invoke(Command(goto="finetune_voters"), _config(run_id), context=context)
     return RunOutput.model_validate(result)

@@ -26,6 +26,12 @@ def default_verdict_cache() -> Path:
     return Path(root) / "autoannotator-agent" / "verdicts.sqlite"
 
 
+def default_preflight_cache() -> Path:
+    """``$XDG_CACHE_HOME/autoannotator-agent/preflight.json`` (``~/.cache`` by default)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "autoannotator-agent" / "preflight.json"
+
+
 class Settings(BaseSettings):
     """Every knob of a run. Flags and environment variables share these names."""
 
@@ -69,6 +75,9 @@ class Settings(BaseSettings):
     verdict_cache: Path = Field(default_factory=default_verdict_cache)
     """SQLite cache of LLM verdicts, shared by runs, so no row is paid for twice."""
     sandbox: SandboxKind = "process"
+    preflight_cache: Path = Field(default_factory=default_preflight_cache)
+    """Sandbox probes that passed on this machine, so a run probes again only when the
+    sandbox, its interpreter, torch or the machine changed (:mod:`agent.preflight`)."""
     docker_image: str = "autoannotator-labeler:latest"
     docker_host: str | None = None
     docker_python: str = "python3"

@@ -1,15 +1,21 @@
 """What isolation this machine offers, for ``autoannotator-agent doctor``.
 
 Each probe actually tries its backend (bubblewrap can be installed yet blocked, an engine can
-be installed yet stopped) and reports one line a user can act on.
+be installed yet stopped) and reports one line a user can act on. That a backend can start is
+only the first step: whether a labeler runs in it (its interpreter, torch, its work folder)
+and whether it cuts the network is found by running a probe through that backend's real
+``Sandbox.run``, the way labelers run (``agent.sandbox_probe``); :class:`LoopbackListener`
+is the listener that probe must fail to reach.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
+from types import TracebackType
 
 from sandbox.base import SandboxUnavailable
 from sandbox.docker import DEFAULT_IMAGE, connect, require_image
@@ -77,3 +83,42 @@ def probe_backends(
         probe_docker(docker_base_url, docker_image),
         probe_gpu(),
     ]
+
+
+class LoopbackListener:
+    """A TCP listener on 127.0.0.1 in this (the host's) network namespace.
+
+    A command in a sandbox that cuts the network must not be able to connect to it: a new
+    network namespace has its own loopback, where nothing listens on this port. Only
+    ``none`` (no isolation) and a container sharing the host network reach it.
+    """
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(8)
+        self._socket.setblocking(False)
+        self.port: int = self._socket.getsockname()[1]
+
+    def was_reached(self) -> bool:
+        """Whether a connection arrived (the kernel queues it even if we never accept)."""
+        try:
+            connection, _address = self._socket.accept()
+        except BlockingIOError:
+            return False
+        connection.close()
+        return True
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> LoopbackListener:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()

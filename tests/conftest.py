@@ -27,6 +27,19 @@ def private_verdict_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def session_preflight_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("preflight") / "preflight.json"
+
+
+@pytest.fixture(autouse=True)
+def private_preflight_cache(session_preflight_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    """Sandbox probes that passed are remembered for this test session, never in the user's
+    cache; shared by the session's tests, as each probe imports torch in the sandbox (tests
+    of the cache itself point Settings.preflight_cache at a file of their own)."""
+    monkeypatch.setenv("AUTOANNOTATOR_PREFLIGHT_CACHE", str(session_preflight_cache))
+
+
+@pytest.fixture(scope="session")
 def toxic_voters(tiny_models: TinyModelCache) -> dict[str, Path]:
     """Three tiny voters trained to react to toxic words, each with its own label style."""
     subset = TOXIC_EXAMPLES[:3] + TOXIC_EXAMPLES[5:8]
