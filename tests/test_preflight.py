@@ -26,7 +26,12 @@ from agent.runs import execute, prepare_run
 from agent.sandbox_probe import probe_sandbox
 from agent.settings import Settings
 from sandbox import ProcessSandbox, make_sandbox
-from tests.sandbox.sandbox_helpers import BASE_IMAGE, docker_client_or_skip, process_sandbox
+from tests.sandbox.sandbox_helpers import (
+    BASE_IMAGE,
+    docker_base_url,
+    docker_client_or_skip,
+    process_sandbox,
+)
 from tests.support.broken_sandboxes import (
     SHM,
     RecordingSandbox,
@@ -255,3 +260,30 @@ def test_cli_from_a_venv_the_sandbox_cannot_see_stops_with_the_fix_then_resumes(
     monkeypatch.chdir(tmp_path)
     assert main(["--resume", run_id]) == 0
     assert next((tmp_path / "generated").rglob("manifest.json")).is_file()
+
+
+@pytest.mark.docker
+def test_cli_with_an_image_without_python_stops_with_one_line(
+    tmp_path: Path,
+    tweets_csv: Path,
+    toxic_voters: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    docker_client_or_skip().close()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_HOST", docker_base_url())
+    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_IMAGE", BASE_IMAGE)
+    args = ["label tweets for toxicity", "--data", str(tweets_csv), "--offline", "--yes"]
+    args += ["--model", str(toxic_voters["plain"]), "--sandbox", "docker"]
+
+    assert main(args) == 1
+
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        f'error: sandbox docker: no python3 in image {BASE_IMAGE}: exec: "python3": '
+    )
+    (run_dir,) = (tmp_path / ".autoannotator" / "runs").iterdir()
+    assert errors[0].endswith(f"continue with --resume {run_dir.name}]")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["request.json"]
