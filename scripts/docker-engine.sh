@@ -126,8 +126,7 @@ stop_dockerd() {
     say "stopped dockerd $pid"
 }
 
-# Unmount every mount at or below $1, deepest first, stacked ones too; only called once no
-# engine of this clone runs. Lazily where a mount is still busy: nothing of ours uses it now.
+# Unmount every mount at or below $1, deepest first, stacked ones too. Lazily where a mount is still busy: nothing of ours uses it now.
 unmount_below() {
     local mounts mount
     for _ in $(seq 20); do
@@ -141,14 +140,9 @@ unmount_below() {
     say "could not unmount everything below $1"
 }
 
-stop_engine() {
+# What a killed dockerd leaves behind; only called once no engine of this clone runs.
+clean_up_after_killed_engine() {
     local pid
-    if [ -s "$OWNER" ] && [ "$(cat "$OWNER")" != "$ROOT" ]; then
-        say "$RUN serves the clone at $(cat "$OWNER"), not $ROOT: left alone"
-        exit 1
-    fi
-    lock
-    stop_dockerd "$PIDFILE" || say "no dockerd of this clone running ($PIDFILE)"
     # dockerd stops its containerd; one orphaned by a killed dockerd would keep the exec root.
     pid=$(cat "$CONTAINERD_PIDFILE" 2>/dev/null || true)
     if runs_with "$pid" "$CONTAINERD_CONFIG"; then
@@ -162,23 +156,34 @@ stop_engine() {
         pkill -KILL -P "$pid" || true
         kill -KILL "$pid" 2>/dev/null || true
     done
+    # Mounts that only a clean exit undoes: the data root bind-mounted onto itself (one per
+    # start), containers' root filesystems, network namespaces. They would keep the clone and
+    # the runtime directory from being deleted.
+    unmount_below "$STATE/data"
+    unmount_below "$EXEC"
+}
+
+stop_engine() {
+    if [ -s "$OWNER" ] && [ "$(cat "$OWNER")" != "$ROOT" ]; then
+        say "$RUN serves the clone at $(cat "$OWNER"), not $ROOT: left alone"
+        exit 1
+    fi
+    lock
+    stop_dockerd "$PIDFILE" || say "no dockerd of this clone running ($PIDFILE)"
     if stop_dockerd "$LEGACY/dockerd.pid"; then
         rm -f "$LEGACY/dockerd.pid" "$ROOT/.ci/state/docker.sock"
     fi
-    # A killed engine leaves mounts that only its clean exit undoes: its data root bind-mounted
-    # onto itself (one per start), containers' root filesystems, network namespaces. They would
-    # keep the clone and the runtime directory from being deleted.
     if pgrep -f -- "--data-root $STATE/data " >/dev/null; then
-        say "a dockerd on $STATE/data still runs without its pid file: its mounts left alone"
+        say "a dockerd on $STATE/data still runs without its pid file: left alone"
+        exit 1
     else
-        unmount_below "$STATE/data"
-        unmount_below "$EXEC"
+        clean_up_after_killed_engine
     fi
     # A socket nothing answers on is stale; one that answers is another engine's (an override).
     if [ -S "$SOCK" ] && ! answering; then rm -f "$SOCK"; fi
     rm -f "$PIDFILE" "$OWNER"
     # Only what this script made: $RUN may be overridden to a shared folder. --one-file-system:
-    # a mount left by a killed engine (a network namespace) stays, and the next start copes.
+    # never into a mount that could not be undone.
     if [ -d "$EXEC" ]; then
         rm -rf --one-file-system "$EXEC" 2>/dev/null || say "left $EXEC (a mount of a killed engine)"
     fi
