@@ -4,11 +4,12 @@ It shows what happened in a run: the final labels by source, how the voters agre
 other and with the verified labels, how many rows were escalated, the confidence of the vote,
 what the LLM cost, how long the stages took, and the rows the voters disputed most.
 
-The labeler's output is streamed in chunks, so a run of any size needs only counts, a
-histogram and a heap of the most disputed rows in memory. The page needs nothing from a
-network: styles are inline, plots are PNG data URIs drawn by matplotlib's Agg renderer, there
-is no script, and a Content-Security-Policy forbids loading anything else. Every value from
-the user's data goes through Jinja's HTML autoescaping.
+The labeler's output is streamed in chunks and joined to the verdicts sorted on disk, so a
+run of any size needs only counts, a histogram and a heap of the most disputed rows in
+memory. The page needs nothing from a network: styles are inline, plots are PNG data URIs
+drawn by matplotlib's Agg renderer, there is no script, and a Content-Security-Policy forbids
+loading anything else. Every value from the user's data goes through Jinja's HTML
+autoescaping.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from templates.labeler.pkg.tabular import iter_chunks
 from .nodes.run_labeler import output_text_column
 from .nodes.verify_disagreements import VERDICTS_FILE, read_jsonl
 from .state import RunState
+from .verdict_stream import latest_by_row, with_verdicts
 from .verdicts import VERIFIED_SOURCES, resolve
 
 REPORT_FILE = "report.html"
@@ -295,13 +297,11 @@ def tally_run(state: RunState) -> RunTally:
     tally = RunTally(voters=tuple(voter.name for voter in state.voters))
     if state.labeling is None:
         return tally
-    verdicts = {v["row"]: v for v in read_jsonl(Path(state.run_dir) / VERDICTS_FILE)}
+    verdicts = latest_by_row(Path(state.run_dir) / VERDICTS_FILE)
     text_column = output_text_column(state) if state.plan else ""
-    row_number = 0
-    for chunk in iter_chunks(state.labeling.output_path, CHUNK_ROWS):
-        for row in chunk:
-            tally.add(row_number, row, verdicts.get(row_number), text_column)
-            row_number += 1
+    rows = (row for chunk in iter_chunks(state.labeling.output_path, CHUNK_ROWS) for row in chunk)
+    for row_number, row, verdict in with_verdicts(rows, verdicts):
+        tally.add(row_number, row, verdict, text_column)
     return tally
 
 

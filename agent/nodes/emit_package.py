@@ -29,9 +29,10 @@ from ..packaging import (
 from ..rendering import render_package
 from ..report import write_report
 from ..state import RunState
+from ..verdict_stream import latest_by_row, with_verdicts
 from ..verdicts import resolve
 from .render_labeler import llm_info
-from .verify_disagreements import VERDICTS_FILE, read_jsonl
+from .verify_disagreements import VERDICTS_FILE
 
 RERENDERED = ("README.md", "models.lock.json", "manifest.json", "pyproject.toml")
 
@@ -79,18 +80,16 @@ def emit_package(state: RunState, runtime: Runtime[RunContext]) -> dict:
 
 def write_labeled_data(state: RunState, output_path: Path) -> Counter:
     """Merge the verdicts into the labeler's output; returns the count of rows per source."""
-    verdicts = {v["row"]: v for v in read_jsonl(Path(state.run_dir) / VERDICTS_FILE)}
+    verdicts = latest_by_row(Path(state.run_dir) / VERDICTS_FILE)
     labeled = Path(state.labeling.output_path)
     columns = [c for c in read_columns(labeled) if c != "needs_review"]
     columns.insert(columns.index("label") + 1, "source")
     sources: Counter = Counter()
     with TableWriter(output_path, columns) as writer:
         batch = []
-        for row_number, row in enumerate(iter_rows(labeled)):
+        for _, row, verdict in with_verdicts(iter_rows(labeled), verdicts):
             needs_review = str(row.pop("needs_review")).lower() == "true"
-            row["label"], row["source"] = resolve(
-                row["label"], verdicts.get(row_number), needs_review
-            )
+            row["label"], row["source"] = resolve(row["label"], verdict, needs_review)
             sources[row["source"]] += 1
             batch.append(row)
             if len(batch) == 10_000:

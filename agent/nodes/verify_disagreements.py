@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import heapq
 import json
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +47,14 @@ from ..pricing import price_for
 from ..settings import Settings
 from ..state import RunState, VerificationResult
 from ..verdict_cache import VerdictCache, cache_namespace, text_key
+from ..verdict_stream import keyed_by_row, latest_by_row
 from ..verdicts import VERIFIED_SOURCES
 
 LEDGER_FILE = "ledger.jsonl"
 VERDICTS_FILE = "verdicts.jsonl"
 """Every verdict of the run, the pilot's included, in the run folder."""
+APPEND_LINES = 10_000
+"""Verdict lines written at once (a pass may leave millions of rows to the vote)."""
 BUDGET_FOLDER = "budget"
 """``pass-N.json``: the share of ``--max-verified`` each pass takes, and the rows it verifies."""
 
@@ -67,33 +71,35 @@ def verify_disagreements(state: RunState, runtime: Runtime[RunContext]) -> dict:
     run_dir = Path(state.run_dir)
     verdicts_path = run_dir / VERDICTS_FILE
     drop_torn_tail(verdicts_path)
-    latest = latest_verdicts(verdicts_path)
-    disputed = list(read_jsonl(Path(labeling.disagreements_path)))
-    pending = [r for r in disputed if _open(latest.get(r["row"]))]
-    budget = plan_budget(state, context.settings, verifier, disputed, pending, latest)
-    if budget is not None:
-        pending, over = budget.split(pending)
-        context.reporter.info(budget.describe(context.settings, len(pending), len(over)))
+    disputed = Disputed(Path(labeling.disagreements_path), verdicts_path)
+    budget = plan_budget(state, context.settings, verifier, disputed)
+    over: Iterable[tuple[dict, dict | None]] = ()
+    if budget is None:
+        pending: Iterable[dict] = (record for record, _ in disputed.pending())
+    else:
+        pending, over = budget.split(disputed)
+        to_vote = sum(1 for _ in disputed.pending()) - len(pending)
+        context.reporter.info(budget.describe(context.settings, len(pending), to_vote))
     with open(verdicts_path, "a", encoding="utf-8") as sink:
         if budget is not None:
             reason = (
                 f"over the verification budget (--max-verified {context.settings.max_verified})"
             )
-            append_verdicts(sink, _left_to_vote(over, latest, reason))
+            append_verdicts(sink, _left_to_vote(over, reason))
         if verifier == "llm":
-            _verify_with_llm(pending, state, context, sink, run_dir / LEDGER_FILE)
+            _verify_with_llm(list(pending), state, context, sink, run_dir / LEDGER_FILE)
         elif verifier.startswith("column:"):
-            append_verdicts(sink, _verify_with_column(pending, state, verifier.split(":", 1)[1]))
+            rows = sorted(r["row"] for r in pending) if budget else (r["row"] for r in pending)
+            append_verdicts(sink, _verify_with_column(rows, state, verifier.split(":", 1)[1]))
         elif verifier == "human":
             append_verdicts(
                 sink, (Verdict(r["row"], None, "unresolved", "awaits review") for r in pending)
             )
         else:
-            append_verdicts(sink, _left_to_vote(pending, latest, "not verified"))
-    latest = latest_verdicts(verdicts_path)
-    verified, unresolved = count_verdicts(latest.values())
+            append_verdicts(sink, _left_to_vote(disputed.pending(), "not verified"))
+    verified, unresolved = count_verdicts(latest_by_row(verdicts_path))
     if budget is not None:
-        left = sum(latest.get(r["row"], {}).get("source") == "vote" for r in disputed)
+        left = sum(1 for _, v in disputed.pairs() if v is not None and v["source"] == "vote")
         context.reporter.info(
             f"{verified} rows verified in all (--max-verified {context.settings.max_verified}: "
             f"{budget.limit}); {left} disputed rows left to the vote"
@@ -102,7 +108,7 @@ def verify_disagreements(state: RunState, runtime: Runtime[RunContext]) -> dict:
     if unresolved:
         review_path = str(run_dir / "review.csv")
         write_review_file(
-            Path(review_path), list(latest.values()), Path(labeling.disagreements_path)
+            Path(review_path), latest_by_row(verdicts_path), Path(labeling.disagreements_path)
         )
         context.reporter.warn(f"{unresolved} rows await human review: {review_path}")
     result = VerificationResult(
@@ -114,6 +120,28 @@ def verify_disagreements(state: RunState, runtime: Runtime[RunContext]) -> dict:
         **ledger_totals(run_dir / LEDGER_FILE),
     )
     return {"verification": result}
+
+
+@dataclass(frozen=True)
+class Disputed:
+    """The last pass's disputed rows, each with its latest verdict, read from the run's files
+    at every call: a run may dispute millions of rows, too many to hold."""
+
+    disagreements: Path
+    verdicts: Path
+
+    def pairs(self) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """(disagreement record, the row's latest verdict or None), in row order. The verdicts
+        are read to the end before the first pair comes, so appending to them while this is
+        consumed does not change what it gives."""
+        return keyed_by_row(read_jsonl(self.disagreements), latest_by_row(self.verdicts))
+
+    def pending(self) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """The pairs of rows that may still be verified."""
+        return ((record, verdict) for record, verdict in self.pairs() if _open(verdict))
+
+    def rows(self) -> Iterator[int]:
+        return (record["row"] for record in read_jsonl(self.disagreements))
 
 
 def latest_verdicts(path: Path) -> dict[int, dict[str, Any]]:
@@ -135,31 +163,53 @@ def _open(verdict: dict | None) -> bool:
     return verdict is None or verdict["source"] == "vote"
 
 
-def _left_to_vote(records, latest: dict[int, dict], reason: str) -> Iterator[Verdict]:
-    """``vote`` verdicts for rows not left to the vote already (the vote is the row's current
-    one whenever it is read: see :func:`agent.verdicts.resolve`)."""
-    for record in records:
-        if latest.get(record["row"], {}).get("source") != "vote":
+def _left_to_vote(pairs, reason: str) -> Iterator[Verdict]:
+    """``vote`` verdicts for the (record, latest verdict) pairs not left to the vote already
+    (the vote is the row's current one whenever it is read: see :func:`agent.verdicts.resolve`)."""
+    for record, verdict in pairs:
+        if (verdict or {}).get("source") != "vote":
             yield Verdict(record["row"], record["vote"], "vote", reason)
 
 
-def spent_rows(latest: dict[int, dict]) -> int:
-    """Rows the verification budget has paid for: every row with a verdict not ``vote``
+def spent_rows(latest: Iterable[dict]) -> int:
+    """Rows the verification budget has paid for: every row whose latest verdict is not ``vote``
     (verified, the pilot's included, or put to a verifier and unresolved)."""
-    return sum(1 for verdict in latest.values() if verdict["source"] != "vote")
+    return sum(1 for verdict in latest if verdict["source"] != "vote")
+
+
+def _confidence_key(record: dict[str, Any]) -> tuple[float, float, int]:
+    return (
+        float(record.get("confidence", 1.0)),
+        float(record.get("agreement", 1.0)),
+        record["row"],
+    )
 
 
 def least_confident_first(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Disagreement records by the labeler's confidence, then agreement, then row number."""
+    return sorted(records, key=_confidence_key)
 
-    def key(record: dict[str, Any]) -> tuple[float, float, int]:
-        return (
-            float(record.get("confidence", 1.0)),
-            float(record.get("agreement", 1.0)),
-            record["row"],
-        )
 
-    return sorted(records, key=key)
+def least_confident_rows(records: Iterable[dict[str, Any]], count: int) -> list[int]:
+    """The rows of ``least_confident_first(records)[:count]``, holding ``count`` keys at most
+    rather than every record (the row number breaks every tie, so the order is the same)."""
+    return [key[2] for key in heapq.nsmallest(count, map(_confidence_key, records))]
+
+
+def rows_fingerprint(rows: Iterable[int]) -> str:
+    """``sha256(json.dumps(sorted(rows)))`` in one pass over rows already in ascending order,
+    without holding them."""
+    digest = hashlib.sha256(b"[")
+    previous = None
+    for row in rows:
+        if previous is not None:
+            if row < previous:
+                raise ValueError(f"rows out of order: {row} after {previous}")
+            digest.update(b", ")
+        digest.update(str(int(row)).encode())
+        previous = row
+    digest.update(b"]")
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -177,12 +227,14 @@ class BudgetPlan:
     verify: tuple[int, ...]
     """Rows to verify, least confident first."""
 
-    def split(self, pending: Sequence[dict]) -> tuple[list[dict], list[dict]]:
-        """(records to verify, least confident first; records left to the vote)."""
+    def split(self, disputed: Disputed) -> tuple[list[dict], Iterator[tuple[dict, dict | None]]]:
+        """(records to verify, least confident first; the pending (record, verdict) pairs
+        left to the vote, read as they are consumed)."""
         chosen = set(self.verify)
-        by_row = {record["row"]: record for record in pending}
+        by_row = {r["row"]: r for r, _ in disputed.pending() if r["row"] in chosen}
         to_verify = [by_row[row] for row in self.verify if row in by_row]
-        return to_verify, [record for record in pending if record["row"] not in chosen]
+        over = (pair for pair in disputed.pending() if pair[0]["row"] not in chosen)
+        return to_verify, over
 
     def describe(self, settings: Settings, verify: int, vote: int) -> str:
         """The run log's line on this pass's share of the budget."""
@@ -198,21 +250,14 @@ class BudgetPlan:
 
 
 def plan_budget(
-    state: RunState,
-    settings: Settings,
-    verifier: str,
-    disputed: Sequence[dict],
-    pending: Sequence[dict],
-    latest: dict[int, dict],
+    state: RunState, settings: Settings, verifier: str, disputed: Disputed
 ) -> BudgetPlan | None:
     """This pass's share of ``--max-verified`` (None: no budget, or nothing is verified), made
     once per pass and kept, so that a resumed pass verifies the rows it chose."""
     limit = settings.verification_limit(state.dataset.rows)
     if limit is None or verifier == "none":
         return None
-    fingerprint = hashlib.sha256(
-        json.dumps(sorted(record["row"] for record in disputed)).encode()
-    ).hexdigest()
+    fingerprint = rows_fingerprint(disputed.rows())
     path = Path(state.run_dir) / BUDGET_FOLDER / f"pass-{state.labeling_passes}.json"
     if path.exists():
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -220,7 +265,7 @@ def plan_budget(
             return BudgetPlan(**saved | {"verify": tuple(saved["verify"])})
     from .learn_vote import relabel_follows  # not at the top: it imports this module
 
-    spent = spent_rows(latest)
+    spent = spent_rows(latest_by_row(disputed.verdicts))
     left = max(limit - spent, 0)
     # A person's verdicts arrive only after the run, so they teach no pass of it.
     kept = verifier != "human" and relabel_follows(state, settings, spent + left // 2)
@@ -230,7 +275,7 @@ def plan_budget(
         spent=spent,
         allowance=allowance,
         kept=kept,
-        verify=tuple(record["row"] for record in least_confident_first(pending)[:allowance]),
+        verify=tuple(least_confident_rows((r for r, _ in disputed.pending()), allowance)),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -269,12 +314,15 @@ def drop_torn_tail(path: Path) -> None:
 
 
 def append_verdicts(sink, verdicts) -> None:
-    """Append verdicts as records (row, label, source, reason), flushed to disk at once."""
+    """Append verdicts as records (row, label, source, reason), on disk when it returns."""
     lines = []
     for verdict in verdicts:
         record = {"row": verdict.row, "label": verdict.label, "source": verdict.source}
         record["reason"] = verdict.reason
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        if len(lines) == APPEND_LINES:
+            sink.write("".join(lines))
+            lines = []
     sink.write("".join(lines))
     sink.flush()
     os.fsync(sink.fileno())
@@ -372,16 +420,21 @@ def _open_cache(path: Path, context: RunContext, plan) -> VerdictCache | None:
         return None
 
 
-def _verify_with_column(pending, state: RunState, column: str) -> Iterator[Verdict]:
+def _verify_with_column(rows: Iterable[int], state: RunState, column: str) -> Iterator[Verdict]:
+    """Verdicts from ``column`` for ``rows`` (ascending), in file order."""
     if column not in state.dataset.columns:
         raise UserInputError(
             f"--verifier column:{column}: no such column; columns are {list(state.dataset.columns)}"
         )
-    wanted = {record["row"] for record in pending}
+    wanted = iter(rows)
+    next_row = next(wanted, None)
     labels = set(state.plan.label_names)
     for row_number, row in enumerate(iter_rows(state.dataset.path)):
-        if row_number not in wanted:
+        if next_row is None:
+            return
+        if row_number != next_row:
             continue
+        next_row = next(wanted, None)
         answer = "" if row.get(column) is None else str(row.get(column)).strip()
         if answer in labels:
             yield Verdict(row_number, answer, "human", f"from column {column}")
@@ -389,8 +442,9 @@ def _verify_with_column(pending, state: RunState, column: str) -> Iterator[Verdi
             yield Verdict(row_number, None, "unresolved", f"column {column} holds {answer!r}")
 
 
-def write_review_file(path: Path, verdicts: list[dict], disagreements: Path) -> None:
-    """A CSV of the unresolved rows: fill in ``label`` and import it back."""
+def write_review_file(path: Path, verdicts: Iterable[dict], disagreements: Path) -> None:
+    """A CSV of the unresolved rows: fill in ``label`` and import it back. ``verdicts``: each
+    row's latest (only the unresolved ones are kept)."""
     unresolved = {v["row"]: v for v in verdicts if v["source"] == "unresolved"}
     temporary = path.with_suffix(".tmp")
     with open(temporary, "w", newline="", encoding="utf-8") as handle:
