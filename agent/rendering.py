@@ -25,6 +25,9 @@ from .package import PackageSpec, Provenance
 
 TEMPLATE_ROOT = "labeler"
 MODULE_FOLDER = "pkg"
+SOURCE_TREE_ONLY = frozenset({"__pycache__", "__init__.py"})
+"""Not rendered or copied: what makes the templates importable from the agent's source tree
+(a package's own ``__init__.py`` is rendered from ``__init__.py.jinja``)."""
 _SAFE_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]#|<>&~]|^[-+])")
 
@@ -105,7 +108,7 @@ def _walk(folder: Traversable, prefix: str = "") -> list[tuple[str, Traversable]
     entries = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         relative = f"{prefix}{entry.name}"
-        if entry.name == "__pycache__":
+        if entry.name in SOURCE_TREE_ONLY:
             continue
         if entry.is_dir():
             entries += _walk(entry, relative + "/")

@@ -16,7 +16,13 @@ from agent.errors import TemplateError
 from agent.lint import format_and_lint
 from agent.package import PackageSpec, Provenance, VoterEntry
 from agent.packaging import build_package
-from agent.rendering import python_literal, render_package, template_root, toml_literal
+from agent.rendering import (
+    SOURCE_TREE_ONLY,
+    python_literal,
+    render_package,
+    template_root,
+    toml_literal,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "toxicity-labeler"
 
@@ -114,7 +120,7 @@ def copied_files() -> dict[str, bytes]:
     return {
         str(p.relative_to(root)).replace("pkg/", "toxicity_labeler/", 1): p.read_bytes()
         for p in root.rglob("*")
-        if p.is_file() and p.suffix != ".jinja" and "__pycache__" not in p.parts
+        if p.is_file() and p.suffix != ".jinja" and not SOURCE_TREE_ONLY & set(p.parts)
     }
 
 

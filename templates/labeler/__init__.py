@@ -1,0 +1,1 @@
+"""The labeler package's templates (``*.jinja`` rendered, everything else copied as is)."""
