@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from templates.labeler.pkg import tabular, voters
+from templates.labeler.pkg import kinds, tabular
 from templates.labeler.pkg.config import LabelerSpec, VoterConfig
 from templates.labeler.pkg.engine import Labeler, label_file
 from templates.labeler.pkg.ray_engine import RayOptions, label_file_ray
@@ -57,7 +57,7 @@ class SlowFakeVoter:
 
 def register_slow_fake_voter() -> None:
     """Run in every Ray worker as it starts: the fake voter kind exists there too."""
-    voters.ADAPTERS["slow-fake"] = f"{__name__}:SlowFakeVoter"
+    kinds.ADAPTERS["slow-fake"] = f"{__name__}:SlowFakeVoter"
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +219,7 @@ def test_a_worker_killed_mid_run_loses_and_repeats_no_row(ray_cluster, tmp_path,
     pids = ray_cluster
     for noted in pids.iterdir():
         noted.unlink()
-    monkeypatch.setitem(voters.ADAPTERS, "slow-fake", f"{__name__}:SlowFakeVoter")
+    monkeypatch.setitem(kinds.ADAPTERS, "slow-fake", f"{__name__}:SlowFakeVoter")
     spec = LabelerSpec(
         "fake-labeler",
         "label toxicity",

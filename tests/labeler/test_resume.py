@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from templates.labeler.pkg import voters
+from templates.labeler.pkg import kinds
 from templates.labeler.pkg.config import LabelerSpec, VoterConfig
 from templates.labeler.pkg.engine import Labeler, label_file
 from templates.labeler.pkg.voters import Runtime
@@ -46,7 +46,7 @@ class FakeVoter:
 
 @pytest.fixture
 def fake_voters(monkeypatch) -> type[FakeVoter]:
-    monkeypatch.setitem(voters.ADAPTERS, "fake", f"{FakeVoter.__module__}:FakeVoter")
+    monkeypatch.setitem(kinds.ADAPTERS, "fake", f"{FakeVoter.__module__}:FakeVoter")
     monkeypatch.setattr(FakeVoter, "calls", [])
     monkeypatch.setattr(FakeVoter, "crash_on_call", None)
     return FakeVoter

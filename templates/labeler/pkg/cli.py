@@ -14,18 +14,16 @@ import time
 from pathlib import Path
 
 from . import ray_engine
-from .commands import guarded
+from .commands import PACKAGE_ROOT, guarded, load_spec, resolve_device
+from .config import LabelerSpec
 from .engine import QUANTIZE_MODES, Labeler, LabelingSummary, label_file
-from .spec import SPEC
 from .transformer import Int8Decision
-from .voters import Runtime, VoterLoadError
-
-PACKAGE_ROOT = Path(__file__).resolve().parent
+from .voters import Runtime
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(spec: LabelerSpec) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=SPEC.name, description=f"Label a table for this task: {SPEC.task}"
+        prog=spec.name, description=f"Label a table for this task: {spec.task}"
     )
     parser.add_argument(
         "input",
@@ -33,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or an object-store URI (s3://, gs://, ...)",
     )
     parser.add_argument("--output", "-o", required=True, help="labeled file to write")
-    parser.add_argument("--text-column", default=SPEC.text_column, help="column holding the text")
+    parser.add_argument("--text-column", default=spec.text_column, help="column holding the text")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per model batch")
     parser.add_argument("--chunk-size", type=int, default=10_000, help="rows read per chunk")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -47,13 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min-agreement",
         type=float,
-        default=SPEC.min_agreement,
+        default=spec.min_agreement,
         help="rows whose winning vote share is below this need review",
     )
     parser.add_argument(
         "--min-confidence",
         type=float,
-        default=SPEC.min_confidence,
+        default=spec.min_confidence,
         help="rows whose voters give the winning label a mean probability below this need "
         "review too",
     )
@@ -62,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("local", "ray"),
         default="local",
         help="local: this process, resumable; ray: actors on a Ray cluster (pip install "
-        f"'{SPEC.name}[ray]')",
+        f"'{spec.name}[ray]')",
     )
     parser.add_argument(
         "--ray-address",
@@ -86,20 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress display on stderr; json prints one event per line",
     )
     return parser
-
-
-def resolve_device(requested: str) -> str:
-    try:
-        import torch
-    except ImportError:  # a labeler of lexicon voters only ships without torch
-        if requested == "cuda":
-            raise VoterLoadError("--device cuda was requested but torch is not installed") from None
-        return "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise VoterLoadError("--device cuda was requested but no CUDA device is available")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
 
 
 class Progress:
@@ -158,7 +142,7 @@ class Progress:
             self.bar.close()
 
 
-def label_on_ray(args: argparse.Namespace, progress: Progress):
+def label_on_ray(spec: LabelerSpec, args: argparse.Namespace, progress: Progress):
     """``--engine ray``: the same voters and output, on the actors of a Ray cluster."""
     options = ray_engine.RayOptions(
         address=args.ray_address,
@@ -169,7 +153,7 @@ def label_on_ray(args: argparse.Namespace, progress: Progress):
         quantize=args.quantize,
     )
     return ray_engine.label_file_ray(
-        SPEC,
+        spec,
         args.input,
         args.output,
         text_column=args.text_column,
@@ -181,33 +165,37 @@ def label_on_ray(args: argparse.Namespace, progress: Progress):
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def flag_error(args: argparse.Namespace) -> str | None:
+    """Why the options cannot go together, or None."""
     if args.batch_size < 1 or args.chunk_size < 1:
-        print("error: --batch-size and --chunk-size must be at least 1", file=sys.stderr)
-        return 2
+        return "--batch-size and --chunk-size must be at least 1"
     ray_flags = (args.ray_address, args.ray_actors, args.ray_batch_size)
     if args.engine != "ray" and any(flag is not None for flag in ray_flags):
-        print(
-            "error: --ray-address, --ray-actors and --ray-batch-size need --engine ray",
-            file=sys.stderr,
-        )
-        return 2
+        return "--ray-address, --ray-actors and --ray-batch-size need --engine ray"
     if any(count is not None and count < 1 for count in ray_flags[1:]):
-        print("error: --ray-actors and --ray-batch-size must be at least 1", file=sys.stderr)
+        return "--ray-actors and --ray-batch-size must be at least 1"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec = load_spec()
+    args = build_parser(spec).parse_args(argv)
+    error = flag_error(args)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     progress = Progress(args.progress)
     outcome: dict[str, LabelingSummary] = {}
 
     def command() -> int:
         if args.engine == "ray":
-            outcome["summary"] = label_on_ray(args, progress)
+            outcome["summary"] = label_on_ray(spec, args, progress)
             return 0
         device = resolve_device(args.device)
         if args.quantize == "int8" and device != "cpu":
             print("error: --quantize int8 runs on CPU only (CUDA uses bf16)", file=sys.stderr)
             return 2
-        labeler = Labeler(SPEC, Runtime(PACKAGE_ROOT, device, args.batch_size), args.quantize)
+        labeler = Labeler(spec, Runtime(PACKAGE_ROOT, device, args.batch_size), args.quantize)
         outcome["summary"] = label_file(
             labeler,
             Path(args.input),
@@ -225,19 +213,21 @@ def main(argv: list[str] | None = None) -> int:
         code = guarded(command)
     finally:
         progress.close()
-    if code != 0:
-        return code
-    summary = outcome["summary"]
-    seconds = time.monotonic() - progress.started
-    if args.progress == "json":
+    if code == 0:
+        report_done(args.progress, outcome["summary"], time.monotonic() - progress.started)
+    return code
+
+
+def report_done(style: str, summary: LabelingSummary, seconds: float) -> None:
+    """The run's last line on stderr: rows, rows that need review, time and throughput."""
+    if style == "json":
         event = {"event": "done", "rows": summary.rows, "needs_review": summary.needs_review}
         event.update(seconds=round(seconds, 3), resumed_chunks=summary.resumed_chunks)
         print(json.dumps(event), file=sys.stderr, flush=True)
-    elif args.progress == "bar":
+    elif style == "bar":
         print(
             f"labeled {summary.rows} rows ({summary.needs_review} need review) "
             f"in {seconds:.1f}s ({summary.rows / max(seconds, 1e-9):.1f} rows/s) "
             f"-> {summary.output}",
             file=sys.stderr,
         )
-    return 0

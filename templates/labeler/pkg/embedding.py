@@ -36,6 +36,11 @@ def head_folder(package_root: Path, voter: str) -> Path:
     return package_root / HEADS / voter
 
 
+def install_head(output: Path, voter: str, version: str, package_root: Path) -> None:
+    """Copy a fitted head (``output/<voter>/<version>``) into the package and make it current."""
+    versions.install(output / voter / version, head_folder(package_root, voter), version)
+
+
 def current_head(package_root: Path, voter: str) -> Path | None:
     """The folder of the head in use, or None while the voter is zero-shot."""
     version = versions.current(head_folder(package_root, voter))

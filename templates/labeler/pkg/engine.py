@@ -23,14 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from . import adapters, tabular
+from .columns import (
+    AGREEMENT,
+    CONFIDENCE,
+    LABEL,
+    NEEDS_REVIEW,
+    added_columns,
+    input_renames,
+    voter_label_column,
+    voter_probability_column,
+)
 from .config import LabelerSpec
 from .embedding import current_head
-from .learned_vote import LearnedVote, current_vote
+from .kinds import load_voter
 from .transformer import Int8Decision, torch_model, try_int8, use_int8
-from .vote import pooled_vote, vote
-from .voters import Runtime, Voter, load_voter
+from .vote import LearnedVote, current_vote, pooled_vote, vote
+from .voters import Runtime, Voter
 
-RESULT_COLUMNS = ("label", "confidence", "agreement", "needs_review")
 PROBABILITY_DECIMALS = 6
 ProgressCallback = Callable[[int, int], None]
 Int8Callback = Callable[[Int8Decision], None]
@@ -42,28 +51,6 @@ INT8_MIN_AGREEMENT = 0.995
 """``auto`` keeps int8 for a voter whose labels agree with fp32 on at least this share."""
 SLICE_ROWS = 2048
 """Texts given to the voters at once (at least 8 batches): progress is reported per slice."""
-
-
-def added_columns(voter_names: Sequence[str]) -> list[str]:
-    """Columns the labeler adds: the result, then each voter's own label and probability."""
-    columns = list(RESULT_COLUMNS)
-    for name in voter_names:
-        columns += [f"label_{name}", f"prob_{name}"]
-    return columns
-
-
-def input_renames(input_columns: Sequence[str], reserved: Sequence[str]) -> dict[str, str]:
-    """New names for input columns that clash with the labeler's (``label`` -> ``label_input``)."""
-    taken = set(input_columns) | set(reserved)
-    renames = {}
-    for column in input_columns:
-        if column in reserved:
-            new_name = f"{column}_input"
-            while new_name in taken:
-                new_name += "_"
-            taken.add(new_name)
-            renames[column] = new_name
-    return renames
 
 
 class Labeler:
@@ -152,17 +139,17 @@ class Labeler:
             agreement = float(result.agreement[row])
             confidence = round(float(result.confidence[row]), PROBABILITY_DECIMALS)
             record: dict[str, Any] = {
-                "label": labels[result.label_index[row]],
-                "confidence": confidence,
-                "agreement": agreement,
-                "needs_review": agreement < min_agreement or confidence < min_confidence,
+                LABEL: labels[result.label_index[row]],
+                CONFIDENCE: confidence,
+                AGREEMENT: agreement,
+                NEEDS_REVIEW: agreement < min_agreement or confidence < min_confidence,
             }
             for index, voter in enumerate(self.voters):
                 name = voter.config.name
                 abstained = result.abstained[index, row]
                 own_label = labels[result.voter_label_index[index, row]]
-                record[f"label_{name}"] = None if abstained else own_label
-                record[f"prob_{name}"] = round(
+                record[voter_label_column(name)] = None if abstained else own_label
+                record[voter_probability_column(name)] = round(
                     float(result.voter_confidence[index, row]), PROBABILITY_DECIMALS
                 )
             rows.append(record)
@@ -216,17 +203,8 @@ def label_file(
     for decision in labeler.settle_precision(sample):
         if on_int8 is not None:
             on_int8(decision)
-    fingerprint = _fingerprint(
-        labeler.spec,
-        input_path,
-        text_column,
-        chunk_size,
-        min_agreement,
-        labeler.precisions(),
-        min_confidence,
-        labeler.learned(),
-    )
-    parts = _PartStore(output_path, fingerprint)
+    run = (text_column, chunk_size, min_agreement, min_confidence)
+    parts = _PartStore(output_path, _fingerprint_run(labeler, input_path, *run))
     resumed = parts.completed()
     done, needs_review = parts.counts(resumed)
     report = on_progress or (lambda done, total: None)
@@ -244,7 +222,7 @@ def label_file(
             min_confidence,
         )
         parts.write(index, results)
-        needs_review += sum(1 for result in results if result["needs_review"])
+        needs_review += sum(1 for result in results if result[NEEDS_REVIEW])
         done += len(chunk)
         report(done, total)
     _assemble(labeler.spec, input_path, input_columns, output_path, parts, chunk_size)
@@ -270,6 +248,27 @@ def _assemble(spec, input_path, input_columns, output_path, parts, chunk_size) -
                 {**{renames.get(k, k): v for k, v in row.items()}, **result}
                 for row, result in zip(chunk, results, strict=True)
             )
+
+
+def _fingerprint_run(
+    labeler: Labeler,
+    input_path: Path,
+    text_column: str,
+    chunk_size: int,
+    min_agreement: float,
+    min_confidence: float,
+) -> str:
+    """What a resumed run must share with the run whose parts it finds."""
+    return _fingerprint(
+        labeler.spec,
+        input_path,
+        text_column,
+        chunk_size,
+        min_agreement,
+        labeler.precisions(),
+        min_confidence,
+        labeler.learned(),
+    )
 
 
 def _fingerprint(
@@ -343,7 +342,7 @@ class _PartStore:
         for index in range(parts):
             results = self.read(index)
             rows += len(results)
-            needs_review += sum(1 for result in results if result["needs_review"])
+            needs_review += sum(1 for result in results if result[NEEDS_REVIEW])
         return rows, needs_review
 
     def remove(self) -> None:

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from . import tabular, versions
-from .cli import PACKAGE_ROOT, resolve_device
-from .commands import guarded
+from .commands import PACKAGE_ROOT, guarded, load_spec, resolve_device
+from .config import LabelerSpec
 from .embedding import EmbeddingVoter, head_folder
-from .spec import SPEC
-from .voters import Runtime, load_voter
+from .kinds import load_voter
+from .voters import Runtime
 
 L2 = 1e-3
 MAX_ITERATIONS = 200
@@ -56,15 +56,22 @@ def fit_softmax_regression(
     return weight.detach().numpy(), bias.detach().numpy()
 
 
-def read_examples(path: Path, text_column: str, label_column: str, weight_column: str | None):
+def read_examples(
+    path: Path,
+    text_column: str,
+    label_column: str,
+    weight_column: str | None,
+    task_labels: tuple[str, ...],
+):
+    """Texts, label indices into ``task_labels`` and weights of verified rows."""
     texts, labels, weights = [], [], []
     for chunk in tabular.iter_chunks(path, 10_000):
         for row in chunk:
             label = row.get(label_column)
-            if label not in SPEC.labels:
-                raise tabular.DataError(f"{path}: label {label!r} is not one of {SPEC.labels}")
+            if label not in task_labels:
+                raise tabular.DataError(f"{path}: label {label!r} is not one of {task_labels}")
             texts.append("" if row.get(text_column) is None else str(row[text_column]))
-            labels.append(SPEC.labels.index(label))
+            labels.append(task_labels.index(label))
             weights.append(float(row.get(weight_column) or 1.0) if weight_column else 1.0)
     if len(set(labels)) < 2:
         raise tabular.DataError(f"{path}: examples of at least two labels are needed")
@@ -78,18 +85,21 @@ def fit_heads(
     text_column: str,
     label_column: str,
     weight_column: str | None,
+    spec: LabelerSpec,
     runtime: Runtime,
 ) -> list[dict]:
-    texts, targets, weights = read_examples(examples, text_column, label_column, weight_column)
+    texts, targets, weights = read_examples(
+        examples, text_column, label_column, weight_column, spec.labels
+    )
     digest = hashlib.sha256(examples.read_bytes()).hexdigest()
     records = []
-    for config in SPEC.voters:
+    for config in spec.voters:
         if config.kind != "embedding":
             continue
-        voter = load_voter(config, SPEC.labels, runtime)
+        voter = load_voter(config, spec.labels, runtime)
         assert isinstance(voter, EmbeddingVoter)
         features = voter.embed(texts)
-        weight, bias = fit_softmax_regression(features, targets, len(SPEC.labels), weights)
+        weight, bias = fit_softmax_regression(features, targets, len(spec.labels), weights)
         predicted = (features @ weight.T + bias).argmax(axis=1)
         version = versions.following(head_folder(PACKAGE_ROOT, config.name))
         folder = output / config.name / version
@@ -98,10 +108,10 @@ def fit_heads(
         record = {
             "voter": config.name,
             "version": version,
-            "labels": list(SPEC.labels),
+            "labels": list(spec.labels),
             "examples": len(texts),
             "examples_per_label": {
-                label: int((targets == index).sum()) for index, label in enumerate(SPEC.labels)
+                label: int((targets == index).sum()) for index, label in enumerate(spec.labels)
             },
             "examples_sha256": digest,
             "training_accuracy": round(float((predicted == targets).mean()), 4),
@@ -113,10 +123,11 @@ def fit_heads(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    spec = load_spec()
     parser = argparse.ArgumentParser(prog=f"python -m {__package__}.heads", description=__doc__)
     parser.add_argument("examples", type=Path, help="verified rows: text and label columns")
     parser.add_argument("--output", type=Path, required=True, help="folder for the new heads")
-    parser.add_argument("--text-column", default=SPEC.text_column)
+    parser.add_argument("--text-column", default=spec.text_column)
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--weight-column", default=None)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -131,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             text_column=args.text_column,
             label_column=args.label_column,
             weight_column=args.weight_column,
+            spec=spec,
             runtime=runtime,
         )
         print(json.dumps({"event": "heads", "heads": records}), file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The learned vote: weights for the voters, fitted on verified rows.
+"""Fitting the learned vote: weights for the voters, fitted on verified rows.
 
 ``python -m <package>.learned_vote EXAMPLES --output FOLDER`` runs every voter
 (with its current head or adapter) over the examples' texts and fits a weighted
@@ -9,7 +9,8 @@ cross-validation on the same rows compares it with the plain majority vote;
 the record says whether it is better (``adopted``). It is written to
 ``FOLDER/v<N>/vote.json``, N following the package's current learned vote;
 installing it under ``<package>/votes/`` and pointing ``votes/CURRENT`` at it
-makes the labeler use it. Without one, the labeler takes the plain vote.
+makes the labeler use it (:mod:`.vote` reads it). Without one, the labeler takes
+the plain vote.
 """
 
 from __future__ import annotations
@@ -19,70 +20,32 @@ import hashlib
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import versions
+from .commands import PACKAGE_ROOT, guarded, load_spec, resolve_device
 from .config import LabelerSpec
-from .vote import log_probabilities, pool_scores, softmax, vote
-from .voters import VoterLoadError
+from .engine import Labeler
+from .heads import read_examples
+from .vote import (
+    RECORD,
+    VOTES,  # noqa: F401  (the agent imports it from here until it uses its seam)
+    install_vote,
+    log_probabilities,
+    pool_scores,
+    softmax,
+    vote,
+    votes_folder,
+)
+from .voters import Runtime
 
-VOTES = "votes"
-RECORD = "vote.json"
 L2_WEIGHTS = 1e-2
 L2_BIAS = 1e-3
 MAX_ITERATIONS = 2000
 TOLERANCE = 1e-10
 FOLDS = 5
-
-
-@dataclass(frozen=True)
-class LearnedVote:
-    version: str
-    weights: tuple[float, ...]
-    """One per voter, in the spec's voter order."""
-    bias: tuple[float, ...]
-    """One per label, in the spec's label order."""
-
-
-def votes_folder(package_root: Path) -> Path:
-    return package_root / VOTES
-
-
-def current_vote(package_root: Path, spec: LabelerSpec) -> LearnedVote | None:
-    """The learned vote in use, or None (the plain vote); checked against the spec."""
-    version = versions.current(votes_folder(package_root))
-    if version is None:
-        return None
-    path = votes_folder(package_root) / version / RECORD
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        weights = {entry["voter"]: float(entry["weight"]) for entry in record["voters"]}
-        bias = {label: float(value) for label, value in record["bias"].items()}
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise VoterLoadError(
-            f"learned vote {path} named by votes/CURRENT is unreadable: {error}"
-        ) from None
-    names = [voter.name for voter in spec.voters]
-    if sorted(weights) != sorted(names) or sorted(bias) != sorted(spec.labels):
-        raise VoterLoadError(
-            f"learned vote {path} is for voters {sorted(weights)} and labels {sorted(bias)}, "
-            f"not this package's {sorted(names)} and {sorted(spec.labels)}"
-        )
-    if any(not np.isfinite(w) or w < 0 for w in weights.values()):
-        raise VoterLoadError(f"learned vote {path} holds a negative or non-finite weight")
-    return LearnedVote(
-        version=version,
-        weights=tuple(weights[name] for name in names),
-        bias=tuple(bias[label] for label in spec.labels),
-    )
-
-
-def install_vote(output: Path, version: str, package_root: Path) -> None:
-    """Copy ``output/<version>`` into the package and make it the vote in use."""
-    versions.install(output / version, votes_folder(package_root), version)
 
 
 def fit_pool(
@@ -185,19 +148,13 @@ def learn(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import PACKAGE_ROOT, resolve_device
-    from .commands import guarded
-    from .engine import Labeler
-    from .heads import read_examples
-    from .spec import SPEC
-    from .voters import Runtime
-
+    spec = load_spec()
     parser = argparse.ArgumentParser(
         prog=f"python -m {__package__}.learned_vote", description=__doc__
     )
     parser.add_argument("examples", type=Path, help="verified rows: text and label columns")
     parser.add_argument("--output", type=Path, required=True, help="folder for the new vote")
-    parser.add_argument("--text-column", default=SPEC.text_column)
+    parser.add_argument("--text-column", default=spec.text_column)
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -207,10 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def command() -> int:
-        texts, targets, _ = read_examples(args.examples, args.text_column, args.label_column, None)
-        labeler = Labeler(SPEC, Runtime(PACKAGE_ROOT, resolve_device(args.device), args.batch_size))
+        texts, targets, _ = read_examples(
+            args.examples, args.text_column, args.label_column, None, spec.labels
+        )
+        labeler = Labeler(spec, Runtime(PACKAGE_ROOT, resolve_device(args.device), args.batch_size))
         probabilities = [voter.predict(texts) for voter in labeler.voters]
-        record = learn(texts, targets, SPEC, probabilities)
+        record = learn(texts, targets, spec, probabilities)
         version = versions.following(votes_folder(PACKAGE_ROOT))
         record = {"version": version} | record
         record["examples_sha256"] = hashlib.sha256(args.examples.read_bytes()).hexdigest()

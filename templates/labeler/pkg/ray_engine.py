@@ -13,18 +13,15 @@ There are no part files: a run whose driver dies starts over.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
-import os
-import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import tabular
+from .columns import added_columns, arrow_type, input_renames
+from .commands import PACKAGE_ROOT
 from .config import LabelerSpec
 from .engine import (
     INT8_SAMPLE_ROWS,
@@ -32,17 +29,14 @@ from .engine import (
     Labeler,
     LabelingSummary,
     ProgressCallback,
-    added_columns,
-    input_renames,
     text_of,
 )
+from .ray_tables import csv_header, first_line, input_files, read_table, worker_error, write_labeled
 from .transformer import Int8Decision, use_int8
 from .voters import Runtime, VoterLoadError
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
 DEFAULT_BLOCK_ROWS = 1024
 """Rows per actor call: the unit of work a lost worker redoes."""
-EXTENSIONS = {"csv": ["csv"], "tsv": ["tsv"], "jsonl": ["jsonl", "ndjson"], "parquet": ["parquet"]}
 
 
 class RayEngineError(tabular.DataError):
@@ -97,15 +91,12 @@ def label_file_ray(
     source, output = str(source), str(output)
     fmt, files = input_files(source)
     tabular.detect_format(output)
-    columns = _csv_header(files[0], fmt) if fmt in ("csv", "tsv") else None
+    columns = csv_header(files[0], fmt) if fmt in ("csv", "tsv") else None
     _check_text_column(source, columns, text_column)
     started = connect(ray, options.address)
     try:
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True
-        context.enable_progress_bars = False
-        context.raise_original_map_exception = True  # a voter's error, not "UDF failed"
-        dataset, columns, total = _read_table(ray, fmt, source, columns)
+        _configure(ray.data.DataContext.get_current())
+        dataset, columns, total = read_table(ray, fmt, source, columns)
         _check_text_column(source, columns, text_column)
         device, actors, cpus_per_actor = _pool_size(ray, options)
         decisions = _settle_precision(ray, spec, options, device, dataset, text_column, total)
@@ -125,19 +116,10 @@ def label_file_ray(
             renames=renames,
             min_confidence=min_confidence,
         )
-        labeled = dataset.repartition(target_num_rows_per_block=rows_per_block).map_batches(
-            BlockLabeler,
-            fn_constructor_kwargs=actor,
-            batch_size=rows_per_block,
-            batch_format="pyarrow",
-            # Ray Data's actors restart without limit and retry their blocks (max_restarts and
-            # max_task_retries -1): a killed worker costs its block's time, never its rows.
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=cpus_per_actor,
-            num_gpus=1 if device == "cuda" else None,
-        )
+        pool = (actors, cpus_per_actor, 1 if device == "cuda" else None)
+        labeled = _label_blocks(ray, dataset, actor, rows_per_block, pool)
         header = [renames.get(column, column) for column in columns] + added
-        done, needs_review = _write(labeled, output, header, total, on_progress)
+        done, needs_review = write_labeled(labeled, output, header, total, on_progress)
     except Exception as error:
         shown = _user_error(error)
         if shown is error:
@@ -148,6 +130,30 @@ def label_file_ray(
             ray.shutdown()
     blocks = math.ceil(total / rows_per_block)
     return LabelingSummary(done, needs_review, blocks, 0, output)
+
+
+def _configure(context) -> None:
+    """Ray Data settings of a run: rows in input order, no bars, workers' own errors."""
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    context.raise_original_map_exception = True  # a voter's error, not "UDF failed"
+
+
+def _label_blocks(ray, dataset, actor: dict, rows_per_block: int, pool: tuple):
+    """``dataset`` labeled block by block on a pool of :class:`BlockLabeler` actors
+    (``pool``: their number, CPUs and GPUs each) built with ``actor``."""
+    actors, cpus_per_actor, gpus_per_actor = pool
+    return dataset.repartition(target_num_rows_per_block=rows_per_block).map_batches(
+        BlockLabeler,
+        fn_constructor_kwargs=actor,
+        batch_size=rows_per_block,
+        batch_format="pyarrow",
+        # Ray Data's actors restart without limit and retry their blocks (max_restarts and
+        # max_task_retries -1): a killed worker costs its block's time, never its rows.
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor,
+    )
 
 
 def _check_text_column(source: str, columns: list[str] | None, text_column: str) -> None:
@@ -167,107 +173,10 @@ def connect(ray, address: str | None) -> bool:
     try:
         ray.init(**settings)
     except (ConnectionError, ImportError, RuntimeError, ValueError) as error:
-        raise RayEngineError(f"cannot join the Ray cluster at {address}: {_line(error)}") from None
+        raise RayEngineError(
+            f"cannot join the Ray cluster at {address}: {first_line(error)}"
+        ) from None
     return True
-
-
-def input_files(source: str) -> tuple[str, list[str]]:
-    """The format of ``source`` (a file, or a folder of files of one format) and its files."""
-    import pyarrow.fs
-
-    try:
-        filesystem, path = (
-            pyarrow.fs.FileSystem.from_uri(source)
-            if "://" in source
-            else (pyarrow.fs.LocalFileSystem(), os.path.abspath(source))
-        )
-        info = filesystem.get_file_info(path)
-        folder = info.type == pyarrow.fs.FileType.Directory
-        found = (
-            filesystem.get_file_info(pyarrow.fs.FileSelector(path, recursive=True))
-            if folder
-            else []
-        )
-    except (OSError, ValueError) as error:
-        raise tabular.DataError(f"{source}: cannot open ({_line(error)})") from None
-    if info.type == pyarrow.fs.FileType.NotFound:
-        raise tabular.DataError(f"{source}: no such file or folder")
-    if not folder:
-        return tabular.detect_format(source), [source if "://" in source else path]
-    names = sorted(f.path for f in found if f.is_file and not f.base_name.startswith((".", "_")))
-    formats = {tabular.FORMATS[Path(name).suffix.lower()] for name in names if _known(name)}
-    if len(formats) != 1:
-        listed = ", ".join(sorted(formats)) or "none"
-        raise tabular.DataError(f"{source}: a folder needs files of one format (found: {listed})")
-    fmt = formats.pop()
-    files = [name for name in names if _known(name) and tabular.detect_format(name) == fmt]
-    if "://" in source:
-        scheme = source.split("://", 1)[0]
-        files = [f"{scheme}://{name}" for name in files]
-    return fmt, files
-
-
-def _known(name: str) -> bool:
-    return Path(name).suffix.lower() in tabular.FORMATS
-
-
-def _open(location: str):
-    import pyarrow.fs
-
-    if "://" in location:
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(location)
-        return filesystem.open_input_stream(path)
-    return pyarrow.fs.LocalFileSystem().open_input_stream(location)
-
-
-def _csv_header(location: str, fmt: str) -> list[str]:
-    """The header of a CSV/TSV file, read as the single-process engine reads it."""
-    with _open(location) as stream:
-        head = stream.read(1 << 20).decode("utf-8-sig", errors="replace")
-    try:
-        header = next(csv.reader(io.StringIO(head), delimiter="\t" if fmt == "tsv" else ","))
-    except StopIteration:
-        raise tabular.DataError(f"{location}: the file is empty") from None
-    if len(set(header)) != len(header):
-        duplicates = sorted({name for name in header if header.count(name) > 1})
-        raise tabular.DataError(f"{location}: duplicate column names {duplicates}")
-    return header
-
-
-def _read_table(ray, fmt: str, source: str, columns: list[str] | None):
-    """The input as a dataset, its columns and its number of rows; DataError if unreadable."""
-    try:
-        dataset = _read(ray, fmt, source, columns)
-        columns = columns or list(dataset.schema().names)
-        return dataset, columns, dataset.count()
-    except tabular.DataError:
-        raise
-    except Exception as error:
-        reason = _line(_worker_error(error))
-        raise tabular.DataError(f"{source}: cannot be read as a table ({reason})") from error
-
-
-def _read(ray, fmt: str, source: str, columns: Sequence[str] | None):
-    common: dict[str, Any] = dict(file_extensions=EXTENSIONS[fmt])
-    if fmt in ("csv", "tsv"):
-        import pyarrow
-        import pyarrow.csv
-
-        # Every value stays the text it was, as the single-process engine reads it ("007", "").
-        return ray.data.read_csv(
-            source,
-            parse_options=pyarrow.csv.ParseOptions(
-                delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True
-            ),
-            convert_options=pyarrow.csv.ConvertOptions(
-                column_types={column: pyarrow.string() for column in columns or ()},
-                strings_can_be_null=False,
-            ),
-            **common,
-        )
-    if fmt == "jsonl":
-        return ray.data.read_json(source, **common)
-    return ray.data.read_parquet(source, **common)
 
 
 def _pool_size(ray, options: RayOptions) -> tuple[str, int, float]:
@@ -316,15 +225,6 @@ def _runtime(package_root: Path | None, device: str, batch_size: int) -> Runtime
     return Runtime(package_root or PACKAGE_ROOT, device, batch_size)
 
 
-COLUMN_TYPES = {
-    "label": "string",
-    "confidence": "float64",
-    "agreement": "float64",
-    "needs_review": "bool",
-}
-"""Arrow types of the added columns (``label_<voter>``: string, ``prob_<voter>``: float64)."""
-
-
 class BlockLabeler:
     """One actor of the pool: loads the voters once, then labels the blocks it is given."""
 
@@ -359,55 +259,14 @@ class BlockLabeler:
         )
         table = block.rename_columns([self.renames.get(n, n) for n in block.column_names])
         for column in self.added:
-            kind = COLUMN_TYPES.get(column, "float64" if column.startswith("prob_") else "string")
             values = [result[column] for result in results]
-            table = table.append_column(column, pyarrow.array(values, type=kind))
+            table = table.append_column(column, pyarrow.array(values, type=arrow_type(column)))
         return table
-
-
-def _write(labeled, output: str, header, total: int, on_progress) -> tuple[int, int]:
-    """Write the labeled blocks, in input order, to ``output`` (uploaded if it is a URI)."""
-    report = on_progress or (lambda done, total: None)
-    done = needs_review = 0
-    report(done, total)
-    with tempfile.TemporaryDirectory() as folder:
-        local = Path(folder) / Path(output).name if "://" in output else Path(output)
-        with tabular.TableWriter(local, header) as writer:
-            for block in labeled.iter_batches(batch_size=None, batch_format="pyarrow"):
-                rows = block.to_pylist()
-                writer.write(rows)
-                done += len(rows)
-                needs_review += sum(1 for row in rows if row["needs_review"])
-                report(done, total)
-            if done != total:
-                raise RuntimeError(f"labeled {done} rows, but the input has {total}")
-        if "://" in output:
-            _upload(local, output)
-    return done, needs_review
-
-
-def _upload(local: Path, uri: str) -> None:
-    import pyarrow.fs
-
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
-    pyarrow.fs.copy_files(str(local), path, destination_filesystem=filesystem)
 
 
 def _user_error(error: BaseException) -> BaseException:
     """A voter or data error raised on a worker, in one line, out of Ray's; else ``error``."""
-    raised = _worker_error(error)
+    raised = worker_error(error)
     if raised is error or not isinstance(raised, VoterLoadError | tabular.DataError):
         return error
-    return type(raised)(_line(raised))  # without the retry advice Ray Data appends
-
-
-def _worker_error(error: BaseException) -> BaseException:
-    """The exception a worker raised, out of the Ray task errors that carry it."""
-    while isinstance(getattr(error, "cause", None), BaseException) and error.cause is not error:
-        error = error.cause
-    return error
-
-
-def _line(error: BaseException) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(error).__name__
+    return type(raised)(first_line(raised))  # without the retry advice Ray Data appends

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .columns import flag_text
+
 FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -173,7 +175,7 @@ def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return flag_text(value)
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False)
     return value

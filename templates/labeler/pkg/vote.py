@@ -5,14 +5,29 @@ Two rules share one result shape. :func:`vote` is the plain weighted majority.
 scores ``bias[k] + sum_j weight[j] * log p_j[k]`` through a softmax, whose
 weights and biases :mod:`.learned_vote` fits on verified rows (a voter that is
 often wrong gets a small weight, one that is never right gets none).
+
+The learned vote in use is ``votes/<version>/vote.json`` under the package, with
+``votes/CURRENT`` naming the version (:func:`current_vote`); without one the
+labeler takes the plain vote.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from . import versions
+from .config import LabelerSpec
+from .voters import VoterLoadError
+
+VOTES = "votes"
+"""The learned votes' folder under the package."""
+RECORD = "vote.json"
+"""A learned vote's record in its version folder."""
 
 AGREEMENT_DECIMALS = 6
 """Agreement is rounded so that, e.g., three equal weights give exactly 1.0 when unanimous."""
@@ -131,3 +146,50 @@ def pooled_vote(
         voter_confidence=np.take_along_axis(stacked, voter_label[:, :, None], axis=2)[:, :, 0],
         abstained=abstained,
     )
+
+
+@dataclass(frozen=True)
+class LearnedVote:
+    version: str
+    weights: tuple[float, ...]
+    """One per voter, in the spec's voter order."""
+    bias: tuple[float, ...]
+    """One per label, in the spec's label order."""
+
+
+def votes_folder(package_root: Path) -> Path:
+    return package_root / VOTES
+
+
+def current_vote(package_root: Path, spec: LabelerSpec) -> LearnedVote | None:
+    """The learned vote in use, or None (the plain vote); checked against the spec."""
+    version = versions.current(votes_folder(package_root))
+    if version is None:
+        return None
+    path = votes_folder(package_root) / version / RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        weights = {entry["voter"]: float(entry["weight"]) for entry in record["voters"]}
+        bias = {label: float(value) for label, value in record["bias"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise VoterLoadError(
+            f"learned vote {path} named by votes/CURRENT is unreadable: {error}"
+        ) from None
+    names = [voter.name for voter in spec.voters]
+    if sorted(weights) != sorted(names) or sorted(bias) != sorted(spec.labels):
+        raise VoterLoadError(
+            f"learned vote {path} is for voters {sorted(weights)} and labels {sorted(bias)}, "
+            f"not this package's {sorted(names)} and {sorted(spec.labels)}"
+        )
+    if any(not np.isfinite(w) or w < 0 for w in weights.values()):
+        raise VoterLoadError(f"learned vote {path} holds a negative or non-finite weight")
+    return LearnedVote(
+        version=version,
+        weights=tuple(weights[name] for name in names),
+        bias=tuple(bias[label] for label in spec.labels),
+    )
+
+
+def install_vote(output: Path, version: str, package_root: Path) -> None:
+    """Copy ``output/<version>`` into the package and make it the vote in use."""
+    versions.install(output / version, votes_folder(package_root), version)

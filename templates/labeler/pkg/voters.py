@@ -1,7 +1,8 @@
 """Voter adapters: each turns texts into probabilities over the task's labels.
 
 Every adapter kind implements the same small interface (:class:`Voter`); the
-labeler never cares which kind it is talking to.
+labeler never cares which kind it is talking to. This module holds what the adapters
+are built from; :mod:`.kinds` picks the adapter for a voter's kind.
 """
 
 from __future__ import annotations
@@ -83,32 +84,3 @@ def model_location(config: VoterConfig, package_root: Path) -> tuple[str, str | 
     if scheme == "hub":
         return reference, config.revision
     raise VoterLoadError(f"voter {config.name}: unknown model source {config.source!r}")
-
-
-ADAPTERS = {
-    "hf-sequence-classifier": ".transformer:SequenceClassifierVoter",
-    "embedding": ".embedding:EmbeddingVoter",
-    "vader": ".lexicon:VaderVoter",
-    "textblob": ".lexicon:TextBlobVoter",
-    "afinn": ".lexicon:AfinnVoter",
-    "profanity-check": ".lexicon:ProfanityVoter",
-    "hatesonar": ".lexicon:HateSonarVoter",
-}
-"""Voter kind -> adapter class; imported only when a spec uses it."""
-
-
-def load_voter(config: VoterConfig, labels: Sequence[str], runtime: Runtime) -> Voter:
-    """Build the adapter for ``config.kind``."""
-    try:
-        module_name, class_name = ADAPTERS[config.kind].split(":")
-    except KeyError:
-        raise VoterLoadError(f"voter {config.name}: unknown kind {config.kind!r}") from None
-    try:
-        adapter = getattr(importlib.import_module(module_name, __package__), class_name)
-        return adapter(config, labels, runtime)
-    except ImportError as error:
-        raise VoterLoadError(
-            f"voter {config.name}: a package it needs is not installed ({error})"
-        ) from error
-    except (OSError, ValueError) as error:
-        raise VoterLoadError(f"voter {config.name}: cannot load its model ({error})") from error
