@@ -29,6 +29,7 @@ demo: install
 
 # Installs bubblewrap and starts a private Docker engine first (as root), then runs everything.
 test: install
+	$(VENV)/bin/lint-imports
 	scripts/with-test-services.sh $(PY) -m pytest -q
 
 test-fast: install
@@ -37,6 +38,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/black --check agent sandbox templates tests benchmarks
 	$(VENV)/bin/ruff check agent sandbox templates tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf .autoannotator .pytest_cache build *.egg-info

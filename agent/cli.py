@@ -17,13 +17,12 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from agent import __version__
+from agent.errors import AgentError, InternalError, UserInputError
+from agent.reporting.console import ConsoleReporter
+from agent.settings import Settings
+from agent.state import RunOutput
 from sandbox import SandboxError
-
-from . import __version__
-from .errors import AgentError, InternalError, UserInputError
-from .reporting import ConsoleReporter
-from .settings import Settings
-from .state import RunOutput
 
 app = typer.Typer(
     add_completion=False,
@@ -117,7 +116,7 @@ def label_command(
     ] = False,
 ) -> None:
     """Label a data set and emit a reproducible labeler package."""
-    from .runs import default_context, execute, load_request, prepare_run
+    from agent.runs import default_context, execute, load_request, prepare_run
 
     flags = {
         "text_column": text_column,
@@ -281,7 +280,7 @@ def doctor_command(
     llm_base_url: Annotated[str | None, Opt(help="OpenAI-compatible endpoint to check")] = None,
 ) -> None:
     """What this machine offers: sandboxes, Docker, GPU, LLM endpoint, Hub."""
-    from .doctor import run_checks
+    from agent.doctor import run_checks
 
     settings = settings_from({"llm_base_url": llm_base_url})
     reporter = ConsoleReporter()
@@ -304,7 +303,7 @@ def finetune_command(
     ] = False,
 ) -> None:
     """LoRA fine-tune a finished run's voters on its verified rows, relabel, re-emit."""
-    from .runs import continue_finetuning
+    from agent.runs import continue_finetuning
 
     base = settings_from({"runs_dir": runs_dir} if runs_dir else {})
     reporter = ConsoleReporter()
@@ -325,7 +324,7 @@ def review_export_command(
     out: Annotated[Path | None, Opt(help="folder for the files [<run folder>/review]")] = None,
 ) -> None:
     """Write the rows awaiting review as a Label Studio import file and as CSV."""
-    from .review import export_review, load_run
+    from agent.review import export_review, load_run
 
     base = settings_from({"runs_dir": runs_dir} if runs_dir else {})
     exported = export_review(load_run(base.runs_dir, run_id), out)
@@ -346,7 +345,7 @@ def review_import_command(
     runs_dir: RunsDirOption = None,
 ) -> None:
     """Record a person's decisions and emit the run's labeled data again."""
-    from .review import import_review, load_run
+    from agent.review import import_review, load_run
 
     base = settings_from({"runs_dir": runs_dir} if runs_dir else {})
     reporter = ConsoleReporter()
@@ -369,9 +368,8 @@ def sandbox_exec_command(
     kind: Annotated[str | None, Opt("--sandbox", help="process | docker | none")] = None,
 ) -> None:
     """Run COMMAND in the sandbox a labeler gets, with the current folder writable."""
+    from agent.runs import sandbox_options
     from sandbox import make_sandbox
-
-    from .runs import sandbox_options
 
     settings = settings_from({"sandbox": kind})
     box = make_sandbox(settings.sandbox, **sandbox_options(settings))

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from agent.hub.client import ModelHub
+from agent.llm.client import LanguageModel
+from agent.settings import Settings
 from sandbox import Sandbox
-
-from .hub import ModelHub
-from .llm import LanguageModel
-from .settings import Settings
 
 
 class Reporter(Protocol):

@@ -1,6 +1,6 @@
 """``autoannotator-agent doctor``: what this machine offers a run, and why not.
 
-Each sandbox backend gets the real probe (:mod:`agent.sandbox_probe`): the labeler's
+Each sandbox backend gets the real probe (:mod:`agent.packaging.probe`): the labeler's
 interpreter starting, importing torch, reading a mounted input and writing its work folder,
 and failing to reach a loopback listener, run through that backend's own ``Sandbox.run``
 exactly as a labeler runs. A backend is ``ok`` only if all of that holds, so ``none`` (no
@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from .settings import Settings
+from agent.settings import Settings
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -46,12 +46,11 @@ def run_checks(settings: Settings) -> list[Check]:
 
 def sandbox_check(backend: str, settings: Settings) -> Check:
     """Whether ``backend`` starts here, then the real probe in it; one line either way."""
+    from agent.packaging.probe import probe_sandbox
+    from agent.runs import sandbox_options
     from sandbox import SandboxUnavailable, make_sandbox
     from sandbox.isolation import check_bubblewrap, check_unshare
     from sandbox.probe import probe_docker
-
-    from .runs import sandbox_options
-    from .sandbox_probe import probe_sandbox
 
     name = f"sandbox: {backend}"
     if backend == "docker":

@@ -26,20 +26,21 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from .context import RunContext
-from .nodes.emit_package import emit_package
-from .nodes.finetune_voters import finetune_voters, should_finetune
-from .nodes.fit_heads import fit_heads, should_fit_heads
-from .nodes.learn_vote import learn_blocker, learn_vote
-from .nodes.lint_labeler import lint_labeler
-from .nodes.plan_task import plan_task
-from .nodes.render_labeler import render_labeler
-from .nodes.resolve_models import resolve_models
-from .nodes.run_labeler import run_labeler
-from .nodes.search_models import search_models
-from .nodes.verify_disagreements import verify_disagreements
-from .nodes.vet_models import vet_models
-from .state import STATE_RECORDS, RunInput, RunOutput, RunState
+from agent.context import RunContext
+from agent.learning import learn_blocker, should_finetune, should_fit_heads
+from agent.nodes.emit_package import emit_package
+from agent.nodes.finetune_voters import finetune_voters
+from agent.nodes.fit_heads import fit_heads
+from agent.nodes.learn_vote import learn_vote
+from agent.nodes.lint_labeler import lint_labeler
+from agent.nodes.plan_task import plan_task
+from agent.nodes.render_labeler import render_labeler
+from agent.nodes.resolve_models import resolve_models
+from agent.nodes.run_labeler import run_labeler
+from agent.nodes.search_models import search_models
+from agent.nodes.verify_disagreements import verify_disagreements
+from agent.nodes.vet_models import vet_models
+from agent.state import STATE_RECORDS, RunInput, RunOutput, RunState
 
 CHECKPOINTS = "checkpoints.sqlite"
 

@@ -1,6 +1,6 @@
 """The agent's preflight: probe the run's sandbox once, before its first sandboxed step.
 
-:func:`preflight` runs the real probe (:mod:`agent.sandbox_probe`) in the run's sandbox and
+:func:`preflight` runs the real probe (:mod:`agent.packaging.probe`) in the run's sandbox and
 stops the run with the probe's one line when a labeler could not run there, or when a
 backend that claims isolation leaks the network (``none`` claims none: it was chosen, and
 warned about). The probe's scratch folder lives in the run folder and is removed, and
@@ -26,19 +26,23 @@ from pathlib import Path
 from typing import Any
 
 import sandbox as sandbox_package
+from agent import __version__
+from agent.context import RunContext
+from agent.errors import SandboxCheckError
+from agent.packaging.probe import SandboxProbe, probe_sandbox
+from agent.settings import Settings
 from sandbox import Sandbox
-
-from . import __version__
-from .context import RunContext
-from .errors import SandboxCheckError
-from .sandbox_probe import SandboxProbe, probe_sandbox
-from .settings import Settings
 
 CACHE_ENTRIES = 32
 """Passing probes remembered (per machine state and backend); the oldest are dropped."""
 # The code that decides what a probe run does: the sandbox backends, the way labelers run,
 # and the probe itself. Any change to it is a new probe.
-_PROBE_CODE = ("labeler_runs.py", "sandbox_probe.py", "sandbox_probe_inside.py", "preflight.py")
+_PROBE_CODE = (
+    "packaging/runner.py",
+    "packaging/probe.py",
+    "packaging/probe_inside.py",
+    "preflight.py",
+)
 # Kernel switches that decide whether unprivileged namespaces work (bubblewrap's user ns), and
 # the boot id: they can change without any file here changing, so a reboot probes again.
 _NAMESPACE_SWITCHES = (

@@ -14,16 +14,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .context import Reporter, RunContext
-from .data import inspect_dataset
-from .errors import RunStateError
-from .graph import compile_graph
-from .hub import HfHub
-from .llm import OpenAIChatModel
-from .models import check_model_reference
-from .preflight import preflight
-from .settings import Settings
-from .state import RunInput, RunOutput
+from agent.context import Reporter, RunContext
+from agent.dataset import inspect_dataset
+from agent.discovery.vetting import check_model_reference
+from agent.errors import RunStateError
+from agent.graph import compile_graph
+from agent.hub.client import HfHub
+from agent.llm.client import OpenAIChatModel
+from agent.preflight import preflight
+from agent.settings import Settings
+from agent.state import RunInput, RunOutput
 
 REQUEST_FILE = "request.json"
 RECURSION_LIMIT = 50
@@ -76,7 +76,7 @@ def _config(run_id: str) -> dict:
 def prepare_run(task: str, data: Path, settings: Settings) -> RunInput:
     """Validate the input, then create the run folder and save the request."""
     if not task.strip():
-        from .errors import UserInputError
+        from agent.errors import UserInputError
 
         raise UserInputError("the task description is empty")
     dataset = inspect_dataset(data, settings.text_column)
@@ -148,9 +148,9 @@ def continue_finetuning(
     """
     from langgraph.types import Command
 
-    from .errors import UserInputError
-    from .nodes.finetune_voters import finetune_blocker
-    from .state import RunState
+    from agent.errors import UserInputError
+    from agent.learning import finetune_blocker
+    from agent.state import RunState
 
     run_dir, settings = load_request(runs_dir, run_id)
     graph = compile_graph(run_dir)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .licenses import PERMISSIVE_LICENSES
+from agent.licenses import PERMISSIVE_LICENSES
 
 SandboxKind = Literal["process", "docker", "none"]
 DeviceKind = Literal["auto", "cpu", "cuda"]

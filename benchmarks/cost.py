@@ -10,7 +10,7 @@ serialised as compact JSON, which the API bills as input too. The report also
 gives the reduction counted over the messages alone, schemas left out of both arms.
 
 (a) the paper's baseline: the LLM labels each row alone, zero shot, one request a
-    row, through the project's own client (:class:`agent.llm.OpenAIChatModel`).
+    row, through the project's own client (:class:`agent.llm.client.OpenAIChatModel`).
 (b) the agent: the real CLI, offline specialists as voters, ``--llm-base-url`` at
     the server, so only the rows the voters dispute are verified, in batches, with
     the verdict cache; the planner's request is counted apart from verification.
@@ -47,10 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pydantic import BaseModel, Field, create_model  # noqa: E402
 
 from agent.cli import main  # noqa: E402
-from agent.costs import ledger_totals  # noqa: E402
-from agent.llm import Message, OpenAIChatModel, TokenUsage  # noqa: E402
-from agent.planning_rules import plan_by_rules  # noqa: E402
-from agent.pricing import price_for  # noqa: E402
+from agent.llm.client import Message, OpenAIChatModel, TokenUsage  # noqa: E402
+from agent.llm.pricing import price_for  # noqa: E402
+from agent.planning import plan_by_rules  # noqa: E402
+from agent.verification.costs import ledger_totals  # noqa: E402
 from tests.support.openai_server import Exchange, RecordedRequest, ScriptedOpenAI  # noqa: E402
 
 TASK = "label these movie review sentences by sentiment polarity"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.llm import TokenUsage
+from agent.llm.client import TokenUsage
 from benchmarks.cost import (
     LABELS,
     TASK,

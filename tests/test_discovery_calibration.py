@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.label_calibration import binomial_tail, calibrate_label_maps
+from agent.discovery.calibration import binomial_tail, calibrate_label_maps
 from agent.state import Candidate
 
 TASK = ("non-toxic", "toxic")

@@ -16,7 +16,7 @@ from safetensors.numpy import save
 
 from agent.cli import main
 from agent.errors import HubUnavailableError
-from agent.hub import HfHub, ModelUnavailableError
+from agent.hub.client import HfHub, ModelUnavailableError
 from tests.support.hub_server import LoopbackHub
 
 pytestmark = pytest.mark.filterwarnings("ignore:sandbox isolation is off")
@@ -165,12 +165,12 @@ def test_cli_stops_with_one_line_when_a_named_model_cannot_be_had(
 
 def test_a_bug_in_parsing_a_hub_answer_is_not_an_outage(hub: LoopbackHub, monkeypatch):
     """Only the request is retried: a parser bug surfaces at once, as itself."""
-    import agent.hub
+    import agent.hub.client
 
     def broken_parser(info):
         raise TypeError("parser bug")
 
-    monkeypatch.setattr(agent.hub, "_hub_model", broken_parser)
+    monkeypatch.setattr(agent.hub.client, "_hub_model", broken_parser)
     sleeps: list[float] = []
     hub_client = client(hub, sleeps)
 
@@ -187,12 +187,12 @@ def test_a_bug_in_parsing_a_hub_answer_is_not_an_outage(hub: LoopbackHub, monkey
 def test_cli_reports_a_hub_parser_bug_as_an_internal_error_of_a_resumable_run(
     hub: LoopbackHub, tweets_csv: Path, tmp_path, monkeypatch, capsys
 ):
-    import agent.hub
+    import agent.hub.client
 
     def broken_parser(info):
         raise KeyError("cardData")
 
-    monkeypatch.setattr(agent.hub, "_hub_model", broken_parser)
+    monkeypatch.setattr(agent.hub.client, "_hub_model", broken_parser)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from agent.context import RunContext
+from agent.discovery.vetting import hub_precheck
 from agent.errors import ModelOutputError
-from agent.hub import HubModel
+from agent.hub.client import HubModel
 from agent.licenses import PERMISSIVE_LICENSES, license_problem
-from agent.models import hub_precheck
+from agent.llm.prompts import load_prompt
 from agent.nodes.search_models import screen
-from agent.prompts import load_prompt
 from agent.settings import Settings
 from agent.state import Rejection
 from sandbox import make_sandbox

@@ -17,7 +17,7 @@ from safetensors.numpy import save_file
 
 from agent.context import RunContext
 from agent.errors import UserInputError
-from agent.hub_records import HubRecords
+from agent.hub.records import HubRecords
 from agent.nodes.resolve_models import resolve_models
 from agent.nodes.search_models import screen
 from agent.settings import Settings

@@ -17,8 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from agent.context import RunContext
-from agent.costs import OverBudgetError
-from agent.nodes.verify_disagreements import read_jsonl, verify_disagreements
+from agent.nodes.verify_disagreements import verify_disagreements
 from agent.nodes.vet_models import choose_voters, consensus_agreement, vet_models
 from agent.settings import Settings
 from agent.state import (
@@ -27,6 +26,8 @@ from agent.state import (
     LabelingResult,
     RunState,
 )
+from agent.verification.costs import OverBudgetError
+from agent.verification.store import read_jsonl
 from sandbox import SandboxResult
 from tests.support.fakes import TOXICITY_PLAN, FakeLLM, LLMCall, RecordingReporter
 

@@ -19,7 +19,7 @@ import black
 import pytest
 
 from agent.cli import main
-from agent.lint import black_mode
+from agent.packaging.lint import black_mode
 from tests.support.openai_server import RecordedRequest, ScriptedOpenAI
 
 pytestmark = pytest.mark.slow

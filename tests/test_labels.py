@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.labels import is_opaque, map_labels
+from agent.discovery.label_names import is_opaque, map_labels
 
 TOXICITY = ("non-toxic", "toxic")
 SENTIMENT3 = ("negative", "neutral", "positive")

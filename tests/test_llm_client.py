@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from agent.errors import LLMUnavailableError, ModelOutputError
-from agent.llm import Message, OpenAIChatModel, UnusableAnswer
+from agent.llm.client import Message, OpenAIChatModel, UnusableAnswer
 from tests.support.openai_server import Reply, ScriptedOpenAI
 
 

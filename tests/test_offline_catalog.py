@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import catalog
-from agent.catalog import catalog_candidates
+from agent.discovery import catalog
+from agent.discovery.catalog import catalog_candidates
 from agent.state import TaskLabel, TaskPlan
 
 PLAN = TaskPlan(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from agent.packaging import installed_adapters, runtime_requirements
-from agent.rendering import render_package
+from agent.packaging.build import installed_adapters, runtime_requirements
+from agent.packaging.render import render_package
 from tests.test_rendering import PROVENANCE, make_spec
 
 ADAPTER = {

@@ -21,9 +21,9 @@ import pytest
 from agent.cli import main
 from agent.context import RunContext
 from agent.errors import SandboxCheckError
+from agent.packaging.probe import probe_sandbox
 from agent.preflight import preflight
 from agent.runs import execute, prepare_run
-from agent.sandbox_probe import probe_sandbox
 from agent.settings import Settings
 from sandbox import ProcessSandbox, make_sandbox
 from tests.sandbox.sandbox_helpers import (

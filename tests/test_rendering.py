@@ -13,16 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.errors import TemplateError
-from agent.lint import format_and_lint
-from agent.package import PackageSpec, Provenance, VoterEntry
-from agent.packaging import build_package
-from agent.rendering import (
+from agent.packaging.build import build_package
+from agent.packaging.lint import format_and_lint
+from agent.packaging.render import (
     SOURCE_TREE_ONLY,
     python_literal,
     render_package,
     template_root,
     toml_literal,
 )
+from agent.packaging.spec import PackageSpec, Provenance, VoterEntry
 
 GOLDEN = Path(__file__).parent / "golden" / "toxicity-labeler"
 
@@ -249,7 +249,7 @@ def test_build_package_promotes_only_lint_clean_output(tmp_path, monkeypatch):
     def failing_lint(folder):
         raise TemplateError("rendered file is broken")
 
-    monkeypatch.setattr("agent.packaging.format_and_lint", failing_lint)
+    monkeypatch.setattr("agent.packaging.build.format_and_lint", failing_lint)
     target = tmp_path / "package"
     with pytest.raises(TemplateError):
         build_package(target, make_spec(voters=make_spec().voters[:1]), PROVENANCE, [])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.report import build_page, write_report
+from agent.reporting.report import build_page, write_report
 from agent.state import (
     Candidate,
     DatasetInfo,

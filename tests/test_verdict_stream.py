@@ -12,15 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent import verdict_stream
 from agent.nodes.emit_package import write_labeled_data
-from agent.nodes.verify_disagreements import (
-    least_confident_first,
-    least_confident_rows,
-    rows_fingerprint,
-)
-from agent.verdict_stream import keyed_by_row, latest_by_row, with_verdicts
-from agent.verdicts import resolve
+from agent.verification import stream as verdict_stream
+from agent.verification.budget import least_confident_first, least_confident_rows, rows_fingerprint
+from agent.verification.store import resolve
+from agent.verification.stream import keyed_by_row, latest_by_row, with_verdicts
 
 
 def write_verdicts(path: Path, verdicts: list[dict], torn: str = "") -> None:
@@ -147,10 +143,10 @@ def test_labeled_data_is_the_same_when_the_verdicts_spill_to_sorted_runs(tmp_pat
 @pytest.fixture
 def tiny_runs(monkeypatch):
     """Sort runs and write batches of a few records, so that every path spills and batches."""
-    from agent.nodes import verify_disagreements
+    from agent.verification import store
 
     monkeypatch.setattr(verdict_stream, "RUN_RECORDS", 3)
-    monkeypatch.setattr(verify_disagreements, "APPEND_LINES", 4)
+    monkeypatch.setattr(store, "APPEND_LINES", 4)
 
 
 def test_no_verifier_leaves_each_open_disputed_row_to_the_vote_once(tmp_path, tiny_runs):

@@ -20,18 +20,13 @@ import pytest
 from agent.cli import main
 from agent.context import RunContext
 from agent.nodes.emit_package import write_labeled_data
-from agent.nodes.verify_disagreements import (
-    BUDGET_FOLDER,
-    VERDICTS_FILE,
-    latest_verdicts,
-    read_jsonl,
-    verify_disagreements,
-)
+from agent.nodes.verify_disagreements import verify_disagreements
 from agent.nodes.vet_models import vet_models
-from agent.pilot_verification import _sampled
 from agent.settings import Settings
 from agent.state import Candidate, DatasetInfo, LabelingResult, RunState
-from agent.verdicts import resolve
+from agent.verification.budget import BUDGET_FOLDER
+from agent.verification.pilot import _sampled
+from agent.verification.store import VERDICTS_FILE, latest_verdicts, read_jsonl, resolve
 from tests.support.fakes import TOXICITY_PLAN, FakeLLM, LLMCall, RecordingReporter
 from tests.support.hub_fixtures import TOXIC_WORDS
 from tests.test_discovery_pilot import VOTES, ScriptedPilotSandbox

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.costs import (
+from agent.llm.pricing import price_for
+from agent.settings import Settings
+from agent.verification.costs import (
     CostEstimate,
     OverBudgetError,
     confirm_spending,
     estimate_verification,
     pilot_disagreements,
 )
-from agent.nodes.verify_disagreements import read_jsonl
-from agent.pricing import price_for
-from agent.settings import Settings
+from agent.verification.store import read_jsonl
 from tests.support.openai_server import RecordedRequest, ScriptedOpenAI
 from tests.test_verify_judge import (
     PLAN,

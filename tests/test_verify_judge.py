@@ -17,11 +17,12 @@ from types import SimpleNamespace
 import pytest
 
 from agent.context import RunContext
-from agent.judge import CONSECUTIVE_FAILURES_TO_STOP
-from agent.llm import OpenAIChatModel
-from agent.nodes.verify_disagreements import read_jsonl, verify_disagreements
+from agent.llm.client import OpenAIChatModel
+from agent.nodes.verify_disagreements import verify_disagreements
 from agent.settings import Settings
 from agent.state import DatasetInfo, LabelingResult, RunState, TaskLabel
+from agent.verification.judge import CONSECUTIVE_FAILURES_TO_STOP
+from agent.verification.store import read_jsonl
 from tests.support.fakes import TOXICITY_PLAN, RecordingReporter
 from tests.support.openai_server import RecordedRequest, Reply, ScriptedOpenAI
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from agent.cli import main
-from agent.nodes.verify_disagreements import read_jsonl
+from agent.verification.store import read_jsonl
 from tests.support.openai_server import RecordedRequest, Reply, ScriptedOpenAI
 from tests.test_verify_costs import PLAN_PROPOSAL, realistic_judge
 from tests.test_verify_judge import items_of

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.nodes.verify_disagreements import read_jsonl
 from agent.review import load_run
+from agent.verification.store import read_jsonl
 
 LABELS = ("non-toxic", "toxic")
 

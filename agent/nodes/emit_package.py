@@ -13,26 +13,24 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from templates.labeler.pkg.tabular import TableWriter, read_columns
-
-from ..context import RunContext
-from ..data import iter_rows
-from ..packaging import (
+from agent.context import RunContext
+from agent.dataset import iter_rows
+from agent.labeler_runtime import TableWriter, read_columns
+from agent.packaging.build import (
     build_spec,
     emit,
     installed_adapters,
     installed_vote,
+    llm_info,
     package_names,
     provenance,
     selection_notes,
 )
-from ..rendering import render_package
-from ..report import write_report
-from ..state import RunState
-from ..verdict_stream import latest_by_row, with_verdicts
-from ..verdicts import resolve
-from .render_labeler import llm_info
-from .verify_disagreements import VERDICTS_FILE
+from agent.packaging.render import render_package
+from agent.reporting.report import write_report
+from agent.state import RunState
+from agent.verification.store import VERDICTS_FILE, resolve
+from agent.verification.stream import latest_by_row, with_verdicts
 
 RERENDERED = ("README.md", "models.lock.json", "manifest.json", "pyproject.toml")
 

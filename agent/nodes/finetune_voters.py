@@ -16,57 +16,17 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from templates.labeler.pkg.adapters import install_adapters
-from templates.labeler.pkg.tabular import TableWriter
+from agent.context import RunContext
+from agent.dataset import iter_rows
+from agent.labeler_runtime import TableWriter, install_adapters, output_text_column
+from agent.learning import FINETUNE_FOLDER as FOLDER
+from agent.learning import trained_rows
+from agent.packaging.build import package_names
+from agent.packaging.runner import run_package
+from agent.state import FinetuneStage, RunState, VoterTuning
+from agent.verification.store import verified_labels
 
-from ..context import RunContext
-from ..data import iter_rows
-from ..labeler_runs import run_package
-from ..packaging import package_names
-from ..settings import Settings
-from ..state import FinetuneStage, RunState, VoterTuning
-from .fit_heads import verified_labels
-from .run_labeler import output_text_column
-
-TUNABLE_KINDS = ("hf-sequence-classifier", "embedding")
-FOLDER = "finetune"
 HOLDOUT = "holdout.jsonl"
-FIRST_STAGE_MIN = 50
-"""Verified rows the first stage needs: a fifth is held out, and 10 rows is the least."""
-
-
-def tunable(state: RunState) -> bool:
-    return any(voter.kind in TUNABLE_KINDS for voter in state.voters)
-
-
-def trained_rows(run_dir: Path) -> set[int]:
-    """Verified rows earlier stages trained on or held out."""
-    rows: set[int] = set()
-    for examples in sorted((run_dir / FOLDER).glob("stage-*/examples.jsonl")):
-        rows.update(int(row["row"]) for row in iter_rows(examples) if row["source"] == "verified")
-    return rows
-
-
-def finetune_blocker(state: RunState, settings: Settings) -> str | None:
-    """Why no fine-tuning stage can run now, or None when one is due."""
-    if len(state.finetune) >= settings.finetune_stages:
-        return f"the {settings.finetune_stages} fine-tuning stages asked for are done"
-    if not tunable(state):
-        return "no voter can be fine-tuned (only transformer and embedding voters can)"
-    fresh = set(verified_labels(state)) - trained_rows(Path(state.run_dir))
-    if not state.finetune and len(fresh) < FIRST_STAGE_MIN:
-        return (
-            f"{len(fresh)} verified rows are too few for a first stage (at least "
-            f"{FIRST_STAGE_MIN}: a fifth is held out to judge each stage)"
-        )
-    if not fresh:
-        return "no rows were verified since the last stage"
-    return None
-
-
-def should_finetune(state: RunState, settings: Settings) -> bool:
-    """Another stage is due, a voter can learn, and rows were verified since the last one."""
-    return finetune_blocker(state, settings) is None
 
 
 def finetune_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:

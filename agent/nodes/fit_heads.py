@@ -15,37 +15,13 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from templates.labeler.pkg import versions
-from templates.labeler.pkg.embedding import head_folder
-from templates.labeler.pkg.tabular import TableWriter
-
-from ..context import RunContext
-from ..data import iter_rows
-from ..labeler_runs import run_package
-from ..packaging import package_names
-from ..settings import Settings
-from ..state import HeadRecord, RunState
-from ..verdicts import VERIFIED_SOURCES
-from .run_labeler import output_text_column
-from .verify_disagreements import VERDICTS_FILE, read_jsonl
-
-
-def verified_labels(state: RunState) -> dict[int, str]:
-    """Row -> label for rows an LLM or a person settled (the pilot's verified rows too)."""
-    return {
-        v["row"]: v["label"]
-        for v in read_jsonl(Path(state.run_dir) / VERDICTS_FILE)
-        if v["source"] in VERIFIED_SOURCES and v["label"] is not None
-    }
-
-
-def should_fit_heads(state: RunState, settings: Settings) -> bool:
-    if not settings.fit_heads or state.heads:
-        return False
-    if not any(voter.kind == "embedding" for voter in state.voters):
-        return False
-    labels = verified_labels(state)
-    return len(labels) >= settings.head_min_examples and len(set(labels.values())) >= 2
+from agent.context import RunContext
+from agent.dataset import iter_rows
+from agent.labeler_runtime import TableWriter, head_folder, output_text_column, versions
+from agent.packaging.build import package_names
+from agent.packaging.runner import run_package
+from agent.state import HeadRecord, RunState
+from agent.verification.store import verified_labels
 
 
 def fit_heads(state: RunState, runtime: Runtime[RunContext]) -> dict:

@@ -20,56 +20,16 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from templates.labeler.pkg.learned_vote import install_vote
-from templates.labeler.pkg.tabular import TableWriter
-
-from ..context import RunContext
-from ..data import iter_rows
-from ..labeler_runs import run_package
-from ..packaging import package_names
-from ..settings import Settings
-from ..state import RunState, VoteRecord
-from .finetune_voters import FIRST_STAGE_MIN
-from .fit_heads import verified_labels
+from agent.context import RunContext
+from agent.dataset import iter_rows
+from agent.labeler_runtime import TableWriter, install_vote
+from agent.learning import learn_blocker
+from agent.packaging.build import package_names
+from agent.packaging.runner import run_package
+from agent.state import RunState, VoteRecord
+from agent.verification.store import verified_labels
 
 FOLDER = "votes"
-
-
-def learn_blocker(state: RunState, settings: Settings) -> str | None:
-    """Why no vote is learned now, or None when one is due."""
-    if not settings.learn_vote:
-        return "--no-learn-vote"
-    if len(state.voters) < 2:
-        return "a single voter has nothing to weigh"
-    verified = verified_labels(state)
-    if len(verified) < settings.vote_min_examples or len(set(verified.values())) < 2:
-        return (
-            f"{len(verified)} verified rows are too few (at least {settings.vote_min_examples}, "
-            "of two labels or more)"
-        )
-    if state.votes and state.votes[-1].examples >= len(verified):
-        return "no rows were verified since the last learned vote"
-    return None
-
-
-def relabel_follows(state: RunState, settings: Settings, verified_after: int | None = None) -> bool:
-    """Whether the rows verified now will teach the labeler before another labeling pass
-    (fine-tuning stages, a few-shot head, the learned vote): then verification can keep
-    part of its budget for that better-informed pass. ``verified_after``: the rows verified
-    in all once this pass is done, if known; a step whose minimum it misses does not count."""
-
-    def enough(minimum: int) -> bool:
-        return verified_after is None or verified_after >= minimum
-
-    if settings.finetune_stages:
-        due = len(state.finetune) < settings.finetune_stages
-        return due and (bool(state.finetune) or enough(FIRST_STAGE_MIN))
-    if state.labeling_passes != 1:
-        return False
-    heads = settings.fit_heads and not state.heads and enough(settings.head_min_examples)
-    heads = heads and any(voter.kind == "embedding" for voter in state.voters)
-    vote = settings.learn_vote and len(state.voters) > 1 and enough(settings.vote_min_examples)
-    return heads or vote
 
 
 def learn_vote(state: RunState, runtime: Runtime[RunContext]) -> dict:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from ..context import RunContext
-from ..lint import format_and_lint
-from ..packaging import promote
-from ..state import RunState
+from agent.context import RunContext
+from agent.packaging.build import promote
+from agent.packaging.lint import format_and_lint
+from agent.state import RunState
 
 
 def lint_labeler(state: RunState, runtime: Runtime[RunContext]) -> dict:

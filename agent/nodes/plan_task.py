@@ -14,13 +14,13 @@ from typing import Literal
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from ..context import RunContext
-from ..data import guess_text_column, head
-from ..errors import ModelOutputError, UserInputError
-from ..llm import Message
-from ..planning_rules import plan_by_rules
-from ..prompts import load_prompt
-from ..state import DatasetInfo, RunState, TaskLabel, TaskPlan
+from agent.context import RunContext
+from agent.dataset import guess_text_column, head
+from agent.errors import ModelOutputError, UserInputError
+from agent.llm.client import Message
+from agent.llm.prompts import load_prompt
+from agent.planning import plan_by_rules
+from agent.state import DatasetInfo, RunState, TaskLabel, TaskPlan
 
 ATTEMPTS = 2
 SAMPLE_ROWS = 3

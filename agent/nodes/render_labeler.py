@@ -10,21 +10,9 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from ..context import RunContext
-from ..packaging import build_spec, provenance, selection_notes, write_tree
-from ..state import RunState
-
-
-def llm_info(context: RunContext) -> dict | None:
-    """The LLM settings recorded in the manifest (never the key)."""
-    if context.llm is None:
-        return None
-    settings = context.settings
-    return {
-        "model": context.llm.model_name,
-        "base_url": settings.llm_base_url,
-        "structured_method": settings.llm_structured_method,
-    }
+from agent.context import RunContext
+from agent.packaging.build import build_spec, llm_info, provenance, selection_notes, write_tree
+from agent.state import RunState
 
 
 def render_labeler(state: RunState, runtime: Runtime[RunContext]) -> dict:

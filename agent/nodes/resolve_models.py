@@ -14,21 +14,21 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from ..catalog import BY_NAME, specialist_candidate
-from ..context import RunContext
-from ..errors import UserInputError
-from ..llm_labels import map_model_labels
-from ..models import (
+from agent.context import RunContext
+from agent.discovery.catalog import BY_NAME, specialist_candidate
+from agent.discovery.llm_label_maps import map_model_labels
+from agent.discovery.vetting import (
     SPECIALIST_PREFIX,
     fetch_hub_candidate,
     hub_labels,
     hub_precheck,
     read_hub_labels,
-    read_model_folder,
     vet_folder,
     voter_name,
 )
-from ..state import Candidate, Rejection, RunState
+from agent.errors import UserInputError
+from agent.hub.model_files import read_model_folder
+from agent.state import Candidate, Rejection, RunState
 
 
 def resolve_models(state: RunState, runtime: Runtime[RunContext]) -> dict:

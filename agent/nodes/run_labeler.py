@@ -12,13 +12,12 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from templates.labeler.pkg.engine import added_columns, input_renames
-
-from ..context import RunContext
-from ..data import iter_rows
-from ..labeler_runs import LabelerJob, run_labeler_job
-from ..packaging import package_names
-from ..state import LabelingResult, RunState
+from agent.context import RunContext
+from agent.dataset import iter_rows
+from agent.labeler_runtime import output_text_column
+from agent.packaging.build import package_names
+from agent.packaging.runner import LabelerJob, run_labeler_job
+from agent.state import LabelingResult, RunState
 
 
 def run_labeler(state: RunState, runtime: Runtime[RunContext]) -> dict:
@@ -97,12 +96,6 @@ def collect_disagreements(labeled: Path, target: Path, state: RunState) -> tuple
             count += 1
     temporary.replace(target)
     return count, round(agreement / max(rows, 1), 4)
-
-
-def output_text_column(state: RunState) -> str:
-    reserved = added_columns([voter.name for voter in state.voters])
-    renames = input_renames(state.dataset.columns, reserved)
-    return renames.get(state.plan.text_column, state.plan.text_column)
 
 
 def _truthy(value) -> bool:

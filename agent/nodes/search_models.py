@@ -17,20 +17,20 @@ from typing import NamedTuple
 
 from langgraph.runtime import Runtime
 
-from ..catalog import catalog_candidates
-from ..context import RunContext
-from ..errors import HubUnavailableError, UserInputError
-from ..hub import HubModel, ModelUnavailableError
-from ..labels import LabelMapping
-from ..llm_labels import map_model_labels
-from ..models import (
+from agent.context import RunContext
+from agent.discovery.catalog import catalog_candidates
+from agent.discovery.label_names import LabelMapping
+from agent.discovery.llm_label_maps import map_model_labels
+from agent.discovery.vetting import (
     fetch_hub_candidate,
     hub_labels,
     hub_precheck,
     read_hub_labels,
     voter_name,
 )
-from ..state import Candidate, Rejection, RunState, TaskPlan
+from agent.errors import HubUnavailableError, UserInputError
+from agent.hub.client import HubModel, ModelUnavailableError
+from agent.state import Candidate, Rejection, RunState, TaskPlan
 
 RESULTS_PER_QUERY = 20
 

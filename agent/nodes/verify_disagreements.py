@@ -23,40 +23,33 @@ better-informed pass the rest. The rows chosen in a pass are kept in
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import heapq
-import json
-import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from langgraph.runtime import Runtime
 
-from ..context import RunContext
-from ..costs import Ledger, SpendingCap, ledger_totals, usd
-from ..data import iter_rows
-from ..errors import UserInputError
-from ..judge import Judge, Verdict, judge_prompt_id
-from ..pricing import price_for
-from ..settings import Settings
-from ..state import RunState, VerificationResult
-from ..verdict_cache import VerdictCache, cache_namespace, text_key
-from ..verdict_stream import keyed_by_row, latest_by_row
-from ..verdicts import VERIFIED_SOURCES
-
-LEDGER_FILE = "ledger.jsonl"
-VERDICTS_FILE = "verdicts.jsonl"
-"""Every verdict of the run, the pilot's included, in the run folder."""
-APPEND_LINES = 10_000
-"""Verdict lines written at once (a pass may leave millions of rows to the vote)."""
-BUDGET_FOLDER = "budget"
-"""``pass-N.json``: the share of ``--max-verified`` each pass takes, and the rows it verifies."""
+from agent.context import RunContext
+from agent.dataset import iter_rows
+from agent.errors import UserInputError
+from agent.learning import relabel_follows
+from agent.llm.pricing import price_for
+from agent.state import RunState, VerificationResult
+from agent.verification.budget import plan_budget
+from agent.verification.cache import VerdictCache, cache_namespace, text_key
+from agent.verification.costs import LEDGER_FILE, Ledger, SpendingCap, ledger_totals, usd
+from agent.verification.judge import Judge, Verdict, judge_prompt_id
+from agent.verification.review_files import write_review_file
+from agent.verification.store import (
+    VERDICTS_FILE,
+    Disputed,
+    append_verdicts,
+    count_verdicts,
+    drop_torn_tail,
+)
+from agent.verification.stream import latest_by_row
 
 
 def verify_disagreements(state: RunState, runtime: Runtime[RunContext]) -> dict:
@@ -72,7 +65,13 @@ def verify_disagreements(state: RunState, runtime: Runtime[RunContext]) -> dict:
     verdicts_path = run_dir / VERDICTS_FILE
     drop_torn_tail(verdicts_path)
     disputed = Disputed(Path(labeling.disagreements_path), verdicts_path)
-    budget = plan_budget(state, context.settings, verifier, disputed)
+    budget = plan_budget(
+        state,
+        context.settings,
+        verifier,
+        disputed,
+        teaches=lambda verified_after: relabel_follows(state, context.settings, verified_after),
+    )
     over: Iterable[tuple[dict, dict | None]] = ()
     if budget is None:
         pending: Iterable[dict] = (record for record, _ in disputed.pending())
@@ -122,210 +121,13 @@ def verify_disagreements(state: RunState, runtime: Runtime[RunContext]) -> dict:
     return {"verification": result}
 
 
-@dataclass(frozen=True)
-class Disputed:
-    """The last pass's disputed rows, each with its latest verdict, read from the run's files
-    at every call: a run may dispute millions of rows, too many to hold."""
-
-    disagreements: Path
-    verdicts: Path
-
-    def pairs(self) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
-        """(disagreement record, the row's latest verdict or None), in row order. The verdicts
-        are read to the end before the first pair comes, so appending to them while this is
-        consumed does not change what it gives."""
-        return keyed_by_row(read_jsonl(self.disagreements), latest_by_row(self.verdicts))
-
-    def pending(self) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
-        """The pairs of rows that may still be verified."""
-        return ((record, verdict) for record, verdict in self.pairs() if _open(verdict))
-
-    def rows(self) -> Iterator[int]:
-        return (record["row"] for record in read_jsonl(self.disagreements))
-
-
-def latest_verdicts(path: Path) -> dict[int, dict[str, Any]]:
-    """Row -> its latest verdict (a row left to the vote may be verified in a later pass)."""
-    return {verdict["row"]: verdict for verdict in read_jsonl(path)}
-
-
-def count_verdicts(latest) -> tuple[int, int]:
-    """(rows verified by an LLM or a person, the pilot's included; rows awaiting review)."""
-    verified = unresolved = 0
-    for verdict in latest:
-        verified += verdict["source"] in VERIFIED_SOURCES
-        unresolved += verdict["source"] == "unresolved"
-    return verified, unresolved
-
-
-def _open(verdict: dict | None) -> bool:
-    """Whether a row may still be verified: it has no verdict, or was left to the vote."""
-    return verdict is None or verdict["source"] == "vote"
-
-
 def _left_to_vote(pairs, reason: str) -> Iterator[Verdict]:
     """``vote`` verdicts for the (record, latest verdict) pairs not left to the vote already
-    (the vote is the row's current one whenever it is read: see :func:`agent.verdicts.resolve`)."""
+    (the vote is the row's current one whenever it is read: see
+    :func:`agent.verification.store.resolve`)."""
     for record, verdict in pairs:
         if (verdict or {}).get("source") != "vote":
             yield Verdict(record["row"], record["vote"], "vote", reason)
-
-
-def spent_rows(latest: Iterable[dict]) -> int:
-    """Rows the verification budget has paid for: every row whose latest verdict is not ``vote``
-    (verified, the pilot's included, or put to a verifier and unresolved)."""
-    return sum(1 for verdict in latest if verdict["source"] != "vote")
-
-
-def _confidence_key(record: dict[str, Any]) -> tuple[float, float, int]:
-    return (
-        float(record.get("confidence", 1.0)),
-        float(record.get("agreement", 1.0)),
-        record["row"],
-    )
-
-
-def least_confident_first(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Disagreement records by the labeler's confidence, then agreement, then row number."""
-    return sorted(records, key=_confidence_key)
-
-
-def least_confident_rows(records: Iterable[dict[str, Any]], count: int) -> list[int]:
-    """The rows of ``least_confident_first(records)[:count]``, holding ``count`` keys at most
-    rather than every record (the row number breaks every tie, so the order is the same)."""
-    return [key[2] for key in heapq.nsmallest(count, map(_confidence_key, records))]
-
-
-def rows_fingerprint(rows: Iterable[int]) -> str:
-    """``sha256(json.dumps(sorted(rows)))`` in one pass over rows already in ascending order,
-    without holding them."""
-    digest = hashlib.sha256(b"[")
-    previous = None
-    for row in rows:
-        if previous is not None:
-            if row < previous:
-                raise ValueError(f"rows out of order: {row} after {previous}")
-            digest.update(b", ")
-        digest.update(str(int(row)).encode())
-        previous = row
-    digest.update(b"]")
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class BudgetPlan:
-    """The rows a pass verifies under ``--max-verified``; the others it leaves to the vote."""
-
-    limit: int
-    """Rows the whole run may verify."""
-    spent: int
-    """Rows spent before this pass: verified (the pilot's included) or awaiting review."""
-    allowance: int
-    """Rows this pass may verify."""
-    kept: bool
-    """Part of what was left is kept for the relabeled pass that follows."""
-    verify: tuple[int, ...]
-    """Rows to verify, least confident first."""
-
-    def split(self, disputed: Disputed) -> tuple[list[dict], Iterator[tuple[dict, dict | None]]]:
-        """(records to verify, least confident first; the pending (record, verdict) pairs
-        left to the vote, read as they are consumed)."""
-        chosen = set(self.verify)
-        by_row = {r["row"]: r for r, _ in disputed.pending() if r["row"] in chosen}
-        to_verify = [by_row[row] for row in self.verify if row in by_row]
-        over = (pair for pair in disputed.pending() if pair[0]["row"] not in chosen)
-        return to_verify, over
-
-    def describe(self, settings: Settings, verify: int, vote: int) -> str:
-        """The run log's line on this pass's share of the budget."""
-        left = max(self.limit - self.spent, 0)
-        share = f"half of the {left} left" if self.kept else f"all {left} left"
-        return (
-            f"--max-verified {settings.max_verified}: {self.limit} rows in all, {self.spent} "
-            f"spent before this pass; this pass may verify {self.allowance} ({share}"
-            + ("; the relabeled pass gets the rest" if self.kept else "")
-            + f"): verifying {verify} disputed rows, least confident first; {vote} left to "
-            "the vote"
-        )
-
-
-def plan_budget(
-    state: RunState, settings: Settings, verifier: str, disputed: Disputed
-) -> BudgetPlan | None:
-    """This pass's share of ``--max-verified`` (None: no budget, or nothing is verified), made
-    once per pass and kept, so that a resumed pass verifies the rows it chose."""
-    limit = settings.verification_limit(state.dataset.rows)
-    if limit is None or verifier == "none":
-        return None
-    fingerprint = rows_fingerprint(disputed.rows())
-    path = Path(state.run_dir) / BUDGET_FOLDER / f"pass-{state.labeling_passes}.json"
-    if path.exists():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.pop("disputed") == fingerprint and saved["limit"] == limit:
-            return BudgetPlan(**saved | {"verify": tuple(saved["verify"])})
-    from .learn_vote import relabel_follows  # not at the top: it imports this module
-
-    spent = spent_rows(latest_by_row(disputed.verdicts))
-    left = max(limit - spent, 0)
-    # A person's verdicts arrive only after the run, so they teach no pass of it.
-    kept = verifier != "human" and relabel_follows(state, settings, spent + left // 2)
-    allowance = left // 2 if kept else left
-    plan = BudgetPlan(
-        limit=limit,
-        spent=spent,
-        allowance=allowance,
-        kept=kept,
-        verify=tuple(least_confident_rows((r for r, _ in disputed.pending()), allowance)),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    record = {
-        "disputed": fingerprint,
-        "limit": limit,
-        "spent": spent,
-        "allowance": allowance,
-        "kept": kept,
-        "verify": list(plan.verify),
-    }
-    temporary.write_text(json.dumps(record) + "\n", encoding="utf-8")
-    temporary.replace(path)
-    return plan
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
-                return  # torn by a crash mid-write: that record was never acknowledged
-            if line.strip():
-                yield json.loads(line)
-
-
-def drop_torn_tail(path: Path) -> None:
-    """Cut a last line that a crash left half-written, before appending after it."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb+") as handle:
-        data = handle.read()
-        if not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
-
-
-def append_verdicts(sink, verdicts) -> None:
-    """Append verdicts as records (row, label, source, reason), on disk when it returns."""
-    lines = []
-    for verdict in verdicts:
-        record = {"row": verdict.row, "label": verdict.label, "source": verdict.source}
-        record["reason"] = verdict.reason
-        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-        if len(lines) == APPEND_LINES:
-            sink.write("".join(lines))
-            lines = []
-    sink.write("".join(lines))
-    sink.flush()
-    os.fsync(sink.fileno())
 
 
 def _verify_with_llm(pending, state: RunState, context: RunContext, sink, ledger_path: Path):
@@ -440,21 +242,3 @@ def _verify_with_column(rows: Iterable[int], state: RunState, column: str) -> It
             yield Verdict(row_number, answer, "human", f"from column {column}")
         else:
             yield Verdict(row_number, None, "unresolved", f"column {column} holds {answer!r}")
-
-
-def write_review_file(path: Path, verdicts: Iterable[dict], disagreements: Path) -> None:
-    """A CSV of the unresolved rows: fill in ``label`` and import it back. ``verdicts``: each
-    row's latest (only the unresolved ones are kept)."""
-    unresolved = {v["row"]: v for v in verdicts if v["source"] == "unresolved"}
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["row", "text", "vote", "votes", "reason", "label"])
-        for record in read_jsonl(disagreements):
-            verdict = unresolved.get(record["row"])
-            if verdict is not None:
-                votes = json.dumps(record["votes"], ensure_ascii=False)
-                writer.writerow(
-                    [record["row"], record["text"], record["vote"], votes, verdict["reason"], ""]
-                )
-    temporary.replace(path)

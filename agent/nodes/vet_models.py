@@ -3,13 +3,13 @@
 The pilot is the real labeler, rendered with all candidates and run in the
 sandbox on a reproducible sample of the data. When a verifier is at hand, a
 uniform sample of ``--pilot-verify`` pilot rows is verified too
-(:mod:`agent.pilot_verification`: by a data column or the LLM), and each
+(:mod:`agent.verification.pilot`: by a data column or the LLM), and each
 candidate is scored by its accuracy on them; those verdicts are kept as the
 run's own (applied to the output, never asked again); otherwise, or
-with fewer than :data:`~agent.label_calibration.MIN_ROWS` verified rows, by how
+with fewer than :data:`~agent.discovery.calibration.MIN_ROWS` verified rows, by how
 often it agrees with the majority of the *other* candidates (leave-one-out
 consensus), which cannot tell a right majority from a wrong one. Before scoring,
-the pilot settles label maps the names cannot (:mod:`agent.label_calibration`,
+the pilot settles label maps the names cannot (:mod:`agent.discovery.calibration`,
 against the same reference): opaque labels are mapped by agreement or the model
 is refused, inverted names are flipped. Voters the user named are all kept;
 discovered ones are chosen by score, skipping near-duplicates, up to ``--voters``.
@@ -23,23 +23,22 @@ from pathlib import Path
 
 from langgraph.runtime import Runtime
 
-from templates.labeler.pkg.tabular import TableWriter
-
-from ..context import RunContext
-from ..costs import check_verification_cost
-from ..data import iter_rows, sample_rows
-from ..errors import UserInputError
-from ..label_calibration import MIN_ROWS, calibrate_label_maps, verified_reference
-from ..labeler_runs import LabelerJob, run_labeler_job
-from ..packaging import build_package, build_spec, package_names, provenance
-from ..pilot_verification import (
+from agent.context import RunContext
+from agent.dataset import iter_rows, sample_rows
+from agent.discovery.calibration import MIN_ROWS, calibrate_label_maps, verified_reference
+from agent.errors import UserInputError
+from agent.labeler_runtime import TableWriter
+from agent.packaging.build import build_package, build_spec, package_names, provenance
+from agent.packaging.runner import LabelerJob, run_labeler_job
+from agent.state import Candidate, PilotReport, RunState, VoterScore
+from agent.verification.costs import check_verification_cost
+from agent.verification.pilot import (
     PilotVerdicts,
     keep_verified,
     pilot_verifier,
     verify_pilot,
     why_unverified,
 )
-from ..state import Candidate, PilotReport, RunState, VoterScore
 
 REDUNDANT_AGREEMENT = 0.99
 """Two voters agreeing this often add nothing to each other."""

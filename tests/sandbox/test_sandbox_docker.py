@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sandbox_helpers import ESCAPES, escape, unique
 
-from agent.labeler_runs import limits_for
+from agent.packaging.runner import limits_for
 from agent.settings import Settings
 from sandbox import Limits, SandboxError, SandboxUnavailable, make_sandbox
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sandbox_helpers import process_sandbox
 
-from agent.labeler_runs import run_package
+from agent.packaging.runner import run_package
 from agent.settings import Settings
 from sandbox import Sandbox
 from sandbox.isolation import runtime_mounts

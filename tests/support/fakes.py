@@ -18,8 +18,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.errors import ModelOutputError
-from agent.hub import HubModel
-from agent.llm import LLMReply, Message, TokenUsage
+from agent.hub.client import HubModel
+from agent.llm.client import LLMReply, Message, TokenUsage
 from agent.state import TaskLabel, TaskPlan
 
 

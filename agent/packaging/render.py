@@ -1,7 +1,7 @@
 """Rendering the labeler package from its templates.
 
 Copier's rule: under ``templates/labeler/`` every ``*.jinja`` file is rendered
-from one typed :class:`~agent.package.PackageSpec`, every other file is copied
+from one typed :class:`~agent.packaging.spec.PackageSpec`, every other file is copied
 as it is, and ``pkg/`` becomes the package's module folder. Templates render
 with ``StrictUndefined``, and every value that lands in generated code goes
 through a filter that emits a literal of the target language, so no label,
@@ -20,8 +20,8 @@ from typing import Any
 
 import jinja2
 
-from .errors import TemplateError
-from .package import PackageSpec, Provenance
+from agent.errors import TemplateError
+from agent.packaging.spec import PackageSpec, Provenance
 
 TEMPLATE_ROOT = "labeler"
 MODULE_FOLDER = "pkg"

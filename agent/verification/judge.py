@@ -24,10 +24,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import LLMUnavailableError, ModelOutputError
-from .llm import LanguageModel, Message, TokenUsage
-from .prompts import Prompt, load_prompt
-from .state import TaskPlan
+from agent.errors import LLMUnavailableError, ModelOutputError
+from agent.llm.client import LanguageModel, Message, TokenUsage
+from agent.llm.prompts import Prompt, load_prompt
+from agent.state import TaskPlan
 
 ABSTAIN = "abstain"
 MAX_TEXT_CHARS = 4000

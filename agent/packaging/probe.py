@@ -3,8 +3,8 @@
 That bubblewrap can create namespaces says nothing about whether the labeler's interpreter
 exists inside (a virtualenv under /tmp is hidden by the sandbox's private /tmp), imports
 torch, or can write its work folder. So the probe is a labeler run in miniature: a
-throwaway package holding :mod:`agent.sandbox_probe_inside`, run by
-:func:`agent.labeler_runs.run_package` (the same mounts, environment and limits as the pilot
+throwaway package holding :mod:`agent.packaging.probe_inside`, run by
+:func:`agent.packaging.runner.run_package` (the same mounts, environment and limits as the pilot
 and the full run) through the sandbox's real ``Sandbox.run``. Inside, it reports each step;
 a loopback listener opened here must stay unreachable from inside.
 
@@ -22,15 +22,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.errors import LabelerRunError, SandboxLimitError
+from agent.packaging.runner import run_package
+from agent.settings import Settings
 from sandbox import Sandbox, SandboxError
 from sandbox.probe import LoopbackListener
 
-from .errors import LabelerRunError, SandboxLimitError
-from .labeler_runs import run_package
-from .settings import Settings
-
 PROBE_MODULE = "autoannotator_sandbox_probe"
-INSIDE_SOURCE = Path(__file__).with_name("sandbox_probe_inside.py")
+INSIDE_SOURCE = Path(__file__).with_name("probe_inside.py")
 MARKER = "probe-marker.txt"
 """Written by the inside script into its work folder (same name as there)."""
 PROBE_TIMEOUT_S = 300.0

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import UserInputError
-from .state import TaskLabel
+from agent.errors import UserInputError
+from agent.state import TaskLabel
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The Hugging Face cache keeps files, not search results or model info (licence, languages,
 downloads, the commit ``main`` pointed at), and discovery decides on those. :class:`HubRecords`
 keeps each successful search and the info of each downloaded model as small JSON files under
-``$HF_HOME/autoannotator/hub-records``; when the Hub is unreachable :class:`agent.hub.HfHub`
+``$HF_HOME/autoannotator/hub-records``; when the Hub is unreachable :class:`agent.hub.client.HfHub`
 replays them, so the same command refuses and picks the same models at the same commits, and
 ``--model ID`` finds the commit it used before.
 """

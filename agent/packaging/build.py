@@ -18,14 +18,13 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-from templates.labeler.pkg.learned_vote import RECORD as VOTE_RECORD
-from templates.labeler.pkg.learned_vote import VOTES
-
-from .lint import format_and_lint
-from .package import PackageSpec, Provenance, VoterEntry, slug
-from .rendering import render_package
-from .settings import Settings
-from .state import Candidate, RunState, TaskPlan
+from agent.context import RunContext
+from agent.labeler_runtime import VOTE_RECORD, VOTES
+from agent.packaging.lint import format_and_lint
+from agent.packaging.render import render_package
+from agent.packaging.spec import PackageSpec, Provenance, VoterEntry, slug
+from agent.settings import Settings
+from agent.state import Candidate, RunState, TaskPlan
 
 BASE_DISTRIBUTIONS = ("numpy", "tqdm")
 """What every generated labeler imports."""
@@ -281,3 +280,15 @@ def emit(package_dir: Path, destination: Path) -> Path:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     return destination
+
+
+def llm_info(context: RunContext) -> dict | None:
+    """The LLM settings recorded in the manifest (never the key)."""
+    if context.llm is None:
+        return None
+    settings = context.settings
+    return {
+        "model": context.llm.model_name,
+        "base_url": settings.llm_base_url,
+        "structured_method": settings.llm_structured_method,
+    }

@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .context import Reporter, RunContext
-from .errors import UserInputError
-from .judge import CallRecord, judge_messages
-from .llm import Message, TokenUsage
-from .pricing import Price, price_for
-from .settings import Settings
-from .state import RunState, TaskPlan
+from agent.context import Reporter, RunContext
+from agent.errors import UserInputError
+from agent.llm.client import Message, TokenUsage
+from agent.llm.pricing import Price, price_for
+from agent.settings import Settings
+from agent.state import RunState, TaskPlan
+from agent.verification.judge import CallRecord, judge_messages
 
 CHARS_PER_TOKEN = 4
 """Tokens are estimated from the characters of the messages as sent (JSON)."""
@@ -234,7 +234,7 @@ def ledger_totals(path: Path) -> dict[str, Any]:
 
 
 class SpendingCap:
-    """A :class:`~agent.judge.CallGate` that keeps the run's LLM cost under ``limit_usd``.
+    """A :class:`~agent.verification.judge.CallGate` keeping the LLM cost under ``limit_usd``.
 
     Calls run concurrently, so each one reserves its estimated cost on admission
     and settles the actual cost when it ends.
@@ -266,3 +266,6 @@ class SpendingCap:
         with self._lock:
             self._reserved -= reservation
             self.spent_usd += self.price.cost(usage)
+
+
+LEDGER_FILE = "ledger.jsonl"

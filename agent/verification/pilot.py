@@ -31,8 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .context import RunContext
-from .costs import (
+from agent.context import RunContext
+from agent.discovery.label_names import all_opaque
+from agent.errors import UserInputError
+from agent.llm.pricing import price_for
+from agent.state import Candidate, DatasetInfo, TaskPlan
+from agent.verification.cache import VerdictCache, cache_namespace, text_key
+from agent.verification.costs import (
+    LEDGER_FILE,
     Ledger,
     SpendingCap,
     confirm_spending,
@@ -41,21 +47,15 @@ from .costs import (
     terminal_ask,
     usd,
 )
-from .errors import UserInputError
-from .judge import Judge, Verdict, judge_prompt_id
-from .labels import all_opaque
-from .nodes.verify_disagreements import (
-    LEDGER_FILE,
+from agent.verification.judge import Judge, Verdict, judge_prompt_id
+from agent.verification.store import (
     VERDICTS_FILE,
+    VERIFIED_SOURCES,
     append_verdicts,
     drop_torn_tail,
     latest_verdicts,
     read_jsonl,
 )
-from .pricing import price_for
-from .state import Candidate, DatasetInfo, TaskPlan
-from .verdict_cache import VerdictCache, cache_namespace, text_key
-from .verdicts import VERIFIED_SOURCES
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from templates.labeler.pkg.config import IGNORE
+from agent.labeler_runtime import IGNORE
 
 _SYNONYM_GROUPS: tuple[frozenset[str], ...] = tuple(
     frozenset(group)
@@ -120,7 +120,7 @@ def provisional_mapping(model_labels: Sequence[str], task_labels: Sequence[str])
     """Opaque labels in order onto the task's labels, to be calibrated on the pilot.
 
     ``LABEL_i -> i-th task label`` is a guess, not a mapping: it only lets the pilot run the
-    model; :mod:`agent.label_calibration` then keeps the assignment that agrees with the other
+    model; :mod:`agent.discovery.calibration` then keeps the assignment that agrees with the other
     voters, or refuses the model. The guess is one-to-one so the pilot's votes can be traced
     back to the model's own labels.
     """

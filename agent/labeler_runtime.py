@@ -10,6 +10,7 @@ these modules needs a rendered ``spec.py``.
 
 from __future__ import annotations
 
+from agent.state import RunState
 from templates.labeler.pkg import tabular, versions
 from templates.labeler.pkg.adapters import install_adapters
 from templates.labeler.pkg.columns import (
@@ -64,3 +65,9 @@ __all__ = [
     "voter_label_column",
     "voter_probability_column",
 ]
+
+
+def output_text_column(state: RunState) -> str:
+    reserved = added_columns([voter.name for voter in state.voters])
+    renames = input_renames(state.dataset.columns, reserved)
+    return renames.get(state.plan.text_column, state.plan.text_column)

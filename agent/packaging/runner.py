@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.errors import LabelerRunError, SandboxLimitError
+from agent.settings import Settings
 from sandbox import Limits, Sandbox
-
-from .errors import LabelerRunError, SandboxLimitError
-from .settings import Settings
 
 GiB = 1024**3
 

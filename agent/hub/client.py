@@ -8,7 +8,7 @@ retried with backoff: by the client itself for listings and files (five retries,
 1 to 8 s apart), here for model info, which the client does not retry. When they
 persist, the Hub is taken as unreachable for the rest of the run and every call
 is answered from the local cache and the records of earlier runs
-(:mod:`agent.hub_records`), so a rerun reproduces.
+(:mod:`agent.hub.records`), so a rerun reproduces.
 """
 
 from __future__ import annotations
@@ -22,23 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from .errors import HubUnavailableError, UserInputError
-from .hub_records import HubRecords, cached_snapshot
-
-MODEL_FILE_PATTERNS = (
-    "config.json",
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "*.model",
-)
-"""What a labeler needs from a model repository: config, safetensors weights, tokenizer."""
+from agent.errors import HubUnavailableError, UserInputError
+from agent.hub.model_files import MODEL_FILE_PATTERNS
+from agent.hub.records import HubRecords, cached_snapshot
 
 LISTING_FIELDS = (
     "sha", "siblings", "cardData", "config", "safetensors", "gated", "private",
@@ -368,7 +354,7 @@ def _hub_model(info: Any) -> HubModel:
 
 def _model_from_snapshot(repo_id: str, snapshot: Path) -> HubModel:
     """What a cached snapshot tells about a model no record describes (no licence, no tags)."""
-    from .models import read_model_folder
+    from agent.hub.model_files import read_model_folder
 
     folder = read_model_folder(snapshot)
     return HubModel(

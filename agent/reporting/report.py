@@ -29,13 +29,10 @@ from typing import Any
 import jinja2
 from pydantic import BaseModel, ConfigDict
 
-from templates.labeler.pkg.tabular import iter_chunks
-
-from .nodes.run_labeler import output_text_column
-from .nodes.verify_disagreements import VERDICTS_FILE, read_jsonl
-from .state import RunState
-from .verdict_stream import latest_by_row, with_verdicts
-from .verdicts import VERIFIED_SOURCES, resolve
+from agent.labeler_runtime import iter_chunks, output_text_column
+from agent.state import RunState
+from agent.verification.store import VERDICTS_FILE, VERIFIED_SOURCES, read_jsonl, resolve
+from agent.verification.stream import latest_by_row, with_verdicts
 
 REPORT_FILE = "report.html"
 LEDGER_FILE = "ledger.jsonl"
@@ -421,7 +418,7 @@ def _template() -> jinja2.Template:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    source = (resources.files("agent") / "report.html.jinja").read_text(encoding="utf-8")
+    source = (resources.files("agent.reporting") / "report.html.jinja").read_text(encoding="utf-8")
     return environment.from_string(source)
 
 

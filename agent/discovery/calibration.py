@@ -5,7 +5,7 @@ a model whose names are swapped (its "toxic" fires on civil text) says the wrong
 the public AutoAnnotator code would use both silently. Here the pilot decides. Each
 candidate's votes are traced back to its own labels, and every one-to-one assignment of
 those labels to task labels is scored against a reference: the verified pilot rows when
-at least :data:`MIN_ROWS` of them have a verified label (:mod:`agent.pilot_verification`),
+at least :data:`MIN_ROWS` of them have a verified label (:mod:`agent.verification.pilot`),
 else the majority vote of the voters whose names are trusted (ties left out).
 
 An assignment is *convincing* when, on at least :data:`MIN_ROWS` reference rows, it agrees
@@ -31,8 +31,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .labels import IGNORE, all_opaque
-from .state import Candidate, Rejection
+from agent.discovery.label_names import IGNORE, all_opaque
+from agent.state import Candidate, Rejection
 
 KAPPA_MIN = 0.4
 """Agreement beyond chance needed to trust an assignment (0.4: "moderate" by Landis & Koch)."""

@@ -1,8 +1,8 @@
 """The agent's view of the input data, read with the labeler's own table code.
 
 The agent validates and samples the input but never labels it: it reads
-tables through ``templates.labeler.pkg.tabular``, the module the generated
-labeler ships, so both agree on formats, encodings and row order.
+tables through the generated labeler's own ``tabular`` module (reached by
+:mod:`agent.labeler_runtime`), so both agree on formats, encodings and row order.
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from templates.labeler.pkg import tabular
-from templates.labeler.pkg.tabular import DataError
-
-from .errors import UserInputError
-from .state import DatasetInfo
+from agent.errors import UserInputError
+from agent.labeler_runtime import DataError, tabular
+from agent.state import DatasetInfo
 
 READ_CHUNK = 10_000
 TEXT_COLUMN_NAMES = ("text", "tweet", "comment", "review", "content", "sentence", "body", "message")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import black
 
-from .errors import TemplateError
+from agent.errors import TemplateError
 
 LINE_LENGTH = 100
 RUFF_RULES = ("F", "E", "W")

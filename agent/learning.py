@@ -1,0 +1,106 @@
+"""When the run learns from its verified rows: the policy the graph and the budget share.
+
+Which learning step is due after a verification pass (a LoRA fine-tuning stage, a few-shot
+head, new vote weights), why one is not, and whether rows verified now will still teach the
+labeler before another labeling pass (so verification may keep part of its budget for it).
+The nodes that do the learning (``finetune_voters``, ``fit_heads``, ``learn_vote``) and the
+router after ``verify_disagreements`` all ask here, so the rules are written once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.dataset import iter_rows
+from agent.settings import Settings
+from agent.state import RunState
+from agent.verification.store import verified_labels
+
+TUNABLE_KINDS = ("hf-sequence-classifier", "embedding")
+
+
+FINETUNE_FOLDER = "finetune"
+
+
+FIRST_STAGE_MIN = 50
+"""Verified rows the first stage needs: a fifth is held out, and 10 rows is the least."""
+
+
+def tunable(state: RunState) -> bool:
+    return any(voter.kind in TUNABLE_KINDS for voter in state.voters)
+
+
+def trained_rows(run_dir: Path) -> set[int]:
+    """Verified rows earlier stages trained on or held out."""
+    rows: set[int] = set()
+    for examples in sorted((run_dir / FINETUNE_FOLDER).glob("stage-*/examples.jsonl")):
+        rows.update(int(row["row"]) for row in iter_rows(examples) if row["source"] == "verified")
+    return rows
+
+
+def finetune_blocker(state: RunState, settings: Settings) -> str | None:
+    """Why no fine-tuning stage can run now, or None when one is due."""
+    if len(state.finetune) >= settings.finetune_stages:
+        return f"the {settings.finetune_stages} fine-tuning stages asked for are done"
+    if not tunable(state):
+        return "no voter can be fine-tuned (only transformer and embedding voters can)"
+    fresh = set(verified_labels(state)) - trained_rows(Path(state.run_dir))
+    if not state.finetune and len(fresh) < FIRST_STAGE_MIN:
+        return (
+            f"{len(fresh)} verified rows are too few for a first stage (at least "
+            f"{FIRST_STAGE_MIN}: a fifth is held out to judge each stage)"
+        )
+    if not fresh:
+        return "no rows were verified since the last stage"
+    return None
+
+
+def should_finetune(state: RunState, settings: Settings) -> bool:
+    """Another stage is due, a voter can learn, and rows were verified since the last one."""
+    return finetune_blocker(state, settings) is None
+
+
+def should_fit_heads(state: RunState, settings: Settings) -> bool:
+    if not settings.fit_heads or state.heads:
+        return False
+    if not any(voter.kind == "embedding" for voter in state.voters):
+        return False
+    labels = verified_labels(state)
+    return len(labels) >= settings.head_min_examples and len(set(labels.values())) >= 2
+
+
+def learn_blocker(state: RunState, settings: Settings) -> str | None:
+    """Why no vote is learned now, or None when one is due."""
+    if not settings.learn_vote:
+        return "--no-learn-vote"
+    if len(state.voters) < 2:
+        return "a single voter has nothing to weigh"
+    verified = verified_labels(state)
+    if len(verified) < settings.vote_min_examples or len(set(verified.values())) < 2:
+        return (
+            f"{len(verified)} verified rows are too few (at least {settings.vote_min_examples}, "
+            "of two labels or more)"
+        )
+    if state.votes and state.votes[-1].examples >= len(verified):
+        return "no rows were verified since the last learned vote"
+    return None
+
+
+def relabel_follows(state: RunState, settings: Settings, verified_after: int | None = None) -> bool:
+    """Whether the rows verified now will teach the labeler before another labeling pass
+    (fine-tuning stages, a few-shot head, the learned vote): then verification can keep
+    part of its budget for that better-informed pass. ``verified_after``: the rows verified
+    in all once this pass is done, if known; a step whose minimum it misses does not count."""
+
+    def enough(minimum: int) -> bool:
+        return verified_after is None or verified_after >= minimum
+
+    if settings.finetune_stages:
+        due = len(state.finetune) < settings.finetune_stages
+        return due and (bool(state.finetune) or enough(FIRST_STAGE_MIN))
+    if state.labeling_passes != 1:
+        return False
+    heads = settings.fit_heads and not state.heads and enough(settings.head_min_examples)
+    heads = heads and any(voter.kind == "embedding" for voter in state.voters)
+    vote = settings.learn_vote and len(state.voters) > 1 and enough(settings.vote_min_examples)
+    return heads or vote
