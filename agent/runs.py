@@ -20,6 +20,7 @@ from .errors import RunStateError
 from .graph import compile_graph
 from .hub import HfHub
 from .llm import OpenAIChatModel
+from .llm_cache import CachedLanguageModel, ResponseCache
 from .models import check_model_reference
 from .settings import Settings
 from .state import RunInput, RunOutput
@@ -50,6 +51,7 @@ def default_context(settings: Settings, reporter: Reporter) -> RunContext:
 
     llm = None
     if settings.llm_configured:
+        cache = ResponseCache(settings.verdict_cache) if settings.llm_cache else None
         llm = OpenAIChatModel(
             settings.llm_model,
             api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
@@ -57,7 +59,10 @@ def default_context(settings: Settings, reporter: Reporter) -> RunContext:
             timeout_s=settings.llm_timeout_s,
             max_retries=settings.llm_max_retries,
             method=settings.llm_structured_method,
+            memory=cache,
         )
+        if cache is not None:
+            llm = CachedLanguageModel(llm, cache)
     hub = None if settings.offline else HfHub(settings.hf_endpoint)
     return RunContext(
         settings=settings,
@@ -66,6 +71,13 @@ def default_context(settings: Settings, reporter: Reporter) -> RunContext:
         llm=llm,
         hub=hub,
     )
+
+
+def check_llm_endpoint(context: RunContext) -> None:
+    """A cheap first request to the LLM endpoint (a model listing, no tokens), before the run
+    starts: a wrong key or a base URL that is no OpenAI-compatible endpoint is a user error."""
+    if context.llm is not None:
+        context.llm.check_endpoint()
 
 
 def _config(run_id: str) -> dict:
