@@ -215,7 +215,13 @@ class OpenAIChatModel:
         """The raw ``AIMessage`` for ``messages`` asked with ``method``."""
         chat = [(message.role, message.content) for message in messages]
         if method in ("json_mode", "text"):
-            chat.append(("system", schema_instruction(json_schema)))
+            # Into the first system message: some chat templates (Gemma's, Mistral's) refuse a
+            # system message anywhere but first.
+            instruction = schema_instruction(json_schema)
+            if chat and chat[0][0] == "system":
+                chat[0] = ("system", f"{chat[0][1]}\n\n{instruction}")
+            else:
+                chat.insert(0, ("system", instruction))
         if method == "text":
             return self._chat.invoke(chat)
         runnable = self._chat.with_structured_output(json_schema, method=method, include_raw=True)

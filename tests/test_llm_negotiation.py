@@ -88,9 +88,10 @@ def test_every_disputed_row_is_verified_whatever_the_endpoint_accepts(
     assert sent == kinds + [kinds[-1]] * 2
     assert [entry["method"] for entry in ledger(state)] == [method] * 3
     if method in ("json_mode", "text"):
-        instructions = server.answered[0].messages[-1]
-        assert instructions["role"] == "system" and "JSON schema" in instructions["content"]
-        assert '"labels"' in instructions["content"]
+        roles = [m["role"] for m in server.answered[0].messages]
+        assert roles == ["system", "user"]  # the schema joins the one system message
+        instructions = server.answered[0].messages[0]["content"]
+        assert "JSON schema" in instructions and '"labels"' in instructions
 
 
 @pytest.mark.parametrize("server", [JSON_OBJECT_ONLY], indirect=True, ids=["json-object-only"])
