@@ -37,8 +37,12 @@ review_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(review_app, name="review")
+cache_app = typer.Typer(help="The LLM cache (answers, verdicts, methods).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 
-SUBCOMMANDS = {"label", "doctor", "sandbox", "review", "finetune", "--help", "-h", "--version"}
+SUBCOMMANDS = {
+    "label", "doctor", "sandbox", "review", "finetune", "cache", "--help", "-h", "--version"
+}  # fmt: skip
 
 Opt = typer.Option
 
@@ -61,6 +65,14 @@ def label_command(
     llm_model: Annotated[str | None, Opt(help="LLM model name")] = None,
     llm_base_url: Annotated[
         str | None, Opt(help="OpenAI-compatible endpoint; key from OPENAI_API_KEY")
+    ] = None,
+    llm_structured_method: Annotated[
+        str | None,
+        Opt(help="auto | json_schema | function_calling | json_mode | text [auto: negotiated]"),
+    ] = None,
+    llm_cache: Annotated[
+        bool | None,
+        Opt("--llm-cache/--no-llm-cache", help="reuse cached LLM answers and verdicts [on]"),
     ] = None,
     verifier: Annotated[str | None, Opt(help="llm | human | column:NAME | none")] = None,
     sandbox: Annotated[str | None, Opt(help="process | docker | none")] = None,
@@ -116,7 +128,7 @@ def label_command(
     ] = False,
 ) -> None:
     """Label a data set and emit a reproducible labeler package."""
-    from agent.runs import default_context, execute, load_request, prepare_run
+    from agent.runs import check_llm_endpoint, default_context, execute, load_request, prepare_run
 
     flags = {
         "text_column": text_column,
@@ -127,6 +139,8 @@ def label_command(
         "offline": offline or None,
         "llm_model": llm_model,
         "llm_base_url": llm_base_url,
+        "llm_structured_method": llm_structured_method,
+        "llm_cache": llm_cache,
         "verifier": verifier,
         "sandbox": sandbox,
         "min_agreement": min_agreement,
@@ -158,14 +172,16 @@ def label_command(
             | {name: value for name, value in spending.items() if value is not None}
         )
         context = default_context(settings, reporter)
+        check_llm_endpoint(context)
         reporter.stage("resume", resume)
         result = _guarded(lambda: execute(None, resume, run_dir, context), resume)
     else:
         if not task or data is None:
             raise UserInputError("give a TASK and --data FILE (or --resume RUN_ID)")
         settings = settings_from(flags)
-        run = prepare_run(task, data, settings)
         context = default_context(settings, reporter)
+        check_llm_endpoint(context)  # before the run folder exists: a wrong key leaves nothing
+        run = prepare_run(task, data, settings)
         reporter.stage("run", f"{run.run_id} ({run.run_dir})")
         result = _guarded(lambda: execute(run, run.run_id, Path(run.run_dir), context), run.run_id)
     reporter.summary(summary_rows(result))
@@ -315,6 +331,21 @@ def finetune_command(
     reporter.summary(summary_rows(result))
     if json_summary:
         print(json.dumps(summary_json(result), indent=2))
+
+
+@cache_app.command("clear")
+def cache_clear_command(
+    verdict_cache: Annotated[
+        Path | None, Opt(help="the cache file [~/.cache/autoannotator-agent/verdicts.sqlite]")
+    ] = None,
+) -> None:
+    """Delete the LLM cache: the next run asks the LLM afresh (and pays again)."""
+    from agent.llm.cache import clear_cache
+
+    settings = settings_from({"verdict_cache": verdict_cache})
+    removed = clear_cache(settings.verdict_cache)
+    where = str(Path(settings.verdict_cache).expanduser())
+    print(f"cleared {where}" if removed else f"no cache at {where}", file=sys.stderr)
 
 
 @review_app.command("export")

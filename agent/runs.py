@@ -20,6 +20,7 @@ from agent.discovery.vetting import check_model_reference
 from agent.errors import RunStateError
 from agent.graph import compile_graph
 from agent.hub.client import HfHub
+from agent.llm.cache import CachedLanguageModel, ResponseCache
 from agent.llm.client import OpenAIChatModel
 from agent.preflight import preflight
 from agent.settings import Settings
@@ -51,6 +52,7 @@ def default_context(settings: Settings, reporter: Reporter) -> RunContext:
 
     llm = None
     if settings.llm_configured:
+        cache = ResponseCache(settings.verdict_cache) if settings.llm_cache else None
         llm = OpenAIChatModel(
             settings.llm_model,
             api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
@@ -58,7 +60,10 @@ def default_context(settings: Settings, reporter: Reporter) -> RunContext:
             timeout_s=settings.llm_timeout_s,
             max_retries=settings.llm_max_retries,
             method=settings.llm_structured_method,
+            memory=cache,
         )
+        if cache is not None:
+            llm = CachedLanguageModel(llm, cache)
     hub = None if settings.offline else HfHub(settings.hf_endpoint)
     return RunContext(
         settings=settings,
@@ -67,6 +72,13 @@ def default_context(settings: Settings, reporter: Reporter) -> RunContext:
         llm=llm,
         hub=hub,
     )
+
+
+def check_llm_endpoint(context: RunContext) -> None:
+    """A cheap first request to the LLM endpoint (a model listing, no tokens), before the run
+    starts: a wrong key or a base URL that is no OpenAI-compatible endpoint is a user error."""
+    if context.llm is not None:
+        context.llm.check_endpoint()
 
 
 def _config(run_id: str) -> dict:

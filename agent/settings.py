@@ -59,7 +59,14 @@ class Settings(BaseSettings):
     )
     llm_timeout_s: float = 60.0
     llm_max_retries: int = 3
-    llm_structured_method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema"
+    llm_structured_method: Literal[
+        "auto", "json_schema", "function_calling", "json_mode", "text"
+    ] = "auto"
+    """How answers are made structured; ``auto`` tries each in that order and steps down when the
+    endpoint refuses one (the method that worked is remembered in the LLM cache)."""
+    llm_cache: bool = True
+    """Cache every LLM answer (and verdict) in ``verdict_cache``: a rerun with the same inputs and
+    settings sends no request. ``--no-llm-cache`` neither reads nor writes it."""
     llm_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
     """Extra price-table entries: model -> (USD per 1M input tokens, per 1M output tokens)."""
     verifier: str | None = None
@@ -73,7 +80,8 @@ class Settings(BaseSettings):
     max_cost_usd: float | None = Field(default=None, ge=0)
     """Hard cap: no LLM call past it; the rows left go to human review."""
     verdict_cache: Path = Field(default_factory=default_verdict_cache)
-    """SQLite cache of LLM verdicts, shared by runs, so no row is paid for twice."""
+    """SQLite cache of LLM verdicts and answers, shared by runs, so nothing is paid for twice
+    (``autoannotator-agent cache clear`` deletes it)."""
     sandbox: SandboxKind = "process"
     preflight_cache: Path = Field(default_factory=default_preflight_cache)
     """Sandbox probes that passed on this machine, so a run probes again only when the

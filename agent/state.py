@@ -26,6 +26,8 @@ class TaskLabel(Record):
     """What the label means, for the LLM judge and the model card."""
     examples: tuple[str, ...] = ()
     """A few short texts with this label: prototypes for the embedding voter."""
+    synonyms: tuple[str, ...] = ()
+    """Other words for the label that an LLM's answer may use (mapped onto the label)."""
 
 
 class TaskPlan(Record):

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from agent.context import RunContext
+from agent.dataset import inspect_dataset
 from agent.errors import HubUnavailableError, ModelOutputError
 from agent.graph import build_graph
+from agent.nodes.plan_task import plan_task
 from agent.runs import execute, prepare_run
 from agent.settings import Settings
+from agent.state import RunState
 from sandbox import make_sandbox
 from tests.support.fakes import FakeHub, FakeLLM, RecordingReporter
 
@@ -100,6 +104,51 @@ def test_plan_that_stays_invalid_stops_the_run(tmp_path, tweets_csv):
     run, context, _ = start("label tweets", tweets_csv, make_settings(tmp_path), llm)
     with pytest.raises(ModelOutputError, match="could not produce a valid plan"):
         execute(run, run.run_id, Path(run.run_dir), context)
+
+
+def plan_with(llm: FakeLLM, tmp_path: Path, data: Path, **values):
+    """The plan_task node alone, on a real data file; the plan and the reporter."""
+    settings = make_settings(tmp_path, **values)
+    context, reporter = context_for(settings, llm)
+    state = RunState(
+        task="label tweets for toxicity",
+        data_path=str(data),
+        dataset=inspect_dataset(data, None),
+        run_id="run",
+        run_dir=str(tmp_path),
+    )
+    return plan_task(state, SimpleNamespace(context=context))["plan"], reporter
+
+
+def test_with_labels_and_text_column_given_an_invalid_llm_plan_falls_back_to_rules(
+    tmp_path, tweets_csv
+):
+    llm = FakeLLM()
+    llm.enqueue(PLAN | {"labels": [{"name": "only", "description": ""}]}, ModelOutputError("junk"))
+    plan, reporter = plan_with(
+        llm, tmp_path, tweets_csv, labels=("civil", "rude"), text_column="text"
+    )
+    assert (plan.planner, plan.label_names, plan.text_column) == (
+        "rules",
+        ("civil", "rude"),
+        "text",
+    )
+    assert plan.search_queries  # the rule-based planner's, for the rest of the run
+    fallback = [w for w in reporter.warnings if "rule-based plan" in w]
+    assert len(fallback) == 1 and "could not produce a valid plan" in fallback[0]
+    assert len(llm.history) == 2
+
+
+def test_the_llm_plan_gives_labels_synonyms(tmp_path, tweets_csv):
+    llm = FakeLLM()
+    labels = [
+        {"name": "non-toxic", "description": "fine", "synonyms": ["civil", " polite ", ""]},
+        {"name": "toxic", "description": "rude", "synonyms": ["offensive"]},
+    ]
+    llm.enqueue(PLAN | {"labels": labels})
+    plan, _ = plan_with(llm, tmp_path, tweets_csv)
+    assert [label.synonyms for label in plan.labels] == [("civil", "polite"), ("offensive",)]
+    assert "synonyms" in llm.history[0].messages[0].content
 
 
 def test_flags_override_the_plan(tmp_path, tweets_csv, toxic_voters):

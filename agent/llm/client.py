@@ -9,15 +9,25 @@ real client against a loopback server.
 
 from __future__ import annotations
 
-import json
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from agent.errors import LLMUnavailableError, ModelOutputError
+from agent.errors import AgentError, LLMUnavailableError, ModelOutputError, UserInputError
+from agent.llm.negotiation import (
+    METHODS,
+    MethodMemory,
+    is_format_refusal,
+    next_method,
+    parse_json_answer,
+    schema_instruction,
+)
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -53,6 +63,10 @@ class LLMReply(Generic[T]):
     value: T
     usage: TokenUsage
     latency_s: float
+    method: str = ""
+    """The structured-output method that got the answer (``json_schema``, ...)."""
+    cached: bool = False
+    """Read from the LLM cache: no request was sent, nothing was paid."""
 
 
 class LanguageModel(Protocol):
@@ -63,9 +77,19 @@ class LanguageModel(Protocol):
 
     def structured(self, messages: Sequence[Message], schema: type[T]) -> LLMReply[T]: ...
 
+    def check_endpoint(self) -> None:
+        """A cheap first request (no tokens): raises :class:`UserInputError` for a wrong key,
+        or an endpoint that is not OpenAI-compatible, before any work is done."""
+        ...
+
 
 class OpenAIChatModel:
-    """:class:`LanguageModel` over ``ChatOpenAI`` (any OpenAI-compatible endpoint)."""
+    """:class:`LanguageModel` over ``ChatOpenAI`` (any OpenAI-compatible endpoint).
+
+    ``method="auto"`` negotiates the structured-output method
+    (:mod:`agent.llm.negotiation`) and remembers the one that worked in ``memory``; any
+    other value forces that method.
+    """
 
     def __init__(
         self,
@@ -75,13 +99,25 @@ class OpenAIChatModel:
         base_url: str | None = None,
         timeout_s: float = 60.0,
         max_retries: int = 3,
-        method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+        method: str = "auto",
+        memory: MethodMemory | None = None,
     ) -> None:
         from langchain_openai import ChatOpenAI
 
         self.model_name = model
         self.base_url = base_url
-        self._method = method
+        self.endpoint = (base_url or OPENAI_BASE_URL).rstrip("/")
+        self._forced = None if method == "auto" else method
+        if self._forced is not None and self._forced not in METHODS:
+            raise ValueError(f"unknown structured-output method {method!r}")
+        self._memory = memory
+        self._listed: list[str] = []
+        """The models the endpoint listed at :meth:`check_endpoint`, for error messages."""
+        self._method: str | None = self._forced
+        if self._method is None and memory is not None:
+            remembered = memory.get_method(self.endpoint, model)
+            self._method = remembered if remembered in METHODS else None
+        self._lock = threading.Lock()
         self._chat = ChatOpenAI(
             model=model,
             api_key=api_key or "not-needed",
@@ -91,48 +127,142 @@ class OpenAIChatModel:
             temperature=0,
         )
 
+    @property
+    def structured_method(self) -> str | None:
+        """The method in use: forced, remembered or negotiated (None before the first call)."""
+        return self._method
+
+    def check_endpoint(self) -> None:
+        import openai
+
+        try:
+            listing = self._chat.root_client.models.list()
+            models = [getattr(entry, "id", None) for entry in listing.data]
+        except openai.AuthenticationError as error:
+            raise UserInputError(
+                f"the LLM endpoint {self.endpoint} refused the API key (HTTP 401: "
+                f"{_first_line(error.message)}); set OPENAI_API_KEY to a valid key"
+            ) from None
+        except openai.PermissionDeniedError as error:
+            raise UserInputError(
+                f"the LLM endpoint {self.endpoint} refused the API key (HTTP 403: "
+                f"{_first_line(error.message)})"
+            ) from None
+        except openai.NotFoundError:
+            raise UserInputError(
+                f"{self.endpoint} is not an OpenAI-compatible endpoint (GET /models answered "
+                "HTTP 404); --llm-base-url usually ends in /v1"
+            ) from None
+        except openai.APIStatusError as error:
+            if 400 <= error.status_code < 500:
+                raise UserInputError(
+                    f"{self.endpoint} is not an OpenAI-compatible endpoint (GET /models "
+                    f"answered HTTP {error.status_code}: {_first_line(error.message)})"
+                ) from None
+            raise LLMUnavailableError(
+                f"LLM endpoint {self.endpoint} answered HTTP {error.status_code}: "
+                f"{_first_line(error.message)}"
+            ) from error
+        except openai.APIConnectionError as error:
+            raise LLMUnavailableError(
+                f"LLM endpoint {self.endpoint} failed: {_first_line(str(error))}"
+            ) from error
+        except (openai.APIError, AttributeError, TypeError, ValueError):
+            raise UserInputError(
+                f"{self.endpoint} is not an OpenAI-compatible endpoint (GET /models did not "
+                "answer a model list)"
+            ) from None
+        self._listed = [model for model in models if isinstance(model, str)]
+
     def structured(self, messages: Sequence[Message], schema: type[T]) -> LLMReply[T]:
         import openai
 
-        # The JSON schema (not the class) goes to the client, so that validation happens
-        # here, after the token usage of even an unusable answer has been read.
-        runnable = self._chat.with_structured_output(
-            schema.model_json_schema(), method=self._method, include_raw=True
-        )
+        # The JSON schema (not the class) goes to the client, and the answer is parsed
+        # here, strictly, after the token usage of even an unusable answer has been read.
+        json_schema = schema.model_json_schema()
+        method = self._method or METHODS[0]
         started = time.monotonic()
-        try:
-            result = runnable.invoke([(message.role, message.content) for message in messages])
-        except openai.APIStatusError as error:
-            raise LLMUnavailableError(
-                f"LLM endpoint answered HTTP {error.status_code}: {_first_line(error.message)}"
-            ) from error
-        except openai.APIError as error:
-            raise LLMUnavailableError(f"LLM endpoint failed: {_first_line(str(error))}") from error
-        latency = time.monotonic() - started
-        usage = _usage(result["raw"])
-        if result.get("parsing_error") is not None or result.get("parsed") is None:
-            problem = result.get("parsing_error") or "no structured answer"
-            raise UnusableAnswer(f"unusable LLM answer: {_first_line(str(problem))}", usage)
-        parsed = result["parsed"]
-        content = getattr(result["raw"], "content", None)
-        tool_calls = getattr(result["raw"], "tool_calls", None)
-        if isinstance(content, str) and content.strip() and not tool_calls:
-            # LangChain's parser completes truncated JSON; a cut-off answer is not an answer.
-            # (An answer by function call, which LangChain picks for models without JSON
-            # schema support, comes as tool-call arguments, parsed strictly already.)
+        while True:
             try:
-                parsed = json.loads(content)
-            except json.JSONDecodeError as error:
-                raise UnusableAnswer(
-                    f"unusable LLM answer: invalid JSON ({error})", usage
-                ) from None
+                raw = self._invoke(messages, json_schema, method)
+                break
+            except openai.APIStatusError as error:
+                step = next_method(method) if self._forced is None else None
+                if step is not None and is_format_refusal(error.status_code, error.message):
+                    method = step
+                    continue
+                raise self._status_error(error) from error
+            except openai.APIError as error:
+                raise LLMUnavailableError(
+                    f"LLM endpoint failed: {_first_line(str(error))}"
+                ) from error
+        latency = time.monotonic() - started
+        self._remember(method)
+        usage = _usage(raw)
+        try:
+            parsed = _answer(raw)
+        except ValueError as error:
+            raise UnusableAnswer(f"unusable LLM answer: {_first_line(str(error))}", usage) from None
         try:
             value = schema.model_validate(parsed)
         except ValidationError as error:
             raise UnusableAnswer(
                 f"LLM answer does not fit {schema.__name__}: {_first_line(str(error))}", usage
             ) from None
-        return LLMReply(value, usage, latency)
+        return LLMReply(value, usage, latency, method)
+
+    def _invoke(self, messages: Sequence[Message], json_schema: dict, method: str):
+        """The raw ``AIMessage`` for ``messages`` asked with ``method``."""
+        chat = [(message.role, message.content) for message in messages]
+        if method in ("json_mode", "text"):
+            # Into the first system message: some chat templates (Gemma's, Mistral's) refuse a
+            # system message anywhere but first.
+            instruction = schema_instruction(json_schema)
+            if chat and chat[0][0] == "system":
+                chat[0] = ("system", f"{chat[0][1]}\n\n{instruction}")
+            else:
+                chat.insert(0, ("system", instruction))
+        if method == "text":
+            return self._chat.invoke(chat)
+        runnable = self._chat.with_structured_output(json_schema, method=method, include_raw=True)
+        return runnable.invoke(chat)["raw"]
+
+    def _remember(self, method: str) -> None:
+        with self._lock:
+            if self._forced is not None or self._method == method:
+                return
+            self._method = method
+        if self._memory is not None:
+            self._memory.put_method(self.endpoint, self.model_name, method)
+
+    def _status_error(self, error) -> AgentError:
+        message = _first_line(error.message)
+        if error.status_code == 401:
+            return UserInputError(
+                f"the LLM endpoint {self.endpoint} refused the API key (HTTP 401: {message})"
+            )
+        if error.status_code == 404:
+            known = f"; it lists {self._listed[:10]}" if self._listed else ""
+            return UserInputError(
+                f"the LLM endpoint {self.endpoint} does not know model {self.model_name!r} "
+                f"(HTTP 404: {message}){known}; pick one with --llm-model"
+            )
+        return LLMUnavailableError(f"LLM endpoint answered HTTP {error.status_code}: {message}")
+
+
+def _answer(raw) -> Any:
+    """The answer's JSON value: the forced tool call's arguments, or the message's content."""
+    if getattr(raw, "invalid_tool_calls", None):
+        problem = raw.invalid_tool_calls[0].get("error") or "tool call arguments are not JSON"
+        raise ValueError(str(problem))
+    tool_calls = getattr(raw, "tool_calls", None)
+    if tool_calls:
+        return tool_calls[0]["args"]
+    content = getattr(raw, "content", None)
+    if not isinstance(content, str) or not content.strip():
+        raise ValueError("no structured answer")
+    # LangChain's own parser completes truncated JSON; a cut-off answer is not an answer.
+    return parse_json_answer(content)
 
 
 def _usage(raw) -> TokenUsage:

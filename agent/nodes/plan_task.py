@@ -3,7 +3,8 @@
 With an LLM the plan comes from a structured answer, validated against the
 data (the column must exist, labels must be distinct) and retried once with
 the problem spelled out; without one, the rule-based planner decides. Flags
-(``--labels``, ``--text-column``) always win.
+(``--labels``, ``--text-column``) always win: given both, a plan the LLM cannot
+get right falls back to the rule-based one, with a warning.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ProposedLabel(BaseModel):
     name: str = Field(description="short lowercase label name")
     description: str = Field(description="one-sentence definition")
     examples: list[str] = Field(default_factory=list, description="2 to 4 short example texts")
+    synonyms: list[str] = Field(default_factory=list, description="up to 4 other words for it")
 
 
 class PlanProposal(BaseModel):
@@ -47,19 +49,16 @@ def plan_task(state: RunState, runtime: Runtime[RunContext]) -> dict:
     context = runtime.context
     settings = context.settings
     context.reporter.stage("plan_task", state.task)
+    plan = None
     if context.llm is not None:
-        plan = _plan_with_llm(state, context)
-    else:
-        family, labels, queries = plan_by_rules(state.task, settings.labels)
-        text_column = settings.text_column or guess_text_column(state.dataset)
-        plan = TaskPlan(
-            task=state.task,
-            family=family,
-            labels=labels,
-            text_column=text_column,
-            search_queries=queries,
-            planner="rules",
-        )
+        try:
+            plan = _plan_with_llm(state, context)
+        except ModelOutputError as error:
+            if not (settings.labels and settings.text_column):
+                raise
+            context.reporter.warn(f"{error}; using the rule-based plan with your labels")
+    if plan is None:
+        plan = _plan_by_rules(state, settings.labels, settings.text_column)
     plan = _apply_flags(plan, settings.labels, settings.text_column)
     if plan.text_column not in state.dataset.columns:
         raise UserInputError(
@@ -71,6 +70,18 @@ def plan_task(state: RunState, runtime: Runtime[RunContext]) -> dict:
         f"text column {plan.text_column!r}"
     )
     return {"plan": plan}
+
+
+def _plan_by_rules(state: RunState, labels: tuple[str, ...], text_column: str | None) -> TaskPlan:
+    family, planned, queries = plan_by_rules(state.task, labels)
+    return TaskPlan(
+        task=state.task,
+        family=family,
+        labels=planned,
+        text_column=text_column or guess_text_column(state.dataset),
+        search_queries=queries,
+        planner="rules",
+    )
 
 
 def _apply_flags(plan: TaskPlan, labels: tuple[str, ...], text_column: str | None) -> TaskPlan:
@@ -123,6 +134,7 @@ def _plan_with_llm(state: RunState, context: RunContext) -> TaskPlan:
                         name=label.name.strip(),
                         description=label.description.strip(),
                         examples=tuple(e.strip() for e in label.examples[:4] if e.strip()),
+                        synonyms=tuple(s.strip() for s in label.synonyms[:4] if s.strip()),
                     )
                     for label in proposal.labels
                 ),
@@ -134,7 +146,8 @@ def _plan_with_llm(state: RunState, context: RunContext) -> TaskPlan:
         feedback = problem
         context.reporter.warn(f"planner proposed an invalid plan ({problem}); asking again")
     raise ModelOutputError(
-        f"the LLM could not produce a valid plan ({feedback}); pass --labels and --text-column"
+        f"the LLM could not produce a valid plan ({feedback})"
+        + ("" if settings.labels and settings.text_column else "; pass --labels and --text-column")
     )
 
 

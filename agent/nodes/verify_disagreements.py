@@ -212,6 +212,8 @@ def _judge_in_order(batches, judge_batch, twins, sink, context: RunContext) -> N
 
 def _open_cache(path: Path, context: RunContext, plan) -> VerdictCache | None:
     llm = context.llm
+    if not context.settings.llm_cache:
+        return None
     namespace = cache_namespace(
         getattr(llm, "base_url", None), llm.model_name, judge_prompt_id(plan), plan.label_names
     )

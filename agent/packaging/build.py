@@ -290,5 +290,6 @@ def llm_info(context: RunContext) -> dict | None:
     return {
         "model": context.llm.model_name,
         "base_url": settings.llm_base_url,
-        "structured_method": settings.llm_structured_method,
+        "structured_method": getattr(context.llm, "structured_method", None)
+        or settings.llm_structured_method,
     }

@@ -213,6 +213,8 @@ class Ledger:
             "cost_usd": round(self.price.cost(call.usage), 8),
             "latency_s": round(call.latency_s, 3),
             "outcome": call.outcome,
+            "method": call.method,
+            "normalized": call.normalized,
         }
         with self._lock, open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")

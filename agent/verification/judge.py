@@ -19,7 +19,7 @@ import copy
 import json
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -28,6 +28,7 @@ from agent.errors import LLMUnavailableError, ModelOutputError
 from agent.llm.client import LanguageModel, Message, TokenUsage
 from agent.llm.prompts import Prompt, load_prompt
 from agent.state import TaskPlan
+from agent.verification.label_normalization import LabelNormalizer, label_form
 
 ABSTAIN = "abstain"
 MAX_TEXT_CHARS = 4000
@@ -53,6 +54,10 @@ class CallRecord:
     usage: TokenUsage
     latency_s: float
     outcome: str
+    method: str = ""
+    """The structured-output method that was used (negotiated per endpoint)."""
+    normalized: int = 0
+    """Answers that named a label in another form (case, quotes, a synonym) and were mapped."""
 
 
 @dataclass
@@ -156,6 +161,9 @@ class Judge:
         self.plan = plan
         self.batch_size = batch_size
         self.schema = verdict_schema(plan.label_names)
+        self.normalizer = LabelNormalizer(
+            plan.label_names, {label.name: label.synonyms for label in plan.labels}
+        )
         self.stats = JudgeStats()
         self._on_call = on_call
         self._gate = gate
@@ -216,29 +224,37 @@ class Judge:
                 self._gate.settle(reservation, usage)
         with self._lock:
             self._failures = 0
-        self._record(CallRecord(len(rows), reply.usage, reply.latency_s, "ok"))
-        return self._answers(reply.value, len(rows)), ""
+        answers, normalized = self._answers(reply.value, len(rows))
+        if not reply.cached:  # a cached answer was no call, and cost nothing
+            record = CallRecord(len(rows), reply.usage, reply.latency_s, "ok")
+            self._record(replace(record, method=reply.method, normalized=normalized))
+        return answers, ""
 
-    def _answers(self, reply: VerdictReply, rows: int) -> dict[int, tuple[str | None, str]]:
-        """The reply's verdict for each item id it answered; ids outside the batch are ignored.
-        (A JSON object holds each id once: of an id repeated in the reply's text, the JSON
-        parser keeps the last.)"""
+    def _answers(
+        self, reply: VerdictReply, rows: int
+    ) -> tuple[dict[int, tuple[str | None, str]], int]:
+        """The reply's verdict for each item id it answered, and how many answers were
+        normalized; ids outside the batch are ignored. (A JSON object holds each id once: of
+        an id repeated in the reply's text, the JSON parser keeps the last.)"""
         reasons = reply.reasons if isinstance(reply.reasons, dict) else {}
         answers: dict[int, tuple[str | None, str]] = {}
+        normalized = 0
         for index in range(rows):
             key = str(index)
             if key not in reply.labels:
                 continue
-            label = reply.labels[key]
+            answer = reply.labels[key]
             reason = reasons.get(key)
             reason = reason.strip() if isinstance(reason, str) else ""
-            if isinstance(label, str) and label in self.plan.label_names:
+            label = self.normalizer.normalize(answer)
+            if label is not None:
+                normalized += label != answer
                 answers[index] = (label, reason)
-            elif label == ABSTAIN:
+            elif isinstance(answer, str) and label_form(answer) == ABSTAIN:
                 answers[index] = (None, f"abstained: {reason}" if reason else "abstained")
             else:
-                answers[index] = (None, f"answered {label!r}, not a task label")
-        return answers
+                answers[index] = (None, f"answered {answer!r}, not a task label")
+        return answers, normalized
 
     def _record(self, call: CallRecord) -> None:
         self.stats.calls.append(call)

@@ -41,6 +41,10 @@ class FakeLLM:
         self.queue: deque[Any] = deque()
         self.responder: Callable[[LLMCall], Any] | None = None
         self.history: list[LLMCall] = []
+        self.endpoint_checks = 0
+
+    def check_endpoint(self) -> None:
+        self.endpoint_checks += 1
 
     def enqueue(self, *answers: Any) -> None:
         self.queue.extend(answers)

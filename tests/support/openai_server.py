@@ -9,6 +9,12 @@ asserts on the recorded requests: bodies, messages, token usage.
 Token usage defaults to :func:`count_tokens` over the request's messages; a
 ``token_counter`` (e.g. a real tokenizer, as ``benchmarks/cost.py`` passes)
 replaces it, and ``exchanges`` pairs each answered request with its usage.
+
+An :class:`Endpoint` makes the server behave like a given kind of endpoint: which
+structured-output methods it refuses (with the HTTP 400 its real counterpart sends), how it
+wraps its answers, which key and models it accepts. The fixtures (:data:`FULL_OPENAI`,
+:data:`JSON_OBJECT_ONLY`, :data:`NO_TOOLS`, :data:`MARKDOWN_FENCE`) are named after what
+they emulate.
 """
 
 from __future__ import annotations
@@ -21,6 +27,58 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What an emulated endpoint accepts, and how it answers."""
+
+    name: str = "full-openai"
+    refuse_json_schema: str | None = None
+    """The message of the HTTP 400 sent for ``response_format`` ``json_schema``."""
+    refuse_json_object: str | None = None
+    """... for ``response_format`` ``json_object``."""
+    refuse_tools: str | None = None
+    """... for a request with ``tools``."""
+    markdown_fence: bool = False
+    """Answers come as a Markdown ```` ```json ```` block."""
+    api_key: str | None = None
+    """The only key accepted (HTTP 401 for any other); None accepts any."""
+    models: tuple[str, ...] = ("gpt-4o-mini",)
+    """Listed at ``GET /v1/models``."""
+    unknown_model_404: bool = False
+    """A chat request for a model not listed answers HTTP 404 (OpenAI, vLLM, Ollama do)."""
+
+    def refusal(self, body: dict[str, Any]) -> str | None:
+        """The 400 message this endpoint sends for ``body``, or None when it accepts it."""
+        kind = (body.get("response_format") or {}).get("type")
+        if kind == "json_schema" and self.refuse_json_schema:
+            return self.refuse_json_schema
+        if kind == "json_object" and self.refuse_json_object:
+            return self.refuse_json_object
+        if body.get("tools") and self.refuse_tools:
+            return self.refuse_tools
+        return None
+
+
+FULL_OPENAI = Endpoint()
+"""JSON schema, tools and JSON mode all accepted (OpenAI's own API)."""
+JSON_OBJECT_ONLY = Endpoint(
+    "json-object-only",
+    refuse_json_schema="This response_format type is unavailable now",
+    refuse_tools="This model does not support tools",
+)
+"""``json_object`` only: DeepSeek's exact refusal of ``json_schema``; tools refused too."""
+NO_TOOLS = Endpoint(
+    "no-tools",
+    refuse_json_schema="response_format is not supported by this server",
+    refuse_json_object="response_format is not supported by this server",
+    refuse_tools="tools param requires --jinja flag",
+)
+"""No tools (a llama.cpp server started without ``--jinja`` answers this), and no
+``response_format`` either: only the prompt can ask for JSON."""
+MARKDOWN_FENCE = Endpoint("markdown-fence", markdown_fence=True)
+"""Accepts everything, answers JSON inside a Markdown fence (as small local models do)."""
 
 
 @dataclass
@@ -74,8 +132,11 @@ class Exchange:
 
 
 class ScriptedOpenAI:
-    def __init__(self, token_counter: TokenCounter | None = None) -> None:
+    def __init__(
+        self, token_counter: TokenCounter | None = None, endpoint: Endpoint = FULL_OPENAI
+    ) -> None:
         self.token_counter = token_counter
+        self.endpoint = endpoint
         self.exchanges: list[Exchange] = []
         self.replies: deque[Reply] = deque()
         self.responder: Callable[[RecordedRequest], Reply | Any] | None = None
@@ -105,6 +166,16 @@ class ScriptedOpenAI:
     def completions(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
+    @property
+    def refused(self) -> list[RecordedRequest]:
+        """Chat requests refused for their structured-output method (HTTP 400)."""
+        return [r for r in self.completions if self.endpoint.refusal(r.body)]
+
+    @property
+    def answered(self) -> list[RecordedRequest]:
+        """Chat requests that got an answer (or a scripted error), not a refusal."""
+        return [r for r in self.completions if not self.endpoint.refusal(r.body)]
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -126,10 +197,26 @@ class ScriptedOpenAI:
                 pass
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": "scripted"}]}, {})
+                request = RecordedRequest(
+                    self.path, {k.lower(): v for k, v in self.headers.items()}, {}
+                )
+                with server._lock:
+                    server.requests.append(request)
+                if self._refused_key():
+                    return
+                if self.path.rstrip("/").endswith("/v1/models"):
+                    listed = [{"id": m, "object": "model"} for m in server.endpoint.models]
+                    self._send(200, {"object": "list", "data": listed}, {})
                 else:
                     self._send(404, {"error": {"message": "not found"}}, {})
+
+            def _refused_key(self) -> bool:
+                key = server.endpoint.api_key
+                if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+                    return False
+                error = {"message": "Incorrect API key provided", "code": "invalid_api_key"}
+                self._send(401, {"error": error}, {})
+                return True
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
@@ -139,6 +226,18 @@ class ScriptedOpenAI:
                 )
                 with server._lock:
                     server.requests.append(request)
+                if self._refused_key():
+                    return
+                endpoint = server.endpoint
+                if endpoint.unknown_model_404 and body.get("model") not in endpoint.models:
+                    message = f"The model `{body.get('model')}` does not exist"
+                    self._send(404, {"error": {"message": message, "code": "model_not_found"}}, {})
+                    return
+                refusal = endpoint.refusal(body)
+                if refusal is not None:
+                    error = {"message": refusal, "type": "invalid_request_error"}
+                    self._send(400, {"error": error}, {})
+                    return
                 reply = server._next_reply(request)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
@@ -165,6 +264,8 @@ class ScriptedOpenAI:
 
     def _completion(self, request: RecordedRequest, reply: Reply) -> dict[str, Any]:
         content = reply.content if isinstance(reply.content, str) else json.dumps(reply.content)
+        if self.endpoint.markdown_fence:
+            content = f"```json\n{content}\n```"
         if self.token_counter is not None:
             counted = self.token_counter(request, content)
         else:
