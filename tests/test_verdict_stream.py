@@ -126,7 +126,8 @@ def test_labeled_data_is_the_same_when_the_verdicts_spill_to_sorted_runs(tmp_pat
         writer = csv.writer(handle)
         writer.writerow(["text", "label", "confidence", "agreement", "needs_review"])
         for row in range(rows):
-            writer.writerow([f"text {row}", "ab"[row % 2], 0.5, 0.5, row % 3 == 0])
+            flag = "true" if row % 3 == 0 else "false"  # as the labeler writes CSV flags
+            writer.writerow([f"text {row}", "ab"[row % 2], 0.5, 0.5, flag])
     state = SimpleNamespace(run_dir=str(run_dir), labeling=SimpleNamespace(output_path=labeled))
     monkeypatch.setattr(verdict_stream, "RUN_RECORDS", 4)
 

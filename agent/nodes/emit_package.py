@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 
 from agent.context import RunContext
 from agent.dataset import iter_rows
-from agent.labeler_runtime import TableWriter, read_columns
+from agent.labeler_runtime import LABEL, NEEDS_REVIEW, TableWriter, read_columns, read_flag
 from agent.packaging.build import (
     build_spec,
     emit,
@@ -80,14 +80,14 @@ def write_labeled_data(state: RunState, output_path: Path) -> Counter:
     """Merge the verdicts into the labeler's output; returns the count of rows per source."""
     verdicts = latest_by_row(Path(state.run_dir) / VERDICTS_FILE)
     labeled = Path(state.labeling.output_path)
-    columns = [c for c in read_columns(labeled) if c != "needs_review"]
-    columns.insert(columns.index("label") + 1, "source")
+    columns = [c for c in read_columns(labeled) if c != NEEDS_REVIEW]
+    columns.insert(columns.index(LABEL) + 1, "source")
     sources: Counter = Counter()
     with TableWriter(output_path, columns) as writer:
         batch = []
         for _, row, verdict in with_verdicts(iter_rows(labeled), verdicts):
-            needs_review = str(row.pop("needs_review")).lower() == "true"
-            row["label"], row["source"] = resolve(row["label"], verdict, needs_review)
+            needs_review = read_flag(row.pop(NEEDS_REVIEW))
+            row[LABEL], row["source"] = resolve(row[LABEL], verdict, needs_review)
             sources[row["source"]] += 1
             batch.append(row)
             if len(batch) == 10_000:

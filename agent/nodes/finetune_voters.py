@@ -18,7 +18,14 @@ from langgraph.runtime import Runtime
 
 from agent.context import RunContext
 from agent.dataset import iter_rows
-from agent.labeler_runtime import TableWriter, install_adapters, output_text_column
+from agent.labeler_runtime import (
+    LABEL,
+    NEEDS_REVIEW,
+    TableWriter,
+    install_adapters,
+    output_text_column,
+    read_flag,
+)
 from agent.learning import FINETUNE_FOLDER as FOLDER
 from agent.learning import trained_rows
 from agent.packaging.build import package_names
@@ -127,9 +134,9 @@ def write_examples(state: RunState, fresh: dict[int, str], target: Path, ratio: 
         text = "" if row.get(text_column) is None else str(row[text_column])
         if number in fresh:
             rows.append({"row": number, "text": text, "label": fresh[number], "source": "verified"})
-        elif number not in verified_rows and str(row["needs_review"]).lower() not in ("true", "1"):
+        elif number not in verified_rows and not read_flag(row[NEEDS_REVIEW]):
             consensus.append(
-                {"row": number, "text": text, "label": row["label"], "source": "consensus"}
+                {"row": number, "text": text, "label": row[LABEL], "source": "consensus"}
             )
     random.Random(f"{state.dataset.sha256}-{len(state.finetune)}").shuffle(consensus)
     replay = consensus[: int(ratio * len(rows))]

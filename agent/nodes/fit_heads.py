@@ -17,7 +17,15 @@ from langgraph.runtime import Runtime
 
 from agent.context import RunContext
 from agent.dataset import iter_rows
-from agent.labeler_runtime import TableWriter, head_folder, output_text_column, versions
+from agent.labeler_runtime import (
+    LABEL,
+    NEEDS_REVIEW,
+    TableWriter,
+    head_folder,
+    output_text_column,
+    read_flag,
+    versions,
+)
 from agent.packaging.build import package_names
 from agent.packaging.runner import run_package
 from agent.state import HeadRecord, RunState
@@ -70,8 +78,8 @@ def write_examples(state: RunState, verified: dict[int, str], target: Path, rati
         text = "" if row.get(text_column) is None else str(row[text_column])
         if number in verified:
             rows.append({"text": text, "label": verified[number], "weight": 1.0})
-        elif str(row["needs_review"]).lower() not in ("true", "1"):
-            consensus.append({"text": text, "label": row["label"], "weight": 1.0})
+        elif not read_flag(row[NEEDS_REVIEW]):
+            consensus.append({"text": text, "label": row[LABEL], "weight": 1.0})
     budget = int(ratio * len(rows))
     random.Random(state.dataset.sha256).shuffle(consensus)
     rows += consensus[:budget]

@@ -14,7 +14,16 @@ from langgraph.runtime import Runtime
 
 from agent.context import RunContext
 from agent.dataset import iter_rows
-from agent.labeler_runtime import output_text_column
+from agent.labeler_runtime import (
+    AGREEMENT,
+    CONFIDENCE,
+    LABEL,
+    NEEDS_REVIEW,
+    output_text_column,
+    read_flag,
+    voter_label_column,
+    voter_probability_column,
+)
 from agent.packaging.build import package_names
 from agent.packaging.runner import LabelerJob, run_labeler_job
 from agent.state import LabelingResult, RunState
@@ -80,23 +89,21 @@ def collect_disagreements(labeled: Path, target: Path, state: RunState) -> tuple
     with open(temporary, "w", encoding="utf-8") as handle:
         for row_number, row in enumerate(iter_rows(labeled)):
             rows += 1
-            agreement += float(row["agreement"])
-            if not _truthy(row["needs_review"]):
+            agreement += float(row[AGREEMENT])
+            if not read_flag(row[NEEDS_REVIEW]):
                 continue
             record = {
                 "row": row_number,
                 "text": "" if row.get(text_column) is None else str(row.get(text_column)),
-                "vote": row["label"],
-                "agreement": float(row["agreement"]),
-                "confidence": float(row["confidence"]),
-                "votes": {v.name: row[f"label_{v.name}"] for v in state.voters},
-                "probabilities": {v.name: float(row[f"prob_{v.name}"]) for v in state.voters},
+                "vote": row[LABEL],
+                "agreement": float(row[AGREEMENT]),
+                "confidence": float(row[CONFIDENCE]),
+                "votes": {v.name: row[voter_label_column(v.name)] for v in state.voters},
+                "probabilities": {
+                    v.name: float(row[voter_probability_column(v.name)]) for v in state.voters
+                },
             }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     temporary.replace(target)
     return count, round(agreement / max(rows, 1), 4)
-
-
-def _truthy(value) -> bool:
-    return value is True or str(value).lower() == "true"
