@@ -24,30 +24,17 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.context import RunContext
 from agent.discovery.label_names import all_opaque
-from agent.errors import UserInputError
-from agent.llm.pricing import price_for
 from agent.state import Candidate, DatasetInfo, TaskPlan
-from agent.verification.cache import VerdictCache, cache_namespace, text_key
-from agent.verification.costs import (
-    LEDGER_FILE,
-    Ledger,
-    SpendingCap,
-    confirm_spending,
-    estimate_verification,
-    ledger_totals,
-    terminal_ask,
-    usd,
-)
-from agent.verification.judge import Judge, Verdict, judge_prompt_id
+from agent.verification.costs import confirm_spending, estimate_verification, terminal_ask, usd
+from agent.verification.judge import Verdict
+from agent.verification.service import JudgingPlan, judge_rows
 from agent.verification.store import (
     VERDICTS_FILE,
     VERIFIED_SOURCES,
@@ -56,6 +43,7 @@ from agent.verification.store import (
     latest_verdicts,
     read_jsonl,
 )
+from agent.verification.verifiers import check_column, column_verdict
 
 
 @dataclass(frozen=True)
@@ -169,111 +157,45 @@ def _from_column(
     column: str, rows: dict[int, dict[str, Any]], plan: TaskPlan, dataset: DatasetInfo
 ) -> list[Verdict]:
     """Verdicts for the pilot rows ``rows`` (pilot position -> row) from a data column."""
-    if column not in dataset.columns:
-        raise UserInputError(
-            f"--verifier column:{column}: no such column; columns are {list(dataset.columns)}"
-        )
+    check_column(column, dataset)
     labels = set(plan.label_names)
-    verdicts = []
-    for position, row in rows.items():
-        answer = _text(row.get(column)).strip()
-        if answer in labels:
-            verdicts.append(Verdict(position, answer, "human", f"from column {column}"))
-        else:
-            reason = f"column {column} holds {answer!r}"
-            verdicts.append(Verdict(position, None, "unresolved", reason))
-    return verdicts
+    return [column_verdict(position, row, column, labels) for position, row in rows.items()]
 
 
 def _from_llm(
     texts: dict[int, str], plan: TaskPlan, run_dir: Path, context: RunContext
 ) -> list[Verdict]:
-    settings, llm, reporter = context.settings, context.llm, context.reporter
-    cache = _open_cache(settings.verdict_cache, context, plan)
-    try:
-        cached = cache.get_many(texts.values()) if cache else {}
-        to_ask: dict[str, int] = {}  # one position per distinct text not in the cache
-        for position, text in texts.items():
-            if text_key(text) not in cached:
-                to_ask.setdefault(text_key(text), position)
-        records = [{"row": pos, "text": texts[pos], "votes": {}} for pos in to_ask.values()]
-        price = price_for(llm.model_name, settings.llm_prices)
+    """The judge's verdicts on the pilot rows ``texts`` (pilot position -> text), asked once
+    the expected cost is confirmed against ``--budget-usd``."""
+    settings, reporter = context.settings, context.reporter
+
+    def announce(judging: JudgingPlan) -> None:
+        asked = len(judging.to_ask)
         estimate = estimate_verification(
-            plan, records, len(records), settings.judge_batch_size, llm.model_name, price
+            plan,
+            judging.to_ask,
+            asked,
+            settings.judge_batch_size,
+            context.llm.model_name,
+            judging.price,
         )
-        cost = usd(estimate.cost_usd) if price.known else "cost unknown"
+        cost = usd(estimate.cost_usd) if judging.price.known else "cost unknown"
         reporter.info(
             f"verifying {len(texts)} pilot rows to score the candidates: "
-            f"{len(texts) - len(records)} from the verdict cache, {len(records)} to ask in "
+            f"{len(texts) - asked} from the verdict cache, {asked} to ask in "
             f"{estimate.llm_calls} LLM calls (~{estimate.tokens} tokens, {cost})"
         )
         confirm_spending(estimate, settings, lambda question: terminal_ask(question, reporter))
-        answers = _judge(records, plan, run_dir, context, cache)
-    finally:
-        if cache is not None:
-            cache.close()
-    verdicts = []
-    for position, text in texts.items():
-        key = text_key(text)
-        if key in cached:
-            label, reason = cached[key]
-            verdicts.append(Verdict(position, label, "llm", f"{reason} (cached)"))
-        else:
-            answer = answers[key]
-            verdicts.append(Verdict(position, answer.label, answer.source, answer.reason))
-    return verdicts
 
-
-def _judge(
-    records: list[dict[str, Any]],
-    plan: TaskPlan,
-    run_dir: Path,
-    context: RunContext,
-    cache: VerdictCache | None,
-) -> dict[str, Verdict]:
-    """Verdicts by text key; every valid one goes to the cache as its batch ends."""
-    settings, llm = context.settings, context.llm
-    ledger_path = run_dir / LEDGER_FILE
-    drop_torn_tail(ledger_path)
-    price = price_for(llm.model_name, settings.llm_prices)
-    ledger = Ledger(ledger_path, llm.model_name, price)
-    cap = SpendingCap(settings.max_cost_usd, plan, price, ledger_totals(ledger_path)["cost_usd"])
-    judge = Judge(llm, plan, settings.judge_batch_size, on_call=ledger.record, gate=cap)
-    size = settings.judge_batch_size
-    batches = [records[start : start + size] for start in range(0, len(records), size)]
-
-    def judge_batch(batch: list[dict[str, Any]]) -> list[Verdict]:
-        verdicts = judge.judge(batch)
-        if cache is not None:
-            answered = zip(batch, verdicts, strict=True)
-            cache.put_many((r["text"], v.label, v.reason) for r, v in answered if v.label)
-        return verdicts
-
-    with ThreadPoolExecutor(settings.llm_concurrency, thread_name_prefix="pilot") as pool:
-        judged = list(pool.map(judge_batch, batches))
-    if cap.refused:
-        context.reporter.warn(
+    records = [{"row": position, "text": text, "votes": {}} for position, text in texts.items()]
+    verdicts: list[Verdict] = []
+    outcome = judge_rows(records, plan, run_dir, context, announce, keep=verdicts.extend)
+    if outcome.refused:
+        reporter.warn(
             f"spending cap {usd(settings.max_cost_usd)} reached while verifying pilot rows: "
-            f"{cap.refused} LLM requests not sent"
+            f"{outcome.refused} LLM requests not sent"
         )
-    return {
-        text_key(record["text"]): verdict
-        for batch, verdicts in zip(batches, judged, strict=True)
-        for record, verdict in zip(batch, verdicts, strict=True)
-    }
-
-
-def _open_cache(path: Path, context: RunContext, plan: TaskPlan) -> VerdictCache | None:
-    """The verdict cache under the namespace verify_disagreements uses, so verdicts carry over."""
-    llm = context.llm
-    namespace = cache_namespace(
-        getattr(llm, "base_url", None), llm.model_name, judge_prompt_id(plan), plan.label_names
-    )
-    try:
-        return VerdictCache(Path(path).expanduser(), namespace)
-    except (OSError, sqlite3.Error) as error:
-        context.reporter.warn(f"verdict cache {path} unusable ({error}); verifying without it")
-        return None
+    return sorted(verdicts, key=lambda verdict: verdict.row)
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,166 @@
+"""Judging rows with the LLM: the one implementation the pilot and verification share.
+
+:func:`judge_rows` takes records (a row id and its text) and gives their verdicts:
+
+* the price of the model is looked up once; an unknown price is warned about once, the
+  same way for every caller: its cost shows as 0 and no spending cap is enforced;
+* every call goes to the run's ledger (``ledger.jsonl``) and through the ``--max-cost-usd``
+  cap, counted from what the run spent before;
+* the verdict cache answers what it can, and every valid verdict goes into it as soon as
+  its batch ends, so a crash before the caller keeps the verdicts loses nothing paid for;
+* identical texts are asked once, and their verdict copied to every row holding them;
+* batches of ``judge_batch_size`` rows are judged ``llm_concurrency`` at a time, and handed
+  back in order as each is ready (cache hits first).
+
+The caller says what to announce before anything is asked (and may stop there, e.g. when
+the expected cost is refused), and what to do with each handful of verdicts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.context import RunContext
+from agent.llm.pricing import Price, price_for
+from agent.state import TaskPlan
+from agent.verification.cache import VerdictCache, cache_namespace, text_key
+from agent.verification.costs import LEDGER_FILE, Ledger, SpendingCap, ledger_totals
+from agent.verification.judge import Judge, Verdict, judge_prompt_id
+from agent.verification.store import drop_torn_tail
+
+
+@dataclass(frozen=True)
+class JudgingPlan:
+    """What :func:`judge_rows` will do, known before anything is asked."""
+
+    cached: int
+    """Rows answered by the verdict cache."""
+    to_ask: list[dict[str, Any]]
+    """Records to put to the LLM, one per distinct text."""
+    calls: int
+    """LLM requests they take (batches)."""
+    price: Price
+
+
+@dataclass(frozen=True)
+class JudgingOutcome:
+    refused: int
+    """LLM requests the spending cap refused (their rows are ``unresolved``)."""
+    spent_usd: float
+    """What the run has spent on LLM calls in all, this pass included."""
+
+
+def judge_rows(
+    records: Sequence[dict[str, Any]],
+    plan: TaskPlan,
+    run_dir: Path,
+    context: RunContext,
+    announce: Callable[[JudgingPlan], None],
+    keep: Callable[[list[Verdict]], None],
+    progress: str | None = None,
+) -> JudgingOutcome:
+    """Verdicts for ``records`` (each with ``row`` and ``text``), handed to ``keep`` a batch at
+    a time: first the cache's, then each LLM batch's in order with the rows sharing its texts.
+
+    ``announce`` is called once the cache has answered and before any request is sent;
+    ``progress`` names the progress display, if one is shown."""
+    settings, llm = context.settings, context.llm
+    price = price_for(llm.model_name, settings.llm_prices)
+    if not price.known:
+        context.reporter.warn(
+            f"no price known for {llm.model_name}: cost shown as 0, no cap enforced"
+        )
+    cache = open_verdict_cache(context, plan)
+    try:
+        cached = cache.get_many(r["text"] for r in records) if cache else {}
+        to_ask, twins, hits = split_by_text(records, cached)
+        size = settings.judge_batch_size
+        batches = [to_ask[start : start + size] for start in range(0, len(to_ask), size)]
+        announce(JudgingPlan(len(hits), to_ask, len(batches), price))
+        keep(hits)
+        ledger_path = run_dir / LEDGER_FILE
+        drop_torn_tail(ledger_path)
+        ledger = Ledger(ledger_path, llm.model_name, price)
+        spent = ledger_totals(ledger_path)["cost_usd"]
+        cap = SpendingCap(settings.max_cost_usd, plan, price, spent)
+        judge = Judge(llm, plan, size, on_call=ledger.record, gate=cap)
+
+        def judge_batch(batch: list[dict[str, Any]]) -> list[Verdict]:
+            verdicts = judge.judge(batch)
+            if cache is not None:  # now: a crash before ``keep`` then loses nothing
+                answers = zip(batch, verdicts, strict=True)
+                cache.put_many((r["text"], v.label, v.reason) for r, v in answers if v.label)
+            return verdicts
+
+        _judge_in_order(batches, judge_batch, twins, keep, context, progress)
+    finally:
+        if cache is not None:
+            cache.close()
+    return JudgingOutcome(cap.refused, cap.spent_usd)
+
+
+def split_by_text(
+    records: Sequence[dict[str, Any]], cached: dict[str, tuple[str, str]]
+) -> tuple[list[dict[str, Any]], dict[str, list[int]], list[Verdict]]:
+    """Records to ask (the first of each distinct text), the other rows sharing a text with
+    one asked, and the verdicts of the rows the cache answered."""
+    to_ask: dict[str, dict[str, Any]] = {}
+    twins: dict[str, list[int]] = defaultdict(list)
+    hits = []
+    for record in records:
+        key = text_key(record["text"])
+        if key in cached:
+            label, reason = cached[key]
+            hits.append(Verdict(record["row"], label, "llm", f"{reason} (cached)"))
+        elif key in to_ask:
+            twins[key].append(record["row"])
+        else:
+            to_ask[key] = record
+    return list(to_ask.values()), twins, hits
+
+
+def _judge_in_order(batches, judge_batch, twins, keep, context: RunContext, progress):
+    """Judge batches concurrently; hand each batch's verdicts to ``keep`` in order."""
+    total = sum(len(batch) for batch in batches)
+    workers = context.settings.llm_concurrency
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="judge") as pool:
+        futures = [pool.submit(judge_batch, batch) for batch in batches]
+        try:
+            done = 0
+            for batch, future in zip(batches, futures, strict=True):
+                verdicts = future.result()
+                copies = [
+                    Verdict(row, v.label, v.source, v.reason)
+                    for record, v in zip(batch, verdicts, strict=True)
+                    for row in twins.get(text_key(record["text"]), ())
+                ]
+                keep([*verdicts, *copies])
+                done += len(batch)
+                if progress is not None:
+                    context.reporter.progress(progress, done, total)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def open_verdict_cache(context: RunContext, plan: TaskPlan) -> VerdictCache | None:
+    """The verdict cache of this model, endpoint, prompt and label set; None with
+    ``--no-llm-cache`` or when it cannot be opened (then rows are verified without it)."""
+    settings, llm = context.settings, context.llm
+    if not settings.llm_cache:
+        return None
+    namespace = cache_namespace(
+        getattr(llm, "base_url", None), llm.model_name, judge_prompt_id(plan), plan.label_names
+    )
+    path = settings.verdict_cache
+    try:
+        return VerdictCache(Path(path).expanduser(), namespace)
+    except (OSError, sqlite3.Error) as error:
+        context.reporter.warn(f"verdict cache {path} unusable ({error}); verifying without it")
+        return None
