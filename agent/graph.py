@@ -1,18 +1,30 @@
 """The agent, as a graph that reads like the design.
 
-plan_task -> (search_models | resolve_models) -> vet_models -> render_labeler
--> lint_labeler -> learn_vote -> run_labeler -> (verify_disagreements ->
-((finetune_voters | fit_heads) -> learn_vote -> run_labeler -> ...)) -> emit_package
+    START -> plan_task -> (search_models | resolve_models)
+    -> run_pilot -> verify_pilot -> choose_voters -> gate_cost
+    -> render_labeler -> lint_labeler -> learn_vote -> run_labeler
+    run_labeler -> verify_disagreements | emit_package
+    verify_disagreements -> finetune_voters | fit_heads | learn_vote | emit_package
+    finetune_voters -> learn_vote;  fit_heads -> learn_vote
+    emit_package -> END
 
-``graph.py`` only wires: each node lives in ``agent/nodes/<name>.py``, each
-router is ``route_after_<node>``. A lint failure raises and stops the run (it
-is a template bug); a run with no disagreements skips verification; verified
-rows teach the labeler and the data is relabeled: with ``--finetune-stages N``,
-N gated LoRA stages, each learning from the rows verified since the last;
-otherwise the embedding voters get a few-shot head once; before every labeling
-pass the vote's weights are learned from the rows verified so far (the pilot's
-first), and a run whose voters cannot learn still relabels once with them. The
-graph is checkpointed in the run folder, so an interrupted run resumes.
+``graph.py`` only wires: each node lives in ``agent/nodes/<name>.py``, each router is
+``route_after_<node>`` and decides from the state's records alone, never from files.
+
+The pilot: every candidate runs in the real labeler on a sample (``run_pilot``); when a
+verifier is at hand a sample of the pilot rows is verified and kept as verdicts of the run
+(``verify_pilot``, a no-op otherwise); label maps are settled, the candidates scored and
+the voters chosen (``choose_voters``); the expected LLM cost is shown and, over
+``--budget-usd``, asked about (``gate_cost``). A lint failure raises and stops the run (it is
+a template bug). Before every labeling pass the vote's weights are learned from the rows
+verified so far (``learn_vote``; the pilot's first), when enough are. A pass with no
+disagreements goes straight to ``emit_package``. Then verify -> learn -> relabel: the
+verified rows teach the labeler and the data is labeled again; with ``--finetune-stages
+N``, N gated LoRA stages, each learning from the rows verified since the last; otherwise
+the embedding voters get a few-shot head once; otherwise, after the first pass only, new
+vote weights when they can be learned; else the labels are final. The graph is
+checkpointed in the run folder, so an interrupted run resumes (a checkpoint written by an
+earlier version of this graph is refused: :func:`agent.runs.check_resumable`).
 """
 
 from __future__ import annotations
@@ -28,18 +40,21 @@ from langgraph.runtime import Runtime
 
 from agent.context import RunContext
 from agent.learning import learn_blocker, should_finetune, should_fit_heads
+from agent.nodes.choose_voters import choose_voters
 from agent.nodes.emit_package import emit_package
 from agent.nodes.finetune_voters import finetune_voters
 from agent.nodes.fit_heads import fit_heads
+from agent.nodes.gate_cost import gate_cost
 from agent.nodes.learn_vote import learn_vote
 from agent.nodes.lint_labeler import lint_labeler
 from agent.nodes.plan_task import plan_task
 from agent.nodes.render_labeler import render_labeler
 from agent.nodes.resolve_models import resolve_models
 from agent.nodes.run_labeler import run_labeler
+from agent.nodes.run_pilot import run_pilot
 from agent.nodes.search_models import search_models
 from agent.nodes.verify_disagreements import verify_disagreements
-from agent.nodes.vet_models import vet_models
+from agent.nodes.verify_pilot import verify_pilot
 from agent.state import STATE_RECORDS, RunInput, RunOutput, RunState
 
 CHECKPOINTS = "checkpoints.sqlite"
@@ -61,7 +76,8 @@ def route_after_verify_disagreements(
     state: RunState, runtime: Runtime[RunContext]
 ) -> Literal["finetune_voters", "fit_heads", "learn_vote", "emit_package"]:
     """Verified rows become training data: a fine-tuning stage while stages remain, else a
-    head once, else (after the first pass only) new vote weights; then the labels are final."""
+    head once, else (after the first pass only) new vote weights; then the labels are final.
+    Decided from the counts the verifying nodes recorded (:mod:`agent.learning`)."""
     settings = runtime.context.settings
     if should_finetune(state, settings):
         return "finetune_voters"
@@ -80,7 +96,10 @@ def build_graph() -> StateGraph:
         plan_task,
         search_models,
         resolve_models,
-        vet_models,
+        run_pilot,
+        verify_pilot,
+        choose_voters,
+        gate_cost,
         render_labeler,
         lint_labeler,
         run_labeler,
@@ -93,9 +112,12 @@ def build_graph() -> StateGraph:
         graph.add_node(node)
     graph.add_edge(START, "plan_task")
     graph.add_conditional_edges("plan_task", route_after_plan_task)
-    graph.add_edge("search_models", "vet_models")
-    graph.add_edge("resolve_models", "vet_models")
-    graph.add_edge("vet_models", "render_labeler")
+    graph.add_edge("search_models", "run_pilot")
+    graph.add_edge("resolve_models", "run_pilot")
+    graph.add_edge("run_pilot", "verify_pilot")
+    graph.add_edge("verify_pilot", "choose_voters")
+    graph.add_edge("choose_voters", "gate_cost")
+    graph.add_edge("gate_cost", "render_labeler")
     graph.add_edge("render_labeler", "lint_labeler")
     graph.add_edge("lint_labeler", "learn_vote")
     graph.add_conditional_edges("run_labeler", route_after_run_labeler)

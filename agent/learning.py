@@ -4,22 +4,17 @@ Which learning step is due after a verification pass (a LoRA fine-tuning stage, 
 head, new vote weights), why one is not, and whether rows verified now will still teach the
 labeler before another labeling pass (so verification may keep part of its budget for it).
 The nodes that do the learning (``finetune_voters``, ``fit_heads``, ``learn_vote``) and the
-router after ``verify_disagreements`` all ask here, so the rules are written once.
+router after ``verify_disagreements`` all ask here, so the rules are written once. The
+policy decides from the state's records alone (how many rows are verified, of how many
+labels, how many earlier stages saw): it reads no file.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from agent.dataset import iter_rows
 from agent.settings import Settings
 from agent.state import RunState
-from agent.verification.store import verified_labels
 
 TUNABLE_KINDS = ("hf-sequence-classifier", "embedding")
-
-
-FINETUNE_FOLDER = "finetune"
 
 
 FIRST_STAGE_MIN = 50
@@ -30,12 +25,14 @@ def tunable(state: RunState) -> bool:
     return any(voter.kind in TUNABLE_KINDS for voter in state.voters)
 
 
-def trained_rows(run_dir: Path) -> set[int]:
-    """Verified rows earlier stages trained on or held out."""
-    rows: set[int] = set()
-    for examples in sorted((run_dir / FINETUNE_FOLDER).glob("stage-*/examples.jsonl")):
-        rows.update(int(row["row"]) for row in iter_rows(examples) if row["source"] == "verified")
-    return rows
+def verified_counts(state: RunState) -> tuple[int, int]:
+    """(rows an LLM or a person verified so far, the pilot's included; distinct labels among
+    them), as the node that verified last recorded them."""
+    if state.verification is not None:
+        return state.verification.verified, state.verification.verified_labels
+    if state.pilot_verification is not None:
+        return state.pilot_verification.verified, state.pilot_verification.verified_labels
+    return 0, 0
 
 
 def finetune_blocker(state: RunState, settings: Settings) -> str | None:
@@ -44,13 +41,14 @@ def finetune_blocker(state: RunState, settings: Settings) -> str | None:
         return f"the {settings.finetune_stages} fine-tuning stages asked for are done"
     if not tunable(state):
         return "no voter can be fine-tuned (only transformer and embedding voters can)"
-    fresh = set(verified_labels(state)) - trained_rows(Path(state.run_dir))
-    if not state.finetune and len(fresh) < FIRST_STAGE_MIN:
+    verified, _ = verified_counts(state)
+    fresh = verified - (state.finetune[-1].verified_in_all if state.finetune else 0)
+    if not state.finetune and fresh < FIRST_STAGE_MIN:
         return (
-            f"{len(fresh)} verified rows are too few for a first stage (at least "
+            f"{fresh} verified rows are too few for a first stage (at least "
             f"{FIRST_STAGE_MIN}: a fifth is held out to judge each stage)"
         )
-    if not fresh:
+    if fresh <= 0:
         return "no rows were verified since the last stage"
     return None
 
@@ -65,8 +63,8 @@ def should_fit_heads(state: RunState, settings: Settings) -> bool:
         return False
     if not any(voter.kind == "embedding" for voter in state.voters):
         return False
-    labels = verified_labels(state)
-    return len(labels) >= settings.head_min_examples and len(set(labels.values())) >= 2
+    verified, labels = verified_counts(state)
+    return verified >= settings.head_min_examples and labels >= 2
 
 
 def learn_blocker(state: RunState, settings: Settings) -> str | None:
@@ -75,13 +73,13 @@ def learn_blocker(state: RunState, settings: Settings) -> str | None:
         return "--no-learn-vote"
     if len(state.voters) < 2:
         return "a single voter has nothing to weigh"
-    verified = verified_labels(state)
-    if len(verified) < settings.vote_min_examples or len(set(verified.values())) < 2:
+    verified, labels = verified_counts(state)
+    if verified < settings.vote_min_examples or labels < 2:
         return (
-            f"{len(verified)} verified rows are too few (at least {settings.vote_min_examples}, "
+            f"{verified} verified rows are too few (at least {settings.vote_min_examples}, "
             "of two labels or more)"
         )
-    if state.votes and state.votes[-1].examples >= len(verified):
+    if state.votes and state.votes[-1].examples >= verified:
         return "no rows were verified since the last learned vote"
     return None
 

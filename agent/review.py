@@ -29,7 +29,12 @@ from agent.verification.review_files import (
     read_decisions,
     write_review_file,
 )
-from agent.verification.store import count_verdicts, latest_verdicts, read_jsonl
+from agent.verification.store import (
+    VERIFIED_SOURCES,
+    count_verdicts,
+    latest_verdicts,
+    read_jsonl,
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ def import_review(run: FinishedRun, path: Path, reporter: Reporter) -> Verificat
 
 def _recount(state: RunState, verdicts: list[dict]) -> VerificationResult:
     verified, unresolved = count_verdicts(verdicts)
+    labels = {v["label"] for v in verdicts if v["source"] in VERIFIED_SOURCES and v["label"]}
     review_path = Path(state.run_dir) / "review.csv"
     if unresolved:
         write_review_file(review_path, verdicts, Path(state.labeling.disagreements_path))
@@ -112,6 +118,7 @@ def _recount(state: RunState, verdicts: list[dict]) -> VerificationResult:
     return state.verification.model_copy(
         update={
             "verified": verified,
+            "verified_labels": len(labels),
             "unresolved": unresolved,
             "review_path": str(review_path) if unresolved else None,
         }

@@ -117,10 +117,26 @@ def execute(run: RunInput | None, run_id: str, run_dir: Path, context: RunContex
     """
     preflight(context, run_dir)
     graph = compile_graph(run_dir)
-    if run is None and not graph.get_state(_config(run_id)).values:
+    snapshot = graph.get_state(_config(run_id))
+    if run is None and not snapshot.values:
         run = saved_input(run_dir, run_id, context.settings)
+    elif run is None:
+        check_resumable(snapshot, graph, run_id)
     result = graph.invoke(run, _config(run_id), context=context)
     return RunOutput.model_validate(result)
+
+
+def check_resumable(snapshot, graph, run_id: str) -> None:
+    """Refuse a checkpoint this graph cannot continue: one written by an earlier version,
+    which waits at a node that no longer exists or passed the pilot without the records
+    (``pilot_run``) the routers now decide from."""
+    values = snapshot.values
+    unknown = [name for name in snapshot.next if name not in graph.nodes]
+    if unknown or (values.get("pilot") is not None and values.get("pilot_run") is None):
+        raise RunStateError(
+            f"run {run_id} was checkpointed by an earlier version of the agent and cannot be "
+            "resumed or continued: start it again"
+        )
 
 
 def saved_input(run_dir: Path, run_id: str, settings: Settings) -> RunInput:
@@ -169,6 +185,7 @@ def continue_finetuning(
     snapshot = graph.get_state(_config(run_id))
     if not snapshot.values or snapshot.next:
         raise RunStateError(f"run {run_id} has not finished: continue it with --resume {run_id}")
+    check_resumable(snapshot, graph, run_id)
     state = RunState.model_validate(snapshot.values)
     settings = settings.model_copy(
         update={"finetune_stages": len(state.finetune) + stages} | overrides

@@ -112,6 +112,32 @@ class VoterScore(Record):
     """Share of the verified pilot rows it labeled right (None: no verified rows)."""
 
 
+class PilotRun(Record):
+    """The pilot: the labeler, rendered with every candidate, run on a sample of the data."""
+
+    rows: int
+    """Rows in the sample (reproducible: seeded by the data's content)."""
+    input_path: str
+    """The sample's texts, in pilot order."""
+    output_path: str
+    """The pilot labeler's output: every candidate's label and probability on each row."""
+
+
+class PilotVerification(Record):
+    """Pilot rows put to a verifier; the verified ones are kept as verdicts of the run."""
+
+    verifier: str
+    """``llm:<model>`` or ``column:NAME``."""
+    asked: int
+    """Pilot rows put to the verifier."""
+    verified: int
+    """Pilot rows with a verified label (each one kept in the run's ``verdicts.jsonl``)."""
+    verified_labels: int
+    """Distinct labels among them."""
+    verdicts_path: str
+    """JSON Lines of the pilot verdicts (dataset row, pilot row, label, source, reason)."""
+
+
 class PilotReport(Record):
     rows: int
     """Pilot sample size."""
@@ -129,6 +155,8 @@ class PilotReport(Record):
     """How the candidates were scored and chosen, in one sentence (run report, model card)."""
     verdicts_path: str | None = None
     """JSON Lines of the pilot verdicts, when pilot rows were verified."""
+    votes_path: str = ""
+    """JSON of the chosen voters' pilot votes, label maps settled (the cost estimate's sample)."""
 
 
 class LabelingResult(Record):
@@ -151,7 +179,10 @@ class VerificationResult(Record):
     verdicts_path: str
     """JSON Lines: row, label, source, reason."""
     verified: int
+    """Rows an LLM or a person verified so far, the pilot's included."""
     unresolved: int
+    verified_labels: int = 0
+    """Distinct labels among the verified rows (the learning steps need two or more)."""
     review_path: str | None = None
     """CSV for a human reviewer, when rows await review."""
     llm_calls: int = 0
@@ -205,6 +236,9 @@ class FinetuneStage(Record):
     stage: int
     verified_rows: int
     """Newly verified rows trained on (the frozen holdout excluded)."""
+    verified_in_all: int = 0
+    """Rows verified when the stage ran: this stage and the earlier ones trained on them or
+    held them out, so only rows verified after it are new to the next stage."""
     replay_rows: int
     holdout_rows: int
     voters: tuple[VoterTuning, ...]
@@ -239,6 +273,10 @@ class RunState(RunInput):
     """Models that passed the filters and await the pilot."""
     rejections: tuple[Rejection, ...] = ()
     """Models refused, with reasons (run report and model card)."""
+    pilot_run: PilotRun | None = None
+    """The pilot labeler's run over every candidate."""
+    pilot_verification: PilotVerification | None = None
+    """Pilot rows verified, when a verifier was at hand."""
     voters: tuple[Candidate, ...] = ()
     """The chosen voters."""
     pilot: PilotReport | None = None
@@ -286,6 +324,8 @@ STATE_RECORDS = (
     Candidate,
     Rejection,
     VoterScore,
+    PilotRun,
+    PilotVerification,
     PilotReport,
     LabelingResult,
     VerificationResult,

@@ -1,7 +1,8 @@
 """Pilot vetting scored against verified pilot rows, with the consensus as the fallback.
 
-``vet_models`` runs on a hand-made run: the pilot labeler is a scripted sandbox that answers
-each candidate's votes, the judge is :class:`FakeLLM`, so each test checks what is chosen,
+The pilot nodes (``run_pilot`` -> ``verify_pilot`` -> ``choose_voters`` -> ``gate_cost``)
+run on a hand-made run: the pilot labeler is a scripted sandbox that answers each
+candidate's votes, the judge is :class:`FakeLLM`, so each test checks what is chosen,
 what is recorded and what the LLM is asked, in a second or two.
 """
 
@@ -17,8 +18,12 @@ from types import SimpleNamespace
 import pytest
 
 from agent.context import RunContext
+from agent.discovery.pilot_scoring import consensus_agreement, rank_voters
+from agent.nodes.choose_voters import choose_voters
+from agent.nodes.gate_cost import gate_cost
+from agent.nodes.run_pilot import run_pilot
 from agent.nodes.verify_disagreements import verify_disagreements
-from agent.nodes.vet_models import choose_voters, consensus_agreement, vet_models
+from agent.nodes.verify_pilot import verify_pilot
 from agent.settings import Settings
 from agent.state import (
     Candidate,
@@ -148,8 +153,7 @@ def vet(tmp_path: Path, state: RunState, llm: FakeLLM | None = None, votes=VOTES
     context = RunContext(
         Settings(**(defaults | settings)), ScriptedPilotSandbox(votes), RecordingReporter(), llm=llm
     )
-    update = vet_models(state, SimpleNamespace(context=context))
-    return update, context
+    return run_pilot_nodes(state, context), context
 
 
 @pytest.fixture
@@ -160,7 +164,7 @@ def herd(tmp_path: Path) -> RunState:
 def test_the_consensus_rewards_a_shared_blind_spot():
     scores = {name: consensus_agreement(name, VOTES) for name in VOTES}
 
-    chosen, _ = choose_voters([candidate(n) for n in VOTES], scores, VOTES, 3)
+    chosen, _ = rank_voters([candidate(n) for n in VOTES], scores, VOTES, 3)
 
     assert scores["loner"] < min(scores[name] for name in ("herd_a", "herd_b", "herd_c"))
     assert "loner" not in {c.name for c in chosen}
@@ -340,3 +344,13 @@ def test_the_verified_rows_map_opaque_labels_even_when_the_named_voters_are_wron
     assert settled(verified).label_map == {"LABEL_0": "toxic", "LABEL_1": "non-toxic"}
     note = next(score.note for score in verified["pilot"].scores if score.name == "opaque")
     assert "agreed with the verified pilot rows on 98% of 40 rows" in note
+
+
+def run_pilot_nodes(state: RunState, context: RunContext) -> dict:
+    """The pilot's nodes in the graph's order; every update they made, merged."""
+    update: dict = {}
+    for node in (run_pilot, verify_pilot, choose_voters, gate_cost):
+        step = node(state, SimpleNamespace(context=context))
+        state = state.model_copy(update=step)
+        update |= step
+    return update

@@ -1,7 +1,7 @@
 """``--max-verified``: a verification budget, spent on the least confident rows first, and the
 pilot's verified rows kept as verdicts of the run.
 
-Most tests run ``verify_disagreements`` (and ``vet_models``) on a hand-made run: a data set
+Most tests run ``verify_disagreements`` (and the pilot nodes) on a hand-made run: a data set
 with a ``gold`` column, a disagreements file and a labeled output written here, so each one
 checks which rows are verified, which are left to the vote and what the labeled data says,
 in well under a second. One test runs the whole graph through the CLI with tiny voters.
@@ -19,9 +19,12 @@ import pytest
 
 from agent.cli import main
 from agent.context import RunContext
+from agent.nodes.choose_voters import choose_voters
 from agent.nodes.emit_package import write_labeled_data
+from agent.nodes.gate_cost import gate_cost
+from agent.nodes.run_pilot import run_pilot
 from agent.nodes.verify_disagreements import verify_disagreements
-from agent.nodes.vet_models import vet_models
+from agent.nodes.verify_pilot import verify_pilot
 from agent.settings import Settings
 from agent.state import Candidate, DatasetInfo, LabelingResult, RunState
 from agent.verification.budget import BUDGET_FOLDER
@@ -101,7 +104,8 @@ def labeling_pass(
         for row in range(ROWS):
             confidence, agreement = disputed.get(row, (0.95, 1.0))
             writer.writerow(
-                [TEXTS[row], GOLD[row], vote[row], confidence, agreement, row in disputed]
+                # the flag as the labeler writes it in CSV
+                [TEXTS[row], GOLD[row], vote[row], confidence, agreement, flag(row in disputed)]
                 + [vote[row], vote[row] if row not in disputed else flip(vote[row])]
                 + [confidence, confidence]
             )
@@ -318,7 +322,7 @@ def vet(state: RunState, tmp_path: Path, **values) -> tuple[dict, RunContext]:
     context = RunContext(
         Settings(**(defaults | values)), ScriptedPilotSandbox(VOTES), RecordingReporter()
     )
-    return vet_models(state, SimpleNamespace(context=context)), context
+    return run_pilot_nodes(state, context), context
 
 
 def test_pilot_verdicts_are_kept_once_applied_to_the_output_and_not_asked_again(tmp_path):
@@ -424,7 +428,7 @@ def test_a_run_spends_its_budget_over_the_pilot_and_both_passes(
 
 
 def test_the_pilots_expected_flag_rate_follows_the_whole_review_rule():
-    from agent.nodes.vet_models import expected_flag_rate
+    from agent.discovery.pilot_scoring import expected_flag_rate
 
     votes = [["a", "a", "b", None], ["a", "b", "b", None], ["a", "a", "a", "a"]]
     chances = [[0.9, 0.6, 0.8, 0.5], [0.9, 0.7, 0.55, 0.5], [0.95, 0.6, 0.9, 0.7]]
@@ -435,3 +439,17 @@ def test_the_pilots_expected_flag_rate_follows_the_whole_review_rule():
     # = 0.483, row 3 0.7 (abstentions do not count), row 0 0.917.
     assert expected_flag_rate(votes, chances, 2, 0.6, min_confidence=0.65) == 0.5
     assert expected_flag_rate(votes, chances, 2, 0.6, min_confidence=0.75) == 0.75
+
+
+def flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def run_pilot_nodes(state: RunState, context: RunContext) -> dict:
+    """The pilot's nodes in the graph's order; every update they made, merged."""
+    update: dict = {}
+    for node in (run_pilot, verify_pilot, choose_voters, gate_cost):
+        step = node(state, SimpleNamespace(context=context))
+        state = state.model_copy(update=step)
+        update |= step
+    return update

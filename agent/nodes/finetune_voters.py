@@ -26,13 +26,12 @@ from agent.labeler_runtime import (
     output_text_column,
     read_flag,
 )
-from agent.learning import FINETUNE_FOLDER as FOLDER
-from agent.learning import trained_rows
 from agent.packaging.build import package_names
 from agent.packaging.runner import run_package
 from agent.state import FinetuneStage, RunState, VoterTuning
 from agent.verification.store import verified_labels
 
+FOLDER = "finetune"
 HOLDOUT = "holdout.jsonl"
 
 
@@ -81,6 +80,7 @@ def finetune_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     stage = FinetuneStage(
         stage=number,
         verified_rows=_trained_rows(result["stages"]),
+        verified_in_all=len(verified),
         replay_rows=replayed,
         holdout_rows=max((s["holdout_rows"] for s in result["stages"]), default=0),
         voters=voters,
@@ -88,6 +88,14 @@ def finetune_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
         agreement_before=state.labeling.mean_agreement,
     )
     return {"finetune": state.finetune + (stage,)}
+
+
+def trained_rows(run_dir: Path) -> set[int]:
+    """Verified rows earlier stages trained on or held out."""
+    rows: set[int] = set()
+    for examples in sorted((run_dir / FOLDER).glob("stage-*/examples.jsonl")):
+        rows.update(int(row["row"]) for row in iter_rows(examples) if row["source"] == "verified")
+    return rows
 
 
 def _trained_rows(stages: list[dict]) -> int:

@@ -41,6 +41,7 @@ from agent.verification.store import (
     append_verdicts,
     count_verdicts,
     drop_torn_tail,
+    verified_labels,
 )
 from agent.verification.stream import latest_by_row
 from agent.verification.verifiers import (
@@ -84,15 +85,7 @@ def verify_disagreements(state: RunState, runtime: Runtime[RunContext]) -> dict:
                 f"over the verification budget (--max-verified {context.settings.max_verified})"
             )
             append_verdicts(sink, left_to_vote(over, reason))
-        if verifier == "llm":
-            verify_with_llm(list(pending), state, context, sink)
-        elif verifier.startswith("column:"):
-            rows = sorted(r["row"] for r in pending) if budget else (r["row"] for r in pending)
-            append_verdicts(sink, column_verdicts(rows, state, verifier.split(":", 1)[1]))
-        elif verifier == "human":
-            append_verdicts(sink, awaiting_review(pending))
-        else:
-            append_verdicts(sink, left_to_vote(disputed.pending(), "not verified"))
+        _verify(verifier, pending, budget is not None, disputed, state, context, sink)
     verified, unresolved = count_verdicts(latest_by_row(verdicts_path))
     if budget is not None:
         left = sum(1 for _, v in disputed.pairs() if v is not None and v["source"] == "vote")
@@ -112,7 +105,22 @@ def verify_disagreements(state: RunState, runtime: Runtime[RunContext]) -> dict:
         verdicts_path=str(verdicts_path),
         verified=verified,
         unresolved=unresolved,
+        verified_labels=len(set(verified_labels(state).values())),
         review_path=review_path,
         **ledger_totals(run_dir / LEDGER_FILE),
     )
     return {"verification": result}
+
+
+def _verify(verifier: str, pending, budgeted: bool, disputed: Disputed, state, context, sink):
+    """Append the verdicts of ``verifier`` on the ``pending`` records (least confident first
+    under a budget) to ``sink``; ``none`` leaves every pending row to the vote."""
+    if verifier == "llm":
+        verify_with_llm(list(pending), state, context, sink)
+    elif verifier.startswith("column:"):
+        rows = sorted(r["row"] for r in pending) if budgeted else (r["row"] for r in pending)
+        append_verdicts(sink, column_verdicts(rows, state, verifier.split(":", 1)[1]))
+    elif verifier == "human":
+        append_verdicts(sink, awaiting_review(pending))
+    else:
+        append_verdicts(sink, left_to_vote(disputed.pending(), "not verified"))

@@ -95,7 +95,7 @@ def why_unverified(context: RunContext) -> str:
     return "none of the named voters has opaque labels"
 
 
-def verify_pilot(
+def verify_pilot_rows(
     verifier: str,
     sample: Sequence[tuple[int, dict[str, Any]]],
     plan: TaskPlan,
@@ -125,6 +125,14 @@ def verify_pilot(
     for verdict in verdicts:
         labels[verdict.row] = verdict.label
     return PilotVerdicts(name, labels, len(verdicts), str(path))
+
+
+def pilot_labels(path: Path, rows: int) -> list[str | None]:
+    """One per pilot row, from the pilot's verdicts file: the verified label, or None."""
+    labels: list[str | None] = [None] * rows
+    for record in read_jsonl(path):
+        labels[record["pilot_row"]] = record["label"]
+    return labels
 
 
 def keep_verified(pilot: PilotVerdicts, run_dir: Path) -> int:

@@ -1,0 +1,155 @@
+"""choose_voters: settle label maps on the pilot, score the candidates, choose the voters.
+
+Before scoring, the pilot settles label maps the names cannot
+(:mod:`agent.discovery.calibration`): opaque labels are mapped by agreement or the model
+is refused, inverted names are flipped. Each candidate is then scored by its accuracy on
+the verified pilot rows when there are at least
+:data:`~agent.discovery.calibration.MIN_ROWS` of them, else by leave-one-out consensus
+(:mod:`agent.discovery.pilot_scoring`). Voters the user named are all kept; discovered ones
+are chosen by score, skipping near-duplicates, up to ``--voters``. The chosen voters' pilot
+votes are kept for the cost estimate, and their expected disagreement rate reported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from langgraph.runtime import Runtime
+
+from agent.context import RunContext
+from agent.dataset import iter_rows
+from agent.discovery.calibration import Calibration, calibrate_label_maps, verified_reference
+from agent.discovery.pilot_scoring import (
+    basis_note,
+    consensus_agreement,
+    expected_flag_rate,
+    rank_voters,
+    verified_accuracy,
+    voter_note,
+)
+from agent.errors import UserInputError
+from agent.labeler_runtime import voter_label_column, voter_probability_column
+from agent.state import Candidate, PilotReport, RunState, VoterScore
+from agent.verification.pilot import pilot_labels, why_unverified
+
+VOTES_FILE = "votes.json"
+"""The chosen voters' pilot votes, in the pilot folder."""
+
+
+def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    context = runtime.context
+    settings, pilot, candidates = context.settings, state.pilot_run, state.candidates
+    output_rows = list(iter_rows(pilot.output_path))
+    votes = {c.name: [row[voter_label_column(c.name)] for row in output_rows] for c in candidates}
+    checked = state.pilot_verification
+    truth = None
+    if checked is not None:
+        truth = verified_reference(pilot_labels(Path(checked.verdicts_path), pilot.rows))
+    calibration = calibrate_label_maps(candidates, votes, state.plan.label_names, truth)
+    _report_calibration(calibration, context)
+    candidates, votes = calibration.candidates, calibration.votes
+    agreement = {name: consensus_agreement(name, votes) for name in votes}
+    accuracy = {name: verified_accuracy(votes[name], truth) for name in votes} if truth else {}
+    chosen, skipped = list(candidates), {}
+    if not settings.models:
+        chosen, skipped = rank_voters(
+            candidates, accuracy or agreement, votes, settings.voters, tiebreak=agreement
+        )
+    verified_rows = checked.verified if checked else 0
+    verdict = {c.name: "selected" for c in chosen} | skipped
+    scores = tuple(
+        _score(
+            c, c in chosen, agreement, accuracy, (pilot.rows, verified_rows), verdict, calibration
+        )
+        for c in candidates
+    )
+    votes_path = Path(pilot.input_path).parent / VOTES_FILE
+    chosen_votes = {c.name: votes[c.name] for c in chosen}
+    votes_path.write_text(json.dumps(chosen_votes) + "\n", encoding="utf-8")
+    report = PilotReport(
+        rows=pilot.rows,
+        scores=scores,
+        disagreement_rate=expected_flag_rate(
+            list(chosen_votes.values()),
+            [[float(row[voter_probability_column(c.name)]) for row in output_rows] for c in chosen],
+            len(state.plan.label_names),
+            settings.min_agreement,
+            settings.min_confidence,
+        ),
+        output_path=pilot.output_path,
+        basis="verified" if truth else "consensus",
+        verifier=checked.verifier if checked else "",
+        verified_rows=verified_rows,
+        basis_note=_basis_note(state, truth is not None, context),
+        verdicts_path=checked.verdicts_path if checked else None,
+        votes_path=str(votes_path),
+    )
+    _report_choice(report, len(chosen), context)
+    return {
+        "voters": tuple(chosen),
+        "pilot": report,
+        "rejections": state.rejections + tuple(calibration.rejections),
+    }
+
+
+def _basis_note(state: RunState, scored_on_verified: bool, context: RunContext) -> str:
+    checked = state.pilot_verification
+    return basis_note(
+        state.pilot_run.rows,
+        checked.verifier if checked else "",
+        checked.verified if checked else None,
+        scored_on_verified,
+        why_unverified(context),
+        bool(context.settings.models),
+    )
+
+
+def _score(
+    candidate: Candidate,
+    selected: bool,
+    agreement: dict[str, float],
+    accuracy: dict[str, float],
+    rows: tuple[int, int],
+    verdict: dict[str, str],
+    calibration: Calibration,
+) -> VoterScore:
+    """A candidate's scores and its note (``rows``: pilot rows, verified pilot rows)."""
+    name = candidate.name
+    return VoterScore(
+        name=name,
+        consensus_agreement=round(agreement[name], 4),
+        verified_accuracy=round(accuracy[name], 4) if accuracy else None,
+        selected=selected,
+        note=voter_note(
+            candidate,
+            agreement[name],
+            accuracy.get(name),
+            rows,
+            verdict.get(name, "not selected"),
+            calibration.notes.get(name, ""),
+        ),
+    )
+
+
+def _report_calibration(calibration: Calibration, context: RunContext) -> None:
+    """Warn of what calibration found; a refused named voter stops the run."""
+    for message in calibration.warnings:
+        context.reporter.warn(message)
+    for rejection in calibration.rejections:
+        if context.settings.models:
+            raise UserInputError(f"--model {rejection.ref} cannot be used: {rejection.reason}")
+        context.reporter.info(f"refused {rejection.ref}: {rejection.reason}")
+    if not calibration.candidates:
+        raise UserInputError("no candidate survived the pilot; pass --model")
+
+
+def _report_choice(report: PilotReport, chosen: int, context: RunContext) -> None:
+    for line in (report.basis_note, *(score.note for score in report.scores)):
+        context.reporter.info(line)
+    if chosen == 1:
+        context.reporter.warn("only one voter: no row can be a disagreement")
+    context.reporter.info(
+        f"expected disagreement rate: {report.disagreement_rate:.1%} of rows "
+        f"(pilot of {report.rows})"
+    )
