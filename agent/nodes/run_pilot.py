@@ -26,6 +26,8 @@ def run_pilot(state: RunState, runtime: Runtime[RunContext]) -> dict:
     context = runtime.context
     plan, settings, candidates = state.plan, context.settings, state.candidates
     sample = sample_rows(state.dataset, settings.pilot_rows, seed=state.dataset.sha256)
+    # The four pilot nodes report as one stage, under the name the run log and the report's
+    # timings have always given it.
     context.reporter.stage("vet_models", f"{len(candidates)} candidates on {len(sample)} rows")
     pilot_dir = Path(state.run_dir) / PILOT_FOLDER
     pilot_input = pilot_dir / "input.jsonl"

@@ -1,13 +1,15 @@
 """verify_disagreements: settle only the rows the voters disagree on.
 
-Verifiers: ``llm`` (the judge, batched), ``column:NAME`` (answers from a data
-column: the paper's human-verifier setting with gold labels), ``human`` (a
-review file; rows stay unresolved until ``review import``) and ``none`` (the
-vote stands). Verdicts are appended to ``verdicts.jsonl`` batch by batch, and
-every valid LLM verdict goes to the verdict cache as soon as its batch ends, so
-neither a resumed run nor a rerun pays twice for a row. LLM batches run
-concurrently (``llm_concurrency``) under the spending cap; results are appended
-in order.
+The node orchestrates; the verifiers live in :mod:`agent.verification.verifiers`:
+``llm`` (the judge, through the one implementation of judging rows,
+:func:`agent.verification.service.judge_rows`: cache, ledger, spending cap,
+identical texts asked once, concurrent batches appended in order), ``column:NAME``
+(answers from a data column: the paper's human-verifier setting with gold
+labels), ``human`` (a review file; rows stay unresolved until ``review import``)
+and ``none`` (the vote stands). Verdicts are appended to ``verdicts.jsonl``
+(:mod:`agent.verification.store`) batch by batch. The result records the rows
+verified so far and their distinct labels, which the router after this node
+decides from.
 
 A row with a verdict is not asked again (the pilot's verified rows included),
 except a row left to the vote, which a later pass may still verify. With
