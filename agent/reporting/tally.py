@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.labeler_runtime import iter_chunks, output_text_column
+from agent.labeler_runtime import (
+    AGREEMENT,
+    CONFIDENCE,
+    LABEL,
+    NEEDS_REVIEW,
+    iter_chunks,
+    output_text_column,
+    read_flag,
+    voter_label_column,
+)
 from agent.reporting.records import DisputedRow
 from agent.state import RunState
 from agent.verification.store import VERDICTS_FILE, VERIFIED_SOURCES, resolve
@@ -51,14 +60,14 @@ class RunTally:
     """Max-heap (negated keys) of the rows with the lowest agreement, then confidence."""
 
     def add(self, row_number: int, row: dict[str, Any], verdict: dict | None, text_column: str):
-        needs_review = _truthy(row.get("needs_review"))
+        needs_review = read_flag(row.get(NEEDS_REVIEW, False))  # no column: nothing flagged
         label, source, verdict = final_label(row, verdict, needs_review)
-        votes = tuple(_text(row.get(f"label_{name}")) for name in self.voters)
+        votes = tuple(_text(row.get(voter_label_column(name))) for name in self.voters)
         self.rows += 1
         self.labels_by_source[(label or NO_LABEL, source)] += 1
         self.sources[source] += 1
         self._count_votes(votes, label if source in VERIFIED_SOURCES else "")
-        agreement, confidence = _number(row.get("agreement")), _number(row.get("confidence"))
+        agreement, confidence = _number(row.get(AGREEMENT)), _number(row.get(CONFIDENCE))
         histogram = self.confidence_escalated if needs_review else self.confidence_consensus
         histogram[min(max(int(confidence * CONFIDENCE_BINS), 0), CONFIDENCE_BINS - 1)] += 1
         key = (-agreement, -confidence, -row_number)
@@ -108,7 +117,7 @@ def final_label(row: dict[str, Any], verdict: dict | None, needs_review: bool):
     A verified label wins; a row under review takes its verdict, or stays unresolved without
     one; every other row keeps the vote as consensus.
     """
-    label, source = resolve(row.get("label"), verdict, needs_review)
+    label, source = resolve(row.get(LABEL), verdict, needs_review)
     return _text(label), source, verdict or {}
 
 
@@ -123,10 +132,6 @@ def tally_run(state: RunState) -> RunTally:
     for row_number, row, verdict in with_verdicts(rows, verdicts):
         tally.add(row_number, row, verdict, text_column)
     return tally
-
-
-def _truthy(value: Any) -> bool:
-    return value is True or str(value).lower() == "true"
 
 
 def _text(value: Any) -> str:
