@@ -120,4 +120,13 @@ def test_bubblewrap_command_line_shape(workdir: Path) -> None:
     assert argv[:5] == ["bwrap", "--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
     assert ["--ro-bind", "/proc/sys", "/proc/sys"] == argv[argv.index("/proc/sys") - 1 :][:3]
     assert argv[-3:] == ["--", "python", "x.py"]
-    assert argv.index(str(ESCAPES)) < argv.index(str(workdir))
+    # Binds go shortest path first, wherever the checkout and the work folder lie, so that a
+    # path inside another one is bound on top of it.
+    bound = [argv[i + 1] for i, flag in enumerate(argv) if flag in ("--bind", "--ro-bind")]
+    ours = [path for path in bound if path in (str(ESCAPES), str(workdir))]
+    assert sorted(ours) == sorted([str(ESCAPES), str(workdir)])
+    assert ours == sorted(ours, key=len)
+    inside = workdir / "input.csv"
+    nested = sandbox.isolation.bubblewrap_argv(["python"], workdir, [inside], [], gpus=False)
+    assert nested.index(str(inside)) > nested.index(str(workdir))
+    assert nested[nested.index(str(inside)) - 1] == "--ro-bind"
