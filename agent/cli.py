@@ -66,6 +66,10 @@ def label_command(
         bool | None,
         Opt("--llm-cache/--no-llm-cache", help="reuse cached LLM answers and verdicts [on]"),
     ] = None,
+    llm_batch: Annotated[
+        bool,
+        Opt("--llm-batch", help="verify through the OpenAI Batch API (half price, within 24h)"),
+    ] = False,
     verifier: Annotated[str | None, Opt(help="llm | human | column:NAME | none")] = None,
     sandbox: Annotated[str | None, Opt(help="process | docker | none")] = None,
     min_agreement: Annotated[
@@ -131,6 +135,7 @@ def label_command(
         "llm_base_url": llm_base_url,
         "llm_structured_method": llm_structured_method,
         "llm_cache": llm_cache,
+        "llm_batch": llm_batch or None,
         "verifier": verifier,
         "sandbox": sandbox,
         "min_agreement": min_agreement,

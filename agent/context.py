@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from agent.hub.client import ModelHub
+from agent.llm.batch import BatchClient
 from agent.llm.client import LanguageModel
 from agent.settings import Settings
 from sandbox import Sandbox
@@ -40,5 +41,8 @@ class RunContext:
     reporter: Reporter
     llm: LanguageModel | None = None
     """Planner and judge; None offline or without an endpoint."""
+    batch: BatchClient | None = None
+    """The Batch API of the LLM's endpoint, for verification with ``--llm-batch``; None
+    otherwise."""
     hub: ModelHub | None = None
     """Model search and download; None offline."""

@@ -20,6 +20,7 @@ from agent.discovery.vetting import check_model_reference
 from agent.errors import RunStateError
 from agent.graph import compile_graph
 from agent.hub.client import HfHub
+from agent.llm.batch import BatchClient, OpenAIBatchClient
 from agent.llm.cache import CachedLanguageModel, ResponseCache
 from agent.llm.client import OpenAIChatModel
 from agent.preflight import preflight
@@ -51,9 +52,10 @@ def default_context(settings: Settings, reporter: Reporter) -> RunContext:
     from sandbox import make_sandbox
 
     llm = None
+    batch: BatchClient | None = None
     if settings.llm_configured:
         cache = ResponseCache(settings.verdict_cache) if settings.llm_cache else None
-        llm = OpenAIChatModel(
+        llm = chat = OpenAIChatModel(
             settings.llm_model,
             api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
             base_url=settings.llm_base_url,
@@ -62,6 +64,8 @@ def default_context(settings: Settings, reporter: Reporter) -> RunContext:
             method=settings.llm_structured_method,
             memory=cache,
         )
+        if settings.llm_batch:
+            batch = OpenAIBatchClient(chat, settings.llm_batch_poll_s)
         if cache is not None:
             llm = CachedLanguageModel(llm, cache)
     hub = None if settings.offline else HfHub(settings.hf_endpoint)
@@ -70,15 +74,19 @@ def default_context(settings: Settings, reporter: Reporter) -> RunContext:
         sandbox=make_sandbox(settings.sandbox, **sandbox_options(settings)),
         reporter=reporter,
         llm=llm,
+        batch=batch,
         hub=hub,
     )
 
 
 def check_llm_endpoint(context: RunContext) -> None:
     """A cheap first request to the LLM endpoint (a model listing, no tokens), before the run
-    starts: a wrong key or a base URL that is no OpenAI-compatible endpoint is a user error."""
+    starts: a wrong key or a base URL that is no OpenAI-compatible endpoint is a user error, and
+    so is ``--llm-batch`` with an endpoint that has no Batch API (a free ``GET /batches``)."""
     if context.llm is not None:
         context.llm.check_endpoint()
+    if context.batch is not None:
+        context.batch.check()
 
 
 def _config(run_id: str) -> dict:

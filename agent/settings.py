@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     llm_cache: bool = True
     """Cache every LLM answer (and verdict) in ``verdict_cache``: a rerun with the same inputs and
     settings sends no request. ``--no-llm-cache`` neither reads nor writes it."""
+    llm_batch: bool = False
+    """Verify through the OpenAI Batch API: one batch per verification pass, at the batch
+    price, waited for (a killed run resumes waiting for the same batch)."""
+    llm_batch_poll_s: float = Field(default=30.0, gt=0)
+    """Seconds between two looks at a pending batch."""
     llm_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
     """Extra price-table entries: model -> (USD per 1M input tokens, per 1M output tokens)."""
     verifier: str | None = None

@@ -198,21 +198,45 @@ class OpenAIChatModel:
                 ) from error
         latency = time.monotonic() - started
         self._remember(method)
-        usage = _usage(raw)
+        return _reply(raw, schema, latency, method)
+
+    def chat_request(self, messages: Sequence[Message], schema: type[BaseModel]) -> dict[str, Any]:
+        """The body of the chat request :meth:`structured` would send for ``messages`` with the
+        method in use (the first one before any was negotiated): a Batch API request line's."""
+        method = self._method or METHODS[0]
+        chat, options = self._request(messages, schema.model_json_schema(), method)
+        body = self._chat._get_request_payload(chat, **options)
+        for name in [name for name in body if name.startswith("ls_")]:
+            del body[name]  # LangSmith tracing options, never sent
+        return body
+
+    def read_completion(
+        self, completion: dict[str, Any], schema: type[T], method: str | None = None
+    ) -> LLMReply[T]:
+        """A chat completion's body (as a Batch API result holds it), parsed and validated
+        exactly like an answer to :meth:`structured`; raises :class:`UnusableAnswer`."""
         try:
-            parsed = _answer(raw)
-        except ValueError as error:
-            raise UnusableAnswer(f"unusable LLM answer: {_first_line(str(error))}", usage) from None
-        try:
-            value = schema.model_validate(parsed)
-        except ValidationError as error:
+            raw = self._chat._create_chat_result(completion).generations[0].message
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            usage = completion.get("usage") or {}
+            tokens = TokenUsage(
+                int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+            )
             raise UnusableAnswer(
-                f"LLM answer does not fit {schema.__name__}: {_first_line(str(error))}", usage
+                f"unusable LLM answer: {_first_line(str(error))}", tokens
             ) from None
-        return LLMReply(value, usage, latency, method)
+        return _reply(raw, schema, 0.0, method or self._method or METHODS[0])
 
     def _invoke(self, messages: Sequence[Message], json_schema: dict, method: str):
         """The raw ``AIMessage`` for ``messages`` asked with ``method``."""
+        chat, options = self._request(messages, json_schema, method)
+        return self._chat.invoke(chat, **options)
+
+    def _request(
+        self, messages: Sequence[Message], json_schema: dict, method: str
+    ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+        """The chat messages and the request options (``response_format``, ``tools``) that ask
+        ``messages`` with ``method``: the one place a request is built, for both paths."""
         chat = [(message.role, message.content) for message in messages]
         if method in ("json_mode", "text"):
             # Into the first system message: some chat templates (Gemma's, Mistral's) refuse a
@@ -223,9 +247,10 @@ class OpenAIChatModel:
             else:
                 chat.insert(0, ("system", instruction))
         if method == "text":
-            return self._chat.invoke(chat)
-        runnable = self._chat.with_structured_output(json_schema, method=method, include_raw=True)
-        return runnable.invoke(chat)["raw"]
+            return chat, {}
+        # The options LangChain binds for structured output (its runnable: binding | parser).
+        runnable = self._chat.with_structured_output(json_schema, method=method)
+        return chat, dict(runnable.first.kwargs)
 
     def _remember(self, method: str) -> None:
         with self._lock:
@@ -248,6 +273,22 @@ class OpenAIChatModel:
                 f"(HTTP 404: {message}){known}; pick one with --llm-model"
             )
         return LLMUnavailableError(f"LLM endpoint answered HTTP {error.status_code}: {message}")
+
+
+def _reply(raw, schema: type[T], latency: float, method: str) -> LLMReply[T]:
+    """The validated answer of a raw ``AIMessage``; :class:`UnusableAnswer` with its cost."""
+    usage = _usage(raw)
+    try:
+        parsed = _answer(raw)
+    except ValueError as error:
+        raise UnusableAnswer(f"unusable LLM answer: {_first_line(str(error))}", usage) from None
+    try:
+        value = schema.model_validate(parsed)
+    except ValidationError as error:
+        raise UnusableAnswer(
+            f"LLM answer does not fit {schema.__name__}: {_first_line(str(error))}", usage
+        ) from None
+    return LLMReply(value, usage, latency, method)
 
 
 def _answer(raw) -> Any:

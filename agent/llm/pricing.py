@@ -3,6 +3,8 @@
 Defaults are list prices of common OpenAI models; ``AUTOANNOTATOR_LLM_PRICES``
 (JSON: ``{"model": [input, output]}``) adds or overrides entries. An unknown
 model costs nothing in the figures, and the summary says its price is unknown.
+The Batch API (``--llm-batch``) bills at :data:`BATCH_DISCOUNT` of these prices
+(:meth:`Price.batch_rate`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-5-mini": (0.25, 2.00),
     "gpt-5-nano": (0.05, 0.40),
 }
+BATCH_DISCOUNT = 0.5
+"""What the OpenAI Batch API charges, as a share of the synchronous price (half, for every
+model it serves)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,14 @@ class Price:
             usage.prompt_tokens * self.input_per_million
             + usage.completion_tokens * self.output_per_million
         ) / 1_000_000
+
+    def batch_rate(self) -> Price:
+        """This price as the Batch API bills it."""
+        return Price(
+            self.input_per_million * BATCH_DISCOUNT,
+            self.output_per_million * BATCH_DISCOUNT,
+            self.known,
+        )
 
 
 def price_for(model: str, overrides: dict[str, tuple[float, float]] | None = None) -> Price:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,8 @@ class CostEstimate:
     completion_tokens: int
     cost_usd: float
     price_known: bool
+    batch: bool = False
+    """Priced at the Batch API rate (``--llm-batch``)."""
 
     @property
     def tokens(self) -> int:
@@ -80,6 +82,8 @@ class CostEstimate:
 
     def line(self) -> str:
         cost = usd(self.cost_usd) if self.price_known else "cost unknown (no price)"
+        if self.batch and self.price_known:
+            cost += " at the Batch API rate"
         return (
             f"expected LLM verification: {self.escalated_rows} rows in {self.llm_calls} calls, "
             f"~{self.tokens} tokens ({self.prompt_tokens} prompt + {self.completion_tokens} "
@@ -131,6 +135,10 @@ def check_verification_cost(
     settings = context.settings
     if context.llm is None or settings.resolved_verifier() != "llm":
         return None
+    price = price_for(context.llm.model_name, settings.llm_prices)
+    batch = context.batch is not None
+    if batch:
+        price = price.batch_rate()
     records = pilot_disagreements(pilot_texts, pilot_votes, settings.min_agreement)
     expected = round(disagreement_rate * state.dataset.rows)
     limit = settings.verification_limit(state.dataset.rows)
@@ -142,8 +150,9 @@ def check_verification_cost(
         expected,
         settings.judge_batch_size,
         context.llm.model_name,
-        price_for(context.llm.model_name, settings.llm_prices),
+        price,
     )
+    estimate = replace(estimate, batch=batch)
     context.reporter.info(estimate.line())
     save_estimate(estimate, Path(state.run_dir))
     confirm_spending(estimate, settings, lambda question: terminal_ask(question, context.reporter))
@@ -216,6 +225,8 @@ class Ledger:
             "method": call.method,
             "normalized": call.normalized,
         }
+        if call.batch:
+            entry["batch"] = call.batch
         with self._lock, open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
 
@@ -264,10 +275,27 @@ class SpendingCap:
             self._reserved += expected
         return expected
 
-    def settle(self, reservation: float, usage: TokenUsage) -> None:
+    def admit_batch(
+        self, requests: Sequence[tuple[Sequence[Message], int]], price: Price
+    ) -> float | None:
+        """One reservation for every request of a Batch API job at ``price`` (all or none: a
+        batch is paid for as it runs, past any cap), or None to refuse the whole batch."""
+        expected = sum(
+            price.cost(TokenUsage(estimate_tokens(messages), completion_tokens(self.plan, rows)))
+            for messages, rows in requests
+        )
+        with self._lock:
+            if self.limit_usd is not None:
+                if self.spent_usd + self._reserved + expected > self.limit_usd:
+                    self.refused += len(requests)
+                    return None
+            self._reserved += expected
+        return expected
+
+    def settle(self, reservation: float, usage: TokenUsage, price: Price | None = None) -> None:
         with self._lock:
             self._reserved -= reservation
-            self.spent_usd += self.price.cost(usage)
+            self.spent_usd += (price or self.price).cost(usage)
 
 
 LEDGER_FILE = "ledger.jsonl"

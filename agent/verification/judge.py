@@ -58,6 +58,8 @@ class CallRecord:
     """The structured-output method that was used (negotiated per endpoint)."""
     normalized: int = 0
     """Answers that named a label in another form (case, quotes, a synonym) and were mapped."""
+    batch: str = ""
+    """The Batch API batch that carried the request (none for a synchronous call)."""
 
 
 @dataclass
@@ -178,6 +180,31 @@ class Judge:
     def judge(self, rows: Sequence[dict[str, Any]]) -> list[Verdict]:
         """Verdicts for one batch of disagreement records (``row``, ``text``, ``votes``)."""
         answers, problem = self._ask(rows)
+        return self._verdicts(rows, answers, problem)
+
+    def read_reply(
+        self, reply: VerdictReply, rows: int
+    ) -> tuple[dict[int, tuple[str | None, str]], int]:
+        """A reply that came another way (the Batch API), validated row by row as :meth:`judge`
+        does: the verdict of each item id, and how many answers were normalized."""
+        return self._answers(reply, rows)
+
+    def verdicts_of(
+        self,
+        rows: Sequence[dict[str, Any]],
+        answers: dict[int, tuple[str | None, str]],
+        problem: str = "",
+    ) -> list[Verdict]:
+        """Verdicts from :meth:`read_reply`'s answers (or a ``problem`` that left the batch
+        without any): a row without a valid one is asked again alone, as :meth:`judge` does."""
+        return self._verdicts(rows, answers, problem)
+
+    def _verdicts(
+        self,
+        rows: Sequence[dict[str, Any]],
+        answers: dict[int, tuple[str | None, str]],
+        problem: str,
+    ) -> list[Verdict]:
         verdicts = []
         for index, record in enumerate(rows):
             label, reason = answers.get(index, (None, problem or "no verdict for this row"))

@@ -10,7 +10,9 @@
   its batch ends, so a crash before the caller keeps the verdicts loses nothing paid for;
 * identical texts are asked once, and their verdict copied to every row holding them;
 * batches of ``judge_batch_size`` rows are judged ``llm_concurrency`` at a time, and handed
-  back in order as each is ready (cache hits first).
+  back in order as each is ready (cache hits first);
+* or, given a batch record (``--llm-batch``), all of them go as one OpenAI Batch API job
+  priced at the batch rate (:mod:`agent.verification.batch_round`).
 
 The caller says what to announce before anything is asked (and may stop there, e.g. when
 the expected cost is refused), and what to do with each handful of verdicts.
@@ -29,6 +31,7 @@ from typing import Any
 from agent.context import RunContext
 from agent.llm.pricing import Price, price_for
 from agent.state import TaskPlan
+from agent.verification.batch_round import judge_in_one_batch
 from agent.verification.cache import VerdictCache, cache_namespace, text_key
 from agent.verification.costs import LEDGER_FILE, Ledger, SpendingCap, ledger_totals
 from agent.verification.judge import Judge, Verdict, judge_prompt_id
@@ -64,12 +67,14 @@ def judge_rows(
     announce: Callable[[JudgingPlan], None],
     keep: Callable[[list[Verdict]], None],
     progress: str | None = None,
+    batch_record: Path | None = None,
 ) -> JudgingOutcome:
     """Verdicts for ``records`` (each with ``row`` and ``text``), handed to ``keep`` a batch at
     a time: first the cache's, then each LLM batch's in order with the rows sharing its texts.
 
     ``announce`` is called once the cache has answered and before any request is sent;
-    ``progress`` names the progress display, if one is shown."""
+    ``progress`` names the progress display, if one is shown. With ``batch_record`` (where the
+    pass's batch is kept) and a Batch API in ``context``, the rows to ask go as one batch."""
     settings, llm = context.settings, context.llm
     price = price_for(llm.model_name, settings.llm_prices)
     if not price.known:
@@ -82,7 +87,10 @@ def judge_rows(
         to_ask, twins, hits = split_by_text(records, cached)
         size = settings.judge_batch_size
         batches = [to_ask[start : start + size] for start in range(0, len(to_ask), size)]
-        announce(JudgingPlan(len(hits), to_ask, len(batches), price))
+        batched = batch_record is not None and context.batch is not None
+        announce(
+            JudgingPlan(len(hits), to_ask, len(batches), price.batch_rate() if batched else price)
+        )
         keep(hits)
         ledger_path = run_dir / LEDGER_FILE
         drop_torn_tail(ledger_path)
@@ -91,13 +99,27 @@ def judge_rows(
         cap = SpendingCap(settings.max_cost_usd, plan, price, spent)
         judge = Judge(llm, plan, size, on_call=ledger.record, gate=cap)
 
-        def judge_batch(batch: list[dict[str, Any]]) -> list[Verdict]:
-            verdicts = judge.judge(batch)
+        def remember(batch: list[dict[str, Any]], verdicts: list[Verdict]) -> list[Verdict]:
             if cache is not None:  # now: a crash before ``keep`` then loses nothing
                 answers = zip(batch, verdicts, strict=True)
                 cache.put_many((r["text"], v.label, v.reason) for r, v in answers if v.label)
             return verdicts
 
+        def judge_batch(batch: list[dict[str, Any]]) -> list[Verdict]:
+            return remember(batch, judge.judge(batch))
+
+        if batched and batches:
+            counter = _HandOver(twins, keep, context, progress, len(to_ask))
+            batches = judge_in_one_batch(
+                batches,
+                judge,
+                context.batch,
+                batch_record,
+                cap,
+                Ledger(ledger_path, llm.model_name, price.batch_rate()),
+                context.reporter,
+                lambda batch, verdicts: counter(batch, remember(batch, verdicts)),
+            )
         _judge_in_order(batches, judge_batch, twins, keep, context, progress)
     finally:
         if cache is not None:
@@ -125,25 +147,36 @@ def split_by_text(
     return list(to_ask.values()), twins, hits
 
 
+class _HandOver:
+    """Hands a batch's verdicts, and copies for the rows sharing its texts, to ``keep``."""
+
+    def __init__(self, twins, keep, context: RunContext, progress: str | None, total: int):
+        self.twins, self.keep, self.context = twins, keep, context
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, batch: list[dict[str, Any]], verdicts: list[Verdict]) -> None:
+        copies = [
+            Verdict(row, v.label, v.source, v.reason)
+            for record, v in zip(batch, verdicts, strict=True)
+            for row in self.twins.get(text_key(record["text"]), ())
+        ]
+        self.keep([*verdicts, *copies])
+        self.done += len(batch)
+        if self.progress is not None:
+            self.context.reporter.progress(self.progress, self.done, self.total)
+
+
 def _judge_in_order(batches, judge_batch, twins, keep, context: RunContext, progress):
     """Judge batches concurrently; hand each batch's verdicts to ``keep`` in order."""
-    total = sum(len(batch) for batch in batches)
+    if not batches:
+        return
+    hand_over = _HandOver(twins, keep, context, progress, sum(len(batch) for batch in batches))
     workers = context.settings.llm_concurrency
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="judge") as pool:
         futures = [pool.submit(judge_batch, batch) for batch in batches]
         try:
-            done = 0
             for batch, future in zip(batches, futures, strict=True):
-                verdicts = future.result()
-                copies = [
-                    Verdict(row, v.label, v.source, v.reason)
-                    for record, v in zip(batch, verdicts, strict=True)
-                    for row in twins.get(text_key(record["text"]), ())
-                ]
-                keep([*verdicts, *copies])
-                done += len(batch)
-                if progress is not None:
-                    context.reporter.progress(progress, done, total)
+                hand_over(batch, future.result())
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise

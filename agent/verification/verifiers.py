@@ -18,6 +18,7 @@ from agent.context import RunContext
 from agent.dataset import iter_rows
 from agent.errors import UserInputError
 from agent.state import DatasetInfo, RunState
+from agent.verification.batch_round import batch_record_path
 from agent.verification.costs import usd
 from agent.verification.judge import Verdict
 from agent.verification.service import JudgingPlan, judge_rows
@@ -76,6 +77,7 @@ def verify_with_llm(pending: list[dict], state: RunState, context: RunContext, s
         reporter.info(
             f"{judging.cached} rows from the verdict cache; "
             f"{len(judging.to_ask)} rows to ask in {judging.calls} LLM calls"
+            + (" as one Batch API job" if context.batch is not None and judging.calls else "")
         )
 
     outcome = judge_rows(
@@ -86,6 +88,7 @@ def verify_with_llm(pending: list[dict], state: RunState, context: RunContext, s
         announce,
         keep=lambda verdicts: append_verdicts(sink, verdicts),
         progress="verifying",
+        batch_record=batch_record_path(Path(state.run_dir), state.labeling_passes),
     )
     if outcome.refused:
         reporter.warn(
