@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.context import Reporter
-from agent.llm.batch import BatchClient, BatchStatus, wait_for_batch
+from agent.llm.batch import BatchAnswer, BatchClient, BatchStatus, wait_for_batch
 from agent.llm.client import TokenUsage
+from agent.llm.pricing import Price
 from agent.verification.costs import Ledger, SpendingCap, usd
 from agent.verification.judge import CallRecord, Judge, Verdict, judge_messages
 
@@ -53,7 +54,6 @@ def judge_in_one_batch(
 
     Returns the batches a resumed pass found outside its saved batch (none, unless the rows to
     verify changed since it was submitted): the caller judges them synchronously."""
-    price = ledger.price
     current = {record["row"] for batch in batches for record in batch}
     saved = _load(record_path)
     if saved is not None and not saved.get("cancelled"):
@@ -63,53 +63,86 @@ def judge_in_one_batch(
         left = [[r for r in batch if r["row"] not in asked] for batch in batches]
         outside = [batch for batch in left if batch]
     else:
-        requests = {_custom_id(i, batch): batch for i, batch in enumerate(batches)}
-        messages = {cid: judge_messages(judge.plan, batch) for cid, batch in requests.items()}
-        sizes = [(messages[cid], len(batch)) for cid, batch in requests.items()]
-        reservation = cap.admit_batch(sizes, price)
-        if reservation is None:
+        submitted = _submit(batches, judge, client, record_path, cap, ledger.price, reporter)
+        if submitted is None:
             reason = (
-                f"spending cap: this pass's batch of {len(requests)} requests would pass "
+                f"spending cap: this pass's batch of {len(batches)} requests would pass "
                 f"--max-cost-usd {usd(cap.limit_usd or 0)}; not submitted, left for review"
             )
             for batch in batches:
                 hand_over(batch, [Verdict(r["row"], None, "unresolved", reason) for r in batch])
             return []
-        lines = [client.request(cid, messages[cid], judge.schema) for cid in requests]
-        metadata = {"autoannotator_run": record_path.parent.parent.name, "pass": record_path.stem}
-        batch_id = client.submit(lines, metadata)
-        _save(record_path, {"batch_id": batch_id, "requests": requests})
-        cap.settle(reservation, TokenUsage())  # reserved again as the answers are settled
+        batch_id, requests = submitted
         outside = []
-        reporter.info(
-            f"batch {batch_id} submitted: {len(requests)} requests, "
-            f"{sum(map(len, requests.values()))} rows; waiting for it "
-            "(a killed run resumes waiting with --resume)"
-        )
     status = _wait(client, batch_id, record_path, reporter)
     answers = client.answers(status, judge.schema)
     for custom_id, batch in requests.items():
-        answer = answers.get(custom_id)
-        if answer is None:
-            reason = _unanswered(status)
-            batch = [r for r in batch if r["row"] in current]
-            if batch:
-                hand_over(batch, [Verdict(r["row"], None, "unresolved", reason) for r in batch])
-            continue
-        outcome = "ok" if answer.reply is not None else "malformed"
-        usage = answer.reply.usage if answer.reply is not None else answer.usage
-        cap.settle(0.0, usage, price)
-        answered, normalized, method = {}, 0, ""
-        if answer.reply is not None:
-            answered, normalized = judge.read_reply(answer.reply.value, len(batch))
-            method = answer.reply.method
-        ledger.record(CallRecord(len(batch), usage, 0.0, outcome, method, normalized, batch_id))
-        verdicts = judge.verdicts_of(batch, answered, answer.problem)  # bad rows asked alone
-        # A resumed pass may find rows of its batch already settled (killed while handing over)
-        kept = [(r, v) for r, v in zip(batch, verdicts, strict=True) if r["row"] in current]
+        kept = _settle_request(
+            batch, answers.get(custom_id), status, judge, cap, ledger, batch_id, current
+        )
         if kept:
             hand_over([r for r, _ in kept], [v for _, v in kept])
     return outside
+
+
+def _submit(
+    batches: Sequence[list[dict[str, Any]]],
+    judge: Judge,
+    client: BatchClient,
+    record_path: Path,
+    cap: SpendingCap,
+    price: Price,
+    reporter: Reporter,
+) -> tuple[str, dict[str, list[dict[str, Any]]]] | None:
+    """Submit one request per batch as one job, once the cap admits its whole estimate (None
+    when it does not); the job is saved before anything else, so a killed run resumes it."""
+    requests = {_custom_id(i, batch): batch for i, batch in enumerate(batches)}
+    messages = {cid: judge_messages(judge.plan, batch) for cid, batch in requests.items()}
+    sizes = [(messages[cid], len(batch)) for cid, batch in requests.items()]
+    reservation = cap.admit_batch(sizes, price)
+    if reservation is None:
+        return None
+    lines = [client.request(cid, messages[cid], judge.schema) for cid in requests]
+    metadata = {"autoannotator_run": record_path.parent.parent.name, "pass": record_path.stem}
+    batch_id = client.submit(lines, metadata)
+    _save(record_path, {"batch_id": batch_id, "requests": requests})
+    cap.settle(reservation, TokenUsage())  # reserved again as the answers are settled
+    reporter.info(
+        f"batch {batch_id} submitted: {len(requests)} requests, "
+        f"{sum(map(len, requests.values()))} rows; waiting for it "
+        "(a killed run resumes waiting with --resume)"
+    )
+    return batch_id, requests
+
+
+def _settle_request(
+    batch: list[dict[str, Any]],
+    answer: BatchAnswer | None,
+    status: BatchStatus,
+    judge: Judge,
+    cap: SpendingCap,
+    ledger: Ledger,
+    batch_id: str,
+    current: set[int],
+) -> list[tuple[dict[str, Any], Verdict]]:
+    """The (record, verdict) pairs of one request of the job that this pass still needs; an
+    unanswered request leaves its rows for review, naming the job's status."""
+    if answer is None:
+        reason = _unanswered(status)
+        return [
+            (r, Verdict(r["row"], None, "unresolved", reason)) for r in batch if r["row"] in current
+        ]
+    outcome = "ok" if answer.reply is not None else "malformed"
+    usage = answer.reply.usage if answer.reply is not None else answer.usage
+    cap.settle(0.0, usage, ledger.price)
+    answered, normalized, method = {}, 0, ""
+    if answer.reply is not None:
+        answered, normalized = judge.read_reply(answer.reply.value, len(batch))
+        method = answer.reply.method
+    ledger.record(CallRecord(len(batch), usage, 0.0, outcome, method, normalized, batch_id))
+    verdicts = judge.verdicts_of(batch, answered, answer.problem)  # bad rows asked alone
+    # A resumed pass may find rows of its batch already settled (killed while handing over)
+    return [(r, v) for r, v in zip(batch, verdicts, strict=True) if r["row"] in current]
 
 
 def _wait(client: BatchClient, batch_id: str, record_path: Path, reporter: Reporter) -> BatchStatus:

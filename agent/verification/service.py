@@ -75,56 +75,90 @@ def judge_rows(
     ``announce`` is called once the cache has answered and before any request is sent;
     ``progress`` names the progress display, if one is shown. With ``batch_record`` (where the
     pass's batch is kept) and a Batch API in ``context``, the rows to ask go as one batch."""
-    settings, llm = context.settings, context.llm
-    price = price_for(llm.model_name, settings.llm_prices)
-    if not price.known:
-        context.reporter.warn(
-            f"no price known for {llm.model_name}: cost shown as 0, no cap enforced"
-        )
+    price = _price(context)
     cache = open_verdict_cache(context, plan)
     try:
         cached = cache.get_many(r["text"] for r in records) if cache else {}
         to_ask, twins, hits = split_by_text(records, cached)
-        size = settings.judge_batch_size
+        size = context.settings.judge_batch_size
         batches = [to_ask[start : start + size] for start in range(0, len(to_ask), size)]
-        batched = batch_record is not None and context.batch is not None
-        announce(
-            JudgingPlan(len(hits), to_ask, len(batches), price.batch_rate() if batched else price)
-        )
+        if context.batch is None:
+            batch_record = None
+        shown = price.batch_rate() if batch_record is not None else price
+        announce(JudgingPlan(len(hits), to_ask, len(batches), shown))
         keep(hits)
-        ledger_path = run_dir / LEDGER_FILE
+        asking = _Asking(plan, run_dir, context, price, cache, keep, progress)
+        cap = asking.ask(batches, twins, len(to_ask), batch_record)
+    finally:
+        if cache is not None:
+            cache.close()
+    return JudgingOutcome(cap.refused, cap.spent_usd)
+
+
+def _price(context: RunContext) -> Price:
+    """The model's price; an unknown one is said once, the same way for every caller."""
+    llm = context.llm
+    price = price_for(llm.model_name, context.settings.llm_prices)
+    if not price.known:
+        context.reporter.warn(
+            f"no price known for {llm.model_name}: cost shown as 0, no cap enforced"
+        )
+    return price
+
+
+@dataclass
+class _Asking:
+    """Putting the rows the cache could not answer to the LLM, under the run's ledger and cap."""
+
+    plan: TaskPlan
+    run_dir: Path
+    context: RunContext
+    price: Price
+    cache: VerdictCache | None
+    keep: Callable[[list[Verdict]], None]
+    progress: str | None
+
+    def remember(self, batch: list[dict[str, Any]], verdicts: list[Verdict]) -> list[Verdict]:
+        if self.cache is not None:  # now: a crash before ``keep`` then loses nothing
+            answers = zip(batch, verdicts, strict=True)
+            self.cache.put_many((r["text"], v.label, v.reason) for r, v in answers if v.label)
+        return verdicts
+
+    def ask(
+        self,
+        batches: list[list[dict[str, Any]]],
+        twins: dict[str, list[int]],
+        rows: int,
+        batch_record: Path | None,
+    ) -> SpendingCap:
+        """Judge ``batches`` (one Batch API job first when ``batch_record`` is given; what it
+        could not settle synchronously after), handing verdicts over in order."""
+        llm, context = self.context.llm, self.context
+        ledger_path = self.run_dir / LEDGER_FILE
         drop_torn_tail(ledger_path)
-        ledger = Ledger(ledger_path, llm.model_name, price)
+        ledger = Ledger(ledger_path, llm.model_name, self.price)
         spent = ledger_totals(ledger_path)["cost_usd"]
-        cap = SpendingCap(settings.max_cost_usd, plan, price, spent)
-        judge = Judge(llm, plan, size, on_call=ledger.record, gate=cap)
-
-        def remember(batch: list[dict[str, Any]], verdicts: list[Verdict]) -> list[Verdict]:
-            if cache is not None:  # now: a crash before ``keep`` then loses nothing
-                answers = zip(batch, verdicts, strict=True)
-                cache.put_many((r["text"], v.label, v.reason) for r, v in answers if v.label)
-            return verdicts
-
-        def judge_batch(batch: list[dict[str, Any]]) -> list[Verdict]:
-            return remember(batch, judge.judge(batch))
-
-        if batched and batches:
-            counter = _HandOver(twins, keep, context, progress, len(to_ask))
+        cap = SpendingCap(context.settings.max_cost_usd, self.plan, self.price, spent)
+        size = context.settings.judge_batch_size
+        judge = Judge(llm, self.plan, size, on_call=ledger.record, gate=cap)
+        if batch_record is not None and batches:
+            counter = _HandOver(twins, self.keep, context, self.progress, rows)
             batches = judge_in_one_batch(
                 batches,
                 judge,
                 context.batch,
                 batch_record,
                 cap,
-                Ledger(ledger_path, llm.model_name, price.batch_rate()),
+                Ledger(ledger_path, llm.model_name, self.price.batch_rate()),
                 context.reporter,
-                lambda batch, verdicts: counter(batch, remember(batch, verdicts)),
+                lambda batch, verdicts: counter(batch, self.remember(batch, verdicts)),
             )
-        _judge_in_order(batches, judge_batch, twins, keep, context, progress)
-    finally:
-        if cache is not None:
-            cache.close()
-    return JudgingOutcome(cap.refused, cap.spent_usd)
+
+        def judge_batch(batch: list[dict[str, Any]]) -> list[Verdict]:
+            return self.remember(batch, judge.judge(batch))
+
+        _judge_in_order(batches, judge_batch, twins, self.keep, context, self.progress)
+        return cap
 
 
 def split_by_text(
