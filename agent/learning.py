@@ -6,10 +6,16 @@ labeler before another labeling pass (so verification may keep part of its budge
 The nodes that do the learning (``finetune_voters``, ``fit_heads``, ``learn_vote``) and the
 router after ``verify_disagreements`` all ask here, so the rules are written once. The
 policy decides from the state's records alone (how many rows are verified, of how many
-labels, how many earlier stages saw): it reads no file.
+labels, how many earlier stages saw): it reads no file. A learning pass reads its training
+rows through a :class:`Reservoir`, so it holds at most ``--learning-max-rows`` of them
+whatever the size of the data.
 """
 
 from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from agent.settings import Settings
 from agent.state import RunState
@@ -102,3 +108,37 @@ def relabel_follows(state: RunState, settings: Settings, verified_after: int | N
     heads = heads and any(voter.kind == "embedding" for voter in state.voters)
     vote = settings.learn_vote and len(state.voters) > 1 and enough(settings.vote_min_examples)
     return heads or vote
+
+
+T = TypeVar("T")
+
+
+class Reservoir(Generic[T]):
+    """At most ``size`` items of a stream: all of them, in order, while they fit; past that a
+    uniform sample, seeded (Algorithm R). A learning pass reads a data set of any size this
+    way and holds ``size`` rows, and a set that fits is read exactly as a list would be."""
+
+    def __init__(self, size: int, seed: str) -> None:
+        self.size = size
+        self.items: list[T] = []
+        self.seen = 0
+        self._random = random.Random(f"reservoir:{seed}")
+
+    def add(self, item: T) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+            return
+        slot = self._random.randrange(self.seen)
+        if slot < self.size:
+            self.items[slot] = item
+
+    def extend(self, items: Iterable[T]) -> Reservoir[T]:
+        for item in items:
+            self.add(item)
+        return self
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the stream was larger than the reservoir (the items are a sample)."""
+        return self.seen > self.size

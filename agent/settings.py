@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     """Fewest verified rows (of at least two labels) worth fitting a head on."""
     replay_ratio: float = Field(default=3.0, ge=0)
     """Consensus rows replayed per verified row when fitting heads (against forgetting)."""
+    learning_max_rows: int = Field(default=20_000, ge=10)
+    """Most verified rows, and most consensus rows to replay, one learning pass (a few-shot
+    head, the learned vote, a fine-tuning stage) reads; larger sets are sampled (seeded), so
+    its memory does not grow with the data."""
     finetune_stages: int = Field(default=0, ge=0)
     """Rounds of label -> verify -> LoRA fine-tune -> relabel (0: fit heads only)."""
     finetune_stage_size: int = Field(default=2000, ge=1)

@@ -26,6 +26,7 @@ from agent.labeler_runtime import (
     output_text_column,
     read_flag,
 )
+from agent.learning import Reservoir
 from agent.packaging.build import package_names
 from agent.packaging.runner import run_package
 from agent.state import FinetuneStage, RunState, VoterTuning
@@ -47,7 +48,9 @@ def finetune_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     folder = run_dir / FOLDER / f"stage-{number}"
     shutil.rmtree(folder, ignore_errors=True)
     examples = folder / "examples.jsonl"
-    replayed = write_examples(state, fresh, examples, settings.finetune_replay_ratio)
+    replayed = write_examples(
+        state, fresh, examples, settings.finetune_replay_ratio, settings.learning_max_rows
+    )
     holdout = run_dir / FOLDER / HOLDOUT
     output = folder / "adapters"
     module = package_names(state.plan)[1]
@@ -128,24 +131,31 @@ def _tuning(state: RunState, stages: list[dict]):
         )
 
 
-def write_examples(state: RunState, fresh: dict[int, str], target: Path, ratio: float) -> int:
+def write_examples(
+    state: RunState, fresh: dict[int, str], target: Path, ratio: float, max_rows: int
+) -> int:
     """Newly verified rows, then up to ``ratio`` consensus rows per verified row; the replay count.
+    At most ``max_rows`` of each kind are read (a seeded sample of larger sets).
 
     Consensus rows are the rows nobody verified that the voters agreed on in the
     latest labeling pass.
     """
     text_column = output_text_column(state)
     verified_rows = set(verified_labels(state))
-    rows: list[dict] = []
-    consensus: list[dict] = []
+    seed = f"{state.dataset.sha256}-{len(state.finetune)}"
+    fresh_rows: Reservoir[dict] = Reservoir(max_rows, f"{seed}-verified")
+    replayable: Reservoir[dict] = Reservoir(max_rows, f"{seed}-consensus")
     for number, row in enumerate(iter_rows(state.labeling.output_path)):
         text = "" if row.get(text_column) is None else str(row[text_column])
         if number in fresh:
-            rows.append({"row": number, "text": text, "label": fresh[number], "source": "verified"})
+            fresh_rows.add(
+                {"row": number, "text": text, "label": fresh[number], "source": "verified"}
+            )
         elif number not in verified_rows and not read_flag(row[NEEDS_REVIEW]):
-            consensus.append(
+            replayable.add(
                 {"row": number, "text": text, "label": row[LABEL], "source": "consensus"}
             )
+    rows, consensus = fresh_rows.items, replayable.items
     random.Random(f"{state.dataset.sha256}-{len(state.finetune)}").shuffle(consensus)
     replay = consensus[: int(ratio * len(rows))]
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from agent.labeler_runtime import (
     read_flag,
     versions,
 )
+from agent.learning import Reservoir
 from agent.packaging.build import package_names
 from agent.packaging.runner import run_package
 from agent.state import HeadRecord, RunState
@@ -39,7 +40,9 @@ def fit_heads(state: RunState, runtime: Runtime[RunContext]) -> dict:
     context.reporter.stage("fit_heads", f"{len(verified)} verified rows")
     folder = Path(state.run_dir) / "heads"
     examples = folder / "examples.jsonl"
-    count = write_examples(state, verified, examples, settings.replay_ratio)
+    count = write_examples(
+        state, verified, examples, settings.replay_ratio, settings.learning_max_rows
+    )
     module = package_names(state.plan)[1]
     package_dir = Path(state.package_dir)
     output = folder / "fitted"
@@ -69,17 +72,25 @@ def fit_heads(state: RunState, runtime: Runtime[RunContext]) -> dict:
     return {"heads": tuple(heads)}
 
 
-def write_examples(state: RunState, verified: dict[int, str], target: Path, ratio: float) -> int:
-    """Verified rows, plus up to ``ratio`` consensus rows per verified row, as training data."""
+def write_examples(
+    state: RunState,
+    verified: dict[int, str],
+    target: Path,
+    ratio: float,
+    max_rows: int,
+) -> int:
+    """Verified rows, plus up to ``ratio`` consensus rows per verified row, as training data;
+    at most ``max_rows`` of each kind are read (a seeded sample of larger sets)."""
     text_column = output_text_column(state)
-    consensus: list[dict] = []
-    rows: list[dict] = []
+    verified_rows: Reservoir[dict] = Reservoir(max_rows, f"{state.dataset.sha256}-heads-verified")
+    replayable: Reservoir[dict] = Reservoir(max_rows, f"{state.dataset.sha256}-heads-consensus")
     for number, row in enumerate(iter_rows(state.labeling.output_path)):
         text = "" if row.get(text_column) is None else str(row[text_column])
         if number in verified:
-            rows.append({"text": text, "label": verified[number], "weight": 1.0})
+            verified_rows.add({"text": text, "label": verified[number], "weight": 1.0})
         elif not read_flag(row[NEEDS_REVIEW]):
-            consensus.append({"text": text, "label": row[LABEL], "weight": 1.0})
+            replayable.add({"text": text, "label": row[LABEL], "weight": 1.0})
+    rows, consensus = verified_rows.items, replayable.items
     budget = int(ratio * len(rows))
     random.Random(state.dataset.sha256).shuffle(consensus)
     rows += consensus[:budget]

@@ -23,7 +23,7 @@ from langgraph.runtime import Runtime
 from agent.context import RunContext
 from agent.dataset import iter_rows
 from agent.labeler_runtime import TableWriter, install_vote
-from agent.learning import learn_blocker
+from agent.learning import Reservoir, learn_blocker
 from agent.packaging.build import package_names
 from agent.packaging.runner import run_package
 from agent.state import RunState, VoteRecord
@@ -46,7 +46,7 @@ def learn_vote(state: RunState, runtime: Runtime[RunContext]) -> dict:
     folder = Path(state.run_dir) / FOLDER / f"pass-{next_pass}"
     shutil.rmtree(folder, ignore_errors=True)
     examples = folder / "examples.jsonl"
-    write_examples(state, verified, examples)
+    write_examples(state, verified, examples, settings.learning_max_rows)
     module = package_names(state.plan)[1]
     package_dir = Path(state.package_dir)
     output = folder / "fitted"
@@ -77,13 +77,14 @@ def learn_vote(state: RunState, runtime: Runtime[RunContext]) -> dict:
     return {"votes": (*state.votes, vote)}
 
 
-def write_examples(state: RunState, verified: dict[int, str], target: Path) -> None:
-    """The verified rows' texts (from the data set) and labels."""
+def write_examples(state: RunState, verified: dict[int, str], target: Path, max_rows: int) -> None:
+    """The verified rows' texts (from the data set) and labels; at most ``max_rows`` of them
+    (a seeded sample of a larger set)."""
     column = state.plan.text_column
-    rows = []
+    rows: Reservoir[dict] = Reservoir(max_rows, f"{state.dataset.sha256}-vote")
     for number, row in enumerate(iter_rows(state.dataset.path)):
         if number in verified:
             text = "" if row.get(column) is None else str(row[column])
-            rows.append({"text": text, "label": verified[number]})
+            rows.add({"text": text, "label": verified[number]})
     with TableWriter(target, ["text", "label"]) as writer:
-        writer.write(rows)
+        writer.write(rows.items)
