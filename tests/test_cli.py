@@ -94,6 +94,7 @@ def test_task_text_with_no_known_family_needs_labels_offline(workdir, capsys):
     assert not (workdir / "out").exists()
 
 
+@pytest.mark.slow
 def test_model_whose_labels_cannot_be_mapped_is_rejected_with_its_reason(
     workdir, capsys, opaque_voter
 ):

@@ -54,6 +54,7 @@ def assert_probed(row: tuple[bool, str], check: tuple[bool, str]) -> None:
     assert WORKS.search(detail), detail
 
 
+@pytest.mark.slow
 def test_reports_every_backend_with_a_reason(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -79,6 +80,7 @@ def test_reports_every_backend_with_a_reason(
 
 
 @pytest.mark.sandbox
+@pytest.mark.slow
 def test_names_an_interpreter_the_sandbox_cannot_see(tmp_path: Path) -> None:
     """The finding: bubblewrap worked, the labeler's interpreter did not start inside it."""
     if not check_bubblewrap()[0]:

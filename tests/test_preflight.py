@@ -154,6 +154,7 @@ def test_probe_names_an_image_without_python(tmp_path: Path) -> None:
         client.close()
 
 
+@pytest.mark.slow
 def test_a_passing_probe_is_remembered_until_the_interpreter_changes(tmp_path: Path) -> None:
     python = interpreter_wrapper(tmp_path / "interpreter")
     box = RecordingSandbox(none_sandbox(python))
@@ -188,6 +189,7 @@ def test_a_failing_probe_stops_the_run_and_is_not_remembered(
     assert list((tmp_path / "run").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_backend_that_claims_isolation_but_reaches_the_listener_stops_the_run(
     tmp_path: Path,
 ) -> None:
@@ -205,6 +207,7 @@ def test_a_backend_that_claims_isolation_but_reaches_the_listener_stops_the_run(
     assert preflight(context, tmp_path / "run") is not None
 
 
+@pytest.mark.slow
 def test_the_agent_stops_before_its_first_step_and_resumes_once_fixed(
     host_dir: Path, tmp_path: Path, tweets_csv: Path, toxic_voters: dict[str, Path]
 ) -> None:
@@ -226,6 +229,7 @@ def test_the_agent_stops_before_its_first_step_and_resumes_once_fixed(
 
 
 @pytest.mark.sandbox
+@pytest.mark.slow
 def test_cli_from_a_venv_the_sandbox_cannot_see_stops_with_the_fix_then_resumes(
     shm_venv: Path,
     tmp_path: Path,

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 RUNTIME = Path(__file__).resolve().parents[2] / "templates" / "labeler" / "pkg"
 MODULES = sorted(path.stem for path in RUNTIME.glob("*.py"))
 ENTRY_POINTS = {"__main__"}
@@ -85,6 +87,7 @@ def reached_from(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
+@pytest.mark.slow
 def test_every_runtime_module_imports_without_a_rendered_spec(tmp_path):
     package = tmp_path / "bare_labeler"
     package.mkdir()
