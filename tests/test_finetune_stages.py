@@ -8,34 +8,22 @@ emitted package (adapters merged at load) relabels the data exactly as the agent
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from agent.cli import main
-from tests.labeler.test_finetune import sentences
+from tests.support.datasets import read_csv, read_jsonl, write_csv
+from tests.support.datasets import toxic_sentences as sentences
+from tests.support.packages import relabel
 
 pytestmark = pytest.mark.slow
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
 @pytest.fixture
 def gold_csv(tmp_path: Path) -> Path:
-    data = tmp_path / "tweets.csv"
-    with open(data, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "gold"])
-        writer.writerows(sentences(160, seed=11))
-    return data
+    return write_csv(tmp_path / "tweets.csv", ["text", "gold"], sentences(160, seed=11))
 
 
 @pytest.fixture(autouse=True)
@@ -51,15 +39,6 @@ def label_args(data: Path, toxic_voters: dict[str, Path], sandbox_kind: str) -> 
     for path in toxic_voters.values():
         args += ["--model", str(path)]
     return args
-
-
-def relabel(package: Path, data: Path, target: Path) -> list[dict[str, str]]:
-    module = package.name.replace("-", "_")
-    subprocess.run(
-        [sys.executable, "-m", module, str(data), "--output", str(target), "--progress", "none"],
-        check=True, env={**os.environ, "PYTHONPATH": str(package)}, capture_output=True,
-    )  # fmt: skip
-    return read_csv(target)
 
 
 def assert_relabels_identically(package: Path, data: Path, output: Path, tmp_path: Path) -> None:
@@ -150,7 +129,3 @@ def test_finetune_command_continues_a_finished_run(
 
     assert main(["finetune", "no-such-run"]) != 0
     assert "no run 'no-such-run'" in capsys.readouterr().err
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in open(path, encoding="utf-8")]

@@ -12,46 +12,9 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
+from tests.support.datasets import REVIEWS, read_csv
 
 pytestmark = pytest.mark.slow
-
-REVIEWS = [
-    ("positive", "An absolute delight from start to finish; the cast is wonderful."),
-    ("negative", "A tedious mess with no story and no reason to exist."),
-    ("positive", "Gorgeous photography and a moving, heartfelt performance."),
-    ("negative", "I walked out after forty minutes. Boring and badly acted."),
-    ("positive", "One of the funniest and smartest comedies of the year."),
-    ("negative", "The dialogue is clumsy and the ending makes no sense."),
-    ("positive", "A warm, charming story that left the whole audience smiling."),
-    ("negative", "Dull characters stuck in a plot that goes nowhere."),
-    ("negative", "The soundtrack is great but the pacing drags and the story is thin."),
-    ("positive", "A masterpiece. I want to watch it again right away."),
-    ("negative", "Cheap effects and a script that insults your intelligence."),
-    ("positive", "It is not perfect, yet I could not stop smiling."),
-    ("positive", "Brilliantly written and beautifully directed."),
-    ("negative", "Painfully slow and utterly forgettable."),
-    ("positive", "The lead actor is superb and the story is gripping."),
-    ("negative", "A disappointing sequel that wastes its talented cast."),
-    ("positive", "Funny and touching in equal measure; highly recommended."),
-    ("negative", "The worst movie I have seen in years."),
-    ("negative", "Not a single laugh in two hours of so-called comedy."),
-    ("positive", "A fresh, clever take on a tired genre."),
-    ("negative", "Predictable, loud and completely empty."),
-    ("positive", "Every frame is full of life and colour."),
-    ("negative", "I regret paying for this ticket."),
-    ("positive", "A solid, enjoyable film for the whole family."),
-    ("negative", "Awkward, boring and far too long."),
-    ("positive", "Smart, moving and wonderfully acted."),
-    ("negative", "The plot is a confusing mess."),
-    ("positive", "A quiet little film that stays with you."),
-    ("negative", "Nothing works: not the jokes, not the drama, not the music."),
-    ("positive", "You will leave the cinema happier than you came in."),
-]
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_offline_run_fits_a_head_on_verified_rows_and_the_package_relabels_identically(

@@ -6,40 +6,22 @@ A package is emitted once with one tiny toxicity voter; each test copies it and 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from tests.support.datasets import read_csv, write_csv
+from tests.support.datasets import toxic_sentences as sentences
+from tests.support.packages import copy_package, emit_package
+
+pytestmark = pytest.mark.slow
 
 MODULE = "toxicity_labeler"
 VOTER = "model_0"
-# Words the tiny voter knows (its vocabulary), none of which it was trained to find toxic:
-# the stage teaches it that "movie" and "boring" are the toxic words of this data set.
-TOXIC_WORDS = ("movie", "boring")
-PLAIN_WORDS = ("weather", "park", "friends", "day", "lovely", "service", "staff", "great")
-FILLER = ("the", "is", "was", "and", "a", "with", "in", "today", "far", "too", "long")
-
-
-def sentences(count: int, seed: int) -> list[tuple[str, str]]:
-    """(text, label) rows: toxic exactly when a toxic word occurs."""
-    rng = random.Random(seed)
-    rows = []
-    for index in range(count):
-        toxic = index % 2 == 0
-        words = rng.sample(FILLER, 3) + [rng.choice(PLAIN_WORDS)]
-        if toxic:
-            words.append(rng.choice(TOXIC_WORDS))
-        rng.shuffle(words)
-        rows.append((" ".join(words), "toxic" if toxic else "non-toxic"))
-    return rows
 
 
 def write_examples(path: Path, rows, source: str = "verified", flip: bool = False) -> Path:
@@ -54,23 +36,14 @@ def write_examples(path: Path, rows, source: str = "verified", flip: bool = Fals
 @pytest.fixture(scope="module")
 def emitted(tmp_path_factory, toxic_voters) -> Path:
     folder = tmp_path_factory.mktemp("finetune-package")
-    data = folder / "tweets.csv"
-    with open(data, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text"])
-        writer.writerows([text] for text, _ in sentences(12, seed=9))
-    args = ["label tweets for toxicity", "--data", str(data), "--offline", "--yes"]
-    args += ["--sandbox", "none", "--verifier", "none", "--model", str(toxic_voters["plain"])]
-    args += ["--out", str(folder / "out"), "--runs-dir", str(folder / "runs")]
-    assert main(args) == 0
-    return folder / "out" / "toxicity-labeler"
+    data = write_csv(folder / "tweets.csv", ["text"], [[text] for text, _ in sentences(12, seed=9)])
+    args = ["--sandbox", "none", "--verifier", "none", "--model", str(toxic_voters["plain"])]
+    return emit_package(folder, "toxicity-labeler", "label tweets for toxicity", data, *args)
 
 
 @pytest.fixture
 def package(emitted: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "package"
-    shutil.copytree(emitted, target)
-    return target
+    return copy_package(emitted, tmp_path)
 
 
 def run_module(package: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -97,14 +70,9 @@ def finetune(package: Path, examples: Path, holdout: Path, output: Path, *extra:
 
 
 def label(package: Path, rows, target: Path) -> list[dict[str, str]]:
-    source = target.with_suffix(".input.csv")
-    with open(source, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text"])
-        writer.writerows([text] for text, _ in rows)
+    source = write_csv(target.with_suffix(".input.csv"), ["text"], [[text] for text, _ in rows])
     run_module(package, MODULE, str(source), "--output", str(target), "--progress", "none")
-    with open(target, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(target)
 
 
 def digest(folder: Path) -> dict[str, str]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.cli import main
 from templates.labeler.pkg.config import LabelerSpec, VoterConfig
 from templates.labeler.pkg.learned_vote import fit_pool, learn, pool_predict
 from templates.labeler.pkg.vote import log_probabilities, pooled_vote, vote
-from tests.test_offline_specialists import REVIEWS
+from tests.support.datasets import REVIEWS, read_csv, write_csv
+from tests.support.packages import copy_package, emit_package
 
 LABELS = ("negative", "positive")
 
@@ -118,28 +116,20 @@ MODULE = "sentiment_labeler"
 @pytest.fixture(scope="module")
 def emitted(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("vote-package")
-    data = folder / "reviews.csv"
-    write_rows(data, REVIEWS)
-    args = ["label these reviews by sentiment polarity", "--data", str(data), "--offline"]
-    args += ["--yes", "--sandbox", "none", "--verifier", "none", "--voters", "4"]
-    args += ["--out", str(folder / "out"), "--runs-dir", str(folder / "runs")]
-    assert main(args) == 0
-    return folder / "out" / "sentiment-labeler"
+    data = write_rows(folder / "reviews.csv", REVIEWS)
+    args = ["--sandbox", "none", "--verifier", "none", "--voters", "4"]
+    return emit_package(
+        folder, "sentiment-labeler", "label these reviews by sentiment polarity", data, *args
+    )
 
 
 @pytest.fixture
 def package(emitted: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "package"
-    shutil.copytree(emitted, target)
-    return target
+    return copy_package(emitted, tmp_path)
 
 
 def write_rows(path: Path, rows) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["label", "text"])
-        writer.writerows(rows)
-    return path
+    return write_csv(path, ["label", "text"], rows)
 
 
 def run_module(package: Path, *args: str) -> subprocess.CompletedProcess:
@@ -150,11 +140,6 @@ def run_module(package: Path, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
     )
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.mark.slow

@@ -24,12 +24,12 @@ from templates.labeler.pkg.config import LabelerSpec, VoterConfig
 from templates.labeler.pkg.engine import Labeler, label_file
 from templates.labeler.pkg.ray_engine import RayOptions, label_file_ray
 from templates.labeler.pkg.voters import Runtime, VoterLoadError
+from tests.support.packages import bundle_labeler
 from tests.support.tiny_models import CORPUS, TOXIC_EXAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
 IMPORT_ROOT = Path(__file__).resolve().parents[__name__.count(".")]
 """The folder this module is imported from (pytest names it ``labeler.test_ray_engine``)."""
-PACKAGE_SOURCE = ROOT / "templates" / "labeler" / "pkg"
 LABELS = ("non-toxic", "toxic")
 PID_FOLDER = "RAY_ENGINE_TEST_PID_FOLDER"
 """Environment variable (set on the Ray workers only): where slow fake voters note their pid."""
@@ -73,21 +73,8 @@ def models(toxic_voters, tmp_path_factory) -> Path:
 def package(models, tmp_path_factory) -> Path:
     """A labeler package like a rendered one (``ray_labeler``), with the tiny voters bundled."""
     root = tmp_path_factory.mktemp("ray-package")
-    package = root / "ray_labeler"
-    package.mkdir()
-    for module in PACKAGE_SOURCE.glob("*.py"):
-        shutil.copy(module, package / module.name)
-    (package / "__init__.py").write_text("", encoding="utf-8")
-    shutil.copytree(models, package / "models")
-    configs = ",".join(
-        f"VoterConfig({name!r}, 'hf-sequence-classifier', 'bundled:models/{name}', 'r', {m!r})"
-        for name, m in VOTERS
-    )
-    (package / "spec.py").write_text(
-        "from .config import LabelerSpec, VoterConfig\n"
-        f"SPEC = LabelerSpec('ray-labeler', 'toxicity', {LABELS!r}, 'text', 1.0, ({configs},))\n",
-        encoding="utf-8",
-    )
+    voters = [(name, "hf-sequence-classifier", label_map) for name, label_map in VOTERS]
+    bundle_labeler(root, "ray_labeler", models, voters, LABELS)
     return root
 
 

@@ -22,6 +22,7 @@ from templates.labeler.pkg import transformer
 from templates.labeler.pkg.config import LabelerSpec, VoterConfig
 from templates.labeler.pkg.engine import Labeler, label_file
 from templates.labeler.pkg.voters import Runtime
+from tests.support.packages import bundle_labeler
 from tests.support.tiny_models import TOXIC_EXAMPLES
 
 LABELS = ("non-toxic", "toxic")
@@ -31,7 +32,6 @@ TEXTS = [text for text, _ in TOXIC_EXAMPLES] + [
     "idiot",
     "",
 ]
-PACKAGE_SOURCE = Path(__file__).resolve().parents[2] / "templates" / "labeler" / "pkg"
 
 
 @pytest.fixture(scope="module")
@@ -263,21 +263,8 @@ def test_parts_labeled_at_another_precision_are_discarded(models, tmp_path):
 def cli(models, tmp_path_factory):
     """A labeler package like a rendered one, with the three tiny voters bundled."""
     root = tmp_path_factory.mktemp("package")
-    package = root / "speed_labeler"
-    package.mkdir()
-    for module in PACKAGE_SOURCE.glob("*.py"):
-        shutil.copy(module, package / module.name)
-    (package / "__init__.py").write_text("", encoding="utf-8")
-    shutil.copytree(models, package / "models")
-    voters = ",".join(
-        f"VoterConfig({v.name!r}, {v.kind!r}, 'bundled:models/{v.name}', 'r', {v.label_map!r})"
-        for v in VOTERS
-    )
-    (package / "spec.py").write_text(
-        "from .config import LabelerSpec, VoterConfig\n"
-        f"SPEC = LabelerSpec('speed-labeler', 'toxicity', {LABELS!r}, 'text', 1.0, ({voters},))\n",
-        encoding="utf-8",
-    )
+    voters = [(v.name, v.kind, v.label_map) for v in VOTERS]
+    bundle_labeler(root, "speed_labeler", models, voters, LABELS)
     sys.path.insert(0, str(root))
     try:
         yield importlib.import_module("speed_labeler.cli")
@@ -314,6 +301,7 @@ def test_cli_quantize_none_logs_nothing_and_labels_in_fp32(cli, tmp_path, capsys
     assert not [e for e in events(capsys.readouterr().err) if e["event"] == "quantize"]
 
 
+@pytest.mark.slow
 def test_cli_progress_bar_shows_rows_per_second(cli, tmp_path, capsys):
     table = write_table(tmp_path / "input.csv", 120)
     args = [str(table), "-o", str(tmp_path / "out.csv"), "--chunk-size", "50"]
