@@ -24,6 +24,13 @@ from tests.support.hub_fixtures import (
     with_labels,
 )
 from tests.support.hub_server import LoopbackHub, read_files
+from tests.support.llm_scripts import (
+    judge_items,
+    keyword_label,
+    keyword_verdicts,
+    schema_name,
+    toxicity_plan,
+)
 from tests.support.openai_server import RecordedRequest, ScriptedOpenAI
 
 pytestmark = pytest.mark.slow
@@ -57,7 +64,7 @@ def spec_of(out: Path) -> str:
 
 
 def keyword_truth(text: str) -> str:
-    return "toxic" if any(word in text.lower() for word in TOXIC_WORDS) else "non-toxic"
+    return keyword_label(text, TOXIC_WORDS)
 
 
 def test_discovery_avoids_traps_maps_opaque_and_inverted_labels_and_reproduces_offline(
@@ -132,26 +139,7 @@ def test_discovery_avoids_traps_maps_opaque_and_inverted_labels_and_reproduces_o
 CIVILITY = "mona/toxic-civility"
 """Published with labels no synonym places: the LLM maps them."""
 CIVILITY_MAP = {"civil": "non-toxic", "attack": "toxic"}
-PLAN_PROPOSAL = {
-    "family": "toxicity",
-    "labels": [
-        {"name": "non-toxic", "description": "civil text"},
-        {"name": "toxic", "description": "insults, threats or slurs"},
-    ],
-    "text_column": "text",
-    "search_queries": ["toxic", "toxicity", "offensive"],
-    "language": "en",
-}
-
-
-def schema_name(request: RecordedRequest) -> str:
-    return request.body["response_format"]["json_schema"]["name"]
-
-
-def judge_items(request: RecordedRequest) -> list[dict]:
-    """A judge request's items (an object, id -> text), as ``{"id", "text"}`` records."""
-    items = json.loads(request.user_text.split("Items (JSON data):", 1)[1])
-    return [{"id": id_, "text": text} for id_, text in items.items()]
+PLAN_PROPOSAL = toxicity_plan(search_queries=["toxic", "toxicity", "offensive"])
 
 
 def orchestrator(request: RecordedRequest) -> dict:
@@ -164,7 +152,7 @@ def orchestrator(request: RecordedRequest) -> dict:
             return {"mapping": []}  # refused: it must map every label
         pairs = CIVILITY_MAP.items()
         return {"mapping": [{"model_label": k, "task_label": v} for k, v in pairs]}
-    return {"labels": {item["id"]: keyword_truth(item["text"]) for item in judge_items(request)}}
+    return keyword_verdicts(request, TOXIC_WORDS)
 
 
 def add_civility_model(hub: LoopbackHub, models: TinyModelCache) -> None:

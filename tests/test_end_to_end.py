@@ -8,67 +8,32 @@ run again in a fresh process and must reproduce the agent's votes exactly.
 from __future__ import annotations
 
 import ast
-import csv
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import black
 import pytest
 
 from agent.cli import main
 from agent.packaging.lint import black_mode
-from tests.support.openai_server import RecordedRequest, ScriptedOpenAI
+from tests.support.datasets import read_csv
+from tests.support.hub_fixtures import TOXIC_WORDS
+from tests.support.llm_scripts import judge_items, keyword_judge, schema_name, toxicity_plan
+from tests.support.openai_server import ScriptedOpenAI
 
 pytestmark = pytest.mark.slow
 
-TOXIC_WORDS = (
-    "idiot", "stupid", "dumb", "moron", "loser", "hate", "trash", "garbage", "clown", "shut",
-    "hell", "creep", "pathetic", "kill", "freak", "disgusting", "ugly", "worthless", "choke",
-)  # fmt: skip
-PLAN = {
-    "family": "toxicity",
-    "labels": [
-        {"name": "non-toxic", "description": "planner said: civil text"},
-        {"name": "toxic", "description": "planner said: insults, threats or slurs"},
-    ],
-    "text_column": "text",
-    "search_queries": ["toxic comment"],
-    "language": "en",
-}
-
-
-def schema_name(request: RecordedRequest) -> str:
-    return request.body["response_format"]["json_schema"]["name"]
-
-
-def judge_items(request: RecordedRequest) -> list[dict]:
-    """A judge request's items (an object, id -> text), as ``{"id", "text"}`` records."""
-    items = json.loads(request.user_text.split("Items (JSON data):", 1)[1])
-    return [{"id": id_, "text": text} for id_, text in items.items()]
-
-
-def keyword_judge(request: RecordedRequest) -> dict:
-    if schema_name(request) == "PlanProposal":
-        return PLAN
-    labels = {}
-    for item in judge_items(request):
-        toxic = any(word in item["text"].lower() for word in TOXIC_WORDS)
-        labels[item["id"]] = "toxic" if toxic else "non-toxic"
-    return {"labels": labels}
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+PLAN = toxicity_plan(
+    descriptions=("planner said: civil text", "planner said: insults, threats or slurs")
+)
 
 
 def test_cli_labels_verifies_only_disagreements_and_emits_a_reproducible_package(
     tmp_path, tweets_csv, toxic_voters, scripted_llm: ScriptedOpenAI, sandbox_kind, monkeypatch
 ):
-    scripted_llm.respond_with(keyword_judge)
+    scripted_llm.respond_with(keyword_judge(PLAN, TOXIC_WORDS))
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000000")
     monkeypatch.chdir(tmp_path)
     out, output = tmp_path / "generated", tmp_path / "labeled.csv"
