@@ -39,6 +39,7 @@ from templates.labeler.pkg.embedding import EmbeddingVoter
 from templates.labeler.pkg.engine import Labeler, label_file
 from templates.labeler.pkg.transformer import use_int8
 from templates.labeler.pkg.voters import Runtime
+from tests.support.tiny_models import BERT_SPECIALS, bert_wordpiece, wrap_bert
 
 LABELS = ("negative", "positive")
 LABEL_MAP = {"LABEL_0": "negative", "LABEL_1": "positive"}
@@ -110,32 +111,16 @@ def synthetic_tweets(count: int, seed: int) -> list[str]:
 
 def save_wordpiece(folder: Path, corpus: Sequence[str]) -> None:
     """A BERT-style uncased WordPiece tokenizer with bert-base's vocabulary size."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import trainers
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer = bert_wordpiece()
     tokenizer.train_from_iterator(
         corpus,
-        trainers.WordPieceTrainer(vocab_size=30_522, special_tokens=specials, show_progress=False),
+        trainers.WordPieceTrainer(
+            vocab_size=30_522, special_tokens=BERT_SPECIALS, show_progress=False
+        ),
     )
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=512,
-    ).save_pretrained(folder)
+    wrap_bert(tokenizer, model_max_length=512).save_pretrained(folder)
 
 
 def save_byte_level_bpe(folder: Path, corpus: Sequence[str]) -> None:

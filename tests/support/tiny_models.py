@@ -26,6 +26,42 @@ CORPUS = [
 ]
 
 
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def bert_wordpiece(vocab: dict[str, int] | None = None):
+    """An uncased BERT-style WordPiece ``tokenizers.Tokenizer`` over ``vocab`` (None: empty,
+    to be trained)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tokenizer
+
+
+def wrap_bert(tokenizer, model_max_length: int):
+    """``tokenizer`` with BERT's [CLS] ... [SEP] framing, as transformers loads a Hub one."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=model_max_length,
+    )
+
+
 def build_tokenizer(directory: Path, corpus: Sequence[str] = CORPUS):
     """A small WordPiece tokenizer over the corpus's words, wrapped for transformers.
 
@@ -35,10 +71,8 @@ def build_tokenizer(directory: Path, corpus: Sequence[str] = CORPUS):
     """
     import string
 
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import normalizers, pre_tokenizers
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     normalizer = normalizers.BertNormalizer(lowercase=True)
     splitter = pre_tokenizers.BertPreTokenizer()
     words = sorted(
@@ -48,27 +82,9 @@ def build_tokenizer(directory: Path, corpus: Sequence[str] = CORPUS):
         {c for word in words for c in word}
         | set(string.ascii_lowercase + string.digits + string.punctuation)
     )
-    vocab = specials + chars + [f"##{c}" for c in chars] + [w for w in words if w not in chars]
-    tokenizer = Tokenizer(
-        models.WordPiece({token: index for index, token in enumerate(vocab)}, unk_token="[UNK]")
-    )
-    tokenizer.normalizer = normalizer
-    tokenizer.pre_tokenizer = splitter
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=64,
-    )
+    vocab = BERT_SPECIALS + chars + [f"##{c}" for c in chars] + [w for w in words if w not in chars]
+    tokenizer = bert_wordpiece({token: index for index, token in enumerate(vocab)})
+    wrapped = wrap_bert(tokenizer, model_max_length=64)
     wrapped.save_pretrained(directory)
     return wrapped
 
