@@ -8,7 +8,6 @@ what is recorded and what the LLM is asked, in a second or two.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,6 @@ from agent.nodes.verify_pilot import verify_pilot
 from agent.settings import Settings
 from agent.state import (
     Candidate,
-    DatasetInfo,
     LabelingResult,
     RunState,
 )
@@ -35,6 +33,7 @@ from agent.verification.costs import OverBudgetError
 from agent.verification.store import read_jsonl
 from sandbox import SandboxResult
 from tests.support.fakes import TOXICITY_PLAN, FakeLLM, LLMCall, RecordingReporter
+from tests.support.run_states import gold_run_state, hub_voter
 
 PLAN = TOXICITY_PLAN
 NAMED = {"non-toxic": "non-toxic", "toxic": "toxic"}
@@ -89,38 +88,12 @@ class ScriptedPilotSandbox:
 
 
 def candidate(name: str, labels: Mapping[str, str] = NAMED, downloads: int = 0) -> Candidate:
-    return Candidate(
-        name=name,
-        ref=f"org/{name}",
-        origin="hub",
-        path="",
-        revision="0" * 40,
-        model_labels=tuple(labels),
-        label_map=dict(labels),
-        downloads=downloads,
-    )
+    return hub_voter(name, labels, downloads)
 
 
 def make_state(tmp_path: Path, candidates: Sequence[Candidate], gold=TRUTH) -> RunState:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    data = tmp_path / "tweets.csv"
-    with open(data, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "gold"])
-        writer.writerows(zip(TEXTS, gold, strict=True))
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    dataset = DatasetInfo(
-        path=str(data), format="csv", columns=("text", "gold"), rows=ROWS, sha256="d" * 64
-    )
-    return RunState(
-        task=PLAN.task,
-        data_path=str(data),
-        dataset=dataset,
-        run_id="run",
-        run_dir=str(run_dir),
-        plan=PLAN,
-        candidates=tuple(candidates),
+    return gold_run_state(
+        tmp_path, PLAN, TEXTS, gold, data_name="tweets.csv", candidates=tuple(candidates)
     )
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
 from agent.runs import execute, prepare_run
+from tests.support.datasets import write_gold_tweets
 from tests.support.fakes import FakeLLM
 from tests.test_graph import PLAN, context_for, make_settings
 
@@ -20,17 +20,7 @@ TOXIC_WORDS = ("idiot", "stupid", "hate", "pathetic", "moron", "clown", "garbage
 @pytest.fixture
 def gold_tweets(tmp_path: Path) -> Path:
     """The example tweets with a gold column (a toxic word makes a tweet toxic)."""
-    source = Path(__file__).resolve().parent.parent / "examples" / "tweets.csv"
-    with open(source, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    target = tmp_path / "tweets.csv"
-    with open(target, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, ["id", "text", "gold"])
-        writer.writeheader()
-        for row in rows:
-            toxic = any(word in row["text"].lower() for word in TOXIC_WORDS)
-            writer.writerow(row | {"gold": "toxic" if toxic else "non-toxic"})
-    return target
+    return write_gold_tweets(tmp_path / "tweets.csv", TOXIC_WORDS)
 
 
 def run(tmp_path: Path, data: Path, toxic_voters, **values):

@@ -26,12 +26,14 @@ from agent.nodes.run_pilot import run_pilot
 from agent.nodes.verify_disagreements import verify_disagreements
 from agent.nodes.verify_pilot import verify_pilot
 from agent.settings import Settings
-from agent.state import Candidate, DatasetInfo, LabelingResult, RunState
+from agent.state import Candidate, LabelingResult, RunState
 from agent.verification.budget import BUDGET_FOLDER
 from agent.verification.pilot import _sampled
 from agent.verification.store import VERDICTS_FILE, latest_verdicts, read_jsonl, resolve
+from tests.support.datasets import write_gold_tweets
 from tests.support.fakes import TOXICITY_PLAN, FakeLLM, LLMCall, RecordingReporter
 from tests.support.hub_fixtures import TOXIC_WORDS
+from tests.support.run_states import gold_run_state, hub_voter
 from tests.test_discovery_pilot import VOTES, ScriptedPilotSandbox
 
 ROWS = 40
@@ -45,38 +47,12 @@ def flip(label: str) -> str:
 
 
 def voter(name: str) -> Candidate:
-    return Candidate(
-        name=name,
-        ref=f"org/{name}",
-        origin="hub",
-        path="",
-        revision="0" * 40,
-        model_labels=("non-toxic", "toxic"),
-        label_map={"non-toxic": "non-toxic", "toxic": "toxic"},
-    )
+    return hub_voter(name)
 
 
 def make_run(tmp_path: Path, voters=VOTERS) -> RunState:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    data = tmp_path / "data.csv"
-    with open(data, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "gold"])
-        writer.writerows(zip(TEXTS, GOLD, strict=True))
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    dataset = DatasetInfo(
-        path=str(data), format="csv", columns=("text", "gold"), rows=ROWS, sha256="e" * 64
-    )
-    return RunState(
-        task=TOXICITY_PLAN.task,
-        data_path=str(data),
-        dataset=dataset,
-        run_id="run",
-        run_dir=str(run_dir),
-        plan=TOXICITY_PLAN,
-        voters=tuple(voter(name) for name in voters),
-    )
+    states = tuple(voter(name) for name in voters)
+    return gold_run_state(tmp_path, TOXICITY_PLAN, TEXTS, GOLD, sha256="e" * 64, voters=states)
 
 
 def labeling_pass(
@@ -325,6 +301,7 @@ def vet(state: RunState, tmp_path: Path, **values) -> tuple[dict, RunContext]:
     return run_pilot_nodes(state, context), context
 
 
+@pytest.mark.slow
 def test_pilot_verdicts_are_kept_once_applied_to_the_output_and_not_asked_again(tmp_path):
     state = pilot_run(tmp_path)
 
@@ -374,19 +351,10 @@ def test_a_bad_max_verified_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys
 
 @pytest.fixture
 def gold_tweets(tmp_path: Path) -> Path:
-    source = Path(__file__).resolve().parent.parent / "examples" / "tweets.csv"
-    with open(source, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    target = tmp_path / "tweets.csv"
-    with open(target, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["id", "text", "gold"])
-        writer.writeheader()
-        for row in rows:
-            toxic = any(word in row["text"].lower() for word in TOXIC_WORDS)
-            writer.writerow(row | {"gold": "toxic" if toxic else "non-toxic"})
-    return target
+    return write_gold_tweets(tmp_path / "tweets.csv", TOXIC_WORDS)
 
 
+@pytest.mark.slow
 def test_a_run_spends_its_budget_over_the_pilot_and_both_passes(
     tmp_path, gold_tweets, toxic_voters, monkeypatch
 ):

@@ -1,0 +1,62 @@
+"""Run states for node tests: a small gold-labelled data set, a run folder, voters or candidates.
+
+A node test starts from :func:`gold_run_state` (the data written as ``text,gold``, so the column
+verifier can settle any row) and adds the fields its node reads; :func:`hub_voter` builds the
+Hub candidates those fields name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from agent.state import Candidate, DatasetInfo, RunState, TaskPlan
+from tests.support.datasets import write_csv
+
+IDENTITY_MAP = {"non-toxic": "non-toxic", "toxic": "toxic"}
+
+
+def hub_voter(
+    name: str, label_map: Mapping[str, str] = IDENTITY_MAP, downloads: int | None = None
+) -> Candidate:
+    """A Hub model ``org/<name>`` at a pinned revision whose labels map by ``label_map``."""
+    return Candidate(
+        name=name,
+        ref=f"org/{name}",
+        origin="hub",
+        path="",
+        revision="0" * 40,
+        model_labels=tuple(label_map),
+        label_map=dict(label_map),
+        downloads=downloads,
+    )
+
+
+def gold_run_state(
+    folder: Path,
+    plan: TaskPlan,
+    texts: Sequence[str],
+    gold: Sequence[str],
+    *,
+    data_name: str = "data.csv",
+    sha256: str = "d" * 64,
+    **fields: object,
+) -> RunState:
+    """A run of ``plan`` over ``texts`` (with their ``gold`` column) in ``folder``; ``fields``
+    (voters, candidates...) are the state the node under test starts from."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = write_csv(folder / data_name, ["text", "gold"], zip(texts, gold, strict=True))
+    run_dir = folder / "run"
+    run_dir.mkdir()
+    dataset = DatasetInfo(
+        path=str(data), format="csv", columns=("text", "gold"), rows=len(texts), sha256=sha256
+    )
+    return RunState(
+        task=plan.task,
+        data_path=str(data),
+        dataset=dataset,
+        run_id="run",
+        run_dir=str(run_dir),
+        plan=plan,
+        **fields,
+    )
