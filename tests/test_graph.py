@@ -89,6 +89,7 @@ def test_graph_reads_like_the_design():
     )
 
 
+@pytest.mark.slow
 def test_invalid_llm_plan_is_retried_with_the_problem_spelled_out(
     tmp_path, tweets_csv, toxic_voters
 ):
@@ -157,6 +158,7 @@ def test_the_llm_plan_gives_labels_synonyms(tmp_path, tweets_csv):
     assert "synonyms" in llm.history[0].messages[0].content
 
 
+@pytest.mark.slow
 def test_flags_override_the_plan(tmp_path, tweets_csv, toxic_voters):
     llm = FakeLLM()
     llm.enqueue(
@@ -171,6 +173,7 @@ def test_flags_override_the_plan(tmp_path, tweets_csv, toxic_voters):
     assert result.plan.planner == "llm:fake-llm+user"
 
 
+@pytest.mark.slow
 def test_a_single_voter_never_disagrees_so_verification_is_skipped(
     tmp_path, tweets_csv, toxic_voters
 ):
@@ -186,6 +189,7 @@ def test_a_single_voter_never_disagrees_so_verification_is_skipped(
     assert any("only one voter" in warning for warning in reporter.warnings)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_without_redoing_work(
     tmp_path, tweets_csv, toxic_voters
 ):
@@ -209,6 +213,7 @@ def test_resume_continues_from_the_checkpoint_without_redoing_work(
     assert Path(result.output_path).exists()
 
 
+@pytest.mark.slow
 def test_discovery_refuses_traps_and_keeps_the_best_voters(
     tmp_path, tweets_csv, toxic_voters, opaque_voter, monkeypatch
 ):
@@ -245,6 +250,7 @@ def test_discovery_refuses_traps_and_keeps_the_best_voters(
     ]
 
 
+@pytest.mark.slow
 def test_offline_discovery_uses_the_catalog_of_pretrained_specialists(tmp_path, tweets_csv):
     settings = make_settings(tmp_path, offline=True, verifier="none")
     run, context, reporter = start("label tweets for toxicity", tweets_csv, settings)
@@ -264,6 +270,7 @@ def test_offline_discovery_uses_the_catalog_of_pretrained_specialists(tmp_path, 
     assert "shut up, you stupid idiot" in spec  # the plan's examples became prototypes
 
 
+@pytest.mark.slow
 def test_unreachable_hub_falls_back_to_the_catalog(tmp_path, tweets_csv):
     class DownHub(FakeHub):
         def search(self, query, limit):

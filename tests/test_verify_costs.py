@@ -118,6 +118,7 @@ def test_spending_over_the_budget_without_a_terminal_stops_with_what_to_do():
     assert stopped.value.exit_code == 2
 
 
+@pytest.mark.slow
 def test_cli_stops_over_budget_after_the_pilot_then_resumes_and_spends_as_estimated(
     tmp_path, tweets_csv, toxic_voters, scripted_llm: ScriptedOpenAI, monkeypatch, capsys
 ):
@@ -150,6 +151,7 @@ def test_cli_stops_over_budget_after_the_pilot_then_resumes_and_spends_as_estima
     assert within(estimate["prompt_tokens"] + estimate["completion_tokens"], actual)
 
 
+@pytest.mark.slow
 def test_the_estimate_and_the_spending_stop_at_the_verification_budget(
     tmp_path, tweets_csv, toxic_voters, scripted_llm: ScriptedOpenAI, monkeypatch
 ):

@@ -19,6 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.cli import main
 from agent.verification.store import read_jsonl
 from tests.support.openai_server import RecordedRequest, Reply, ScriptedOpenAI
@@ -46,6 +48,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_kill_mid_verification_then_resume_loses_no_row_and_repeats_no_answered_call(
     tmp_path, tweets_csv, toxic_voters, scripted_llm: ScriptedOpenAI, monkeypatch
 ):

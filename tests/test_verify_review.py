@@ -19,6 +19,9 @@ from agent.cli import main
 from agent.review import load_run
 from agent.verification.store import read_jsonl
 
+# One review run (an agent run that sends its disputed rows to people) for the module: 10 s.
+pytestmark = pytest.mark.slow
+
 LABELS = ("non-toxic", "toxic")
 
 
