@@ -7,15 +7,16 @@ The real ``ChatOpenAI`` client talks HTTP to the scripted server; three tiny vot
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
 from agent.cli import main
+from tests.support.datasets import read_csv
+from tests.support.hub_fixtures import TOXIC_WORDS
 from tests.support.openai_server import JSON_OBJECT_ONLY, Endpoint, RecordedRequest, ScriptedOpenAI
-from tests.test_end_to_end import PLAN, TOXIC_WORDS
+from tests.test_end_to_end import PLAN
 
 pytestmark = pytest.mark.slow
 
@@ -40,11 +41,6 @@ def label_args(server: ScriptedOpenAI, data: Path, out: Path, voters, sandbox_ki
     for path in voters.values():
         args += ["--model", str(path)]
     return args
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ import pytest
 
 from agent.cli import main
 from tests.sandbox.sandbox_helpers import BASE_IMAGE, docker_base_url, docker_client_or_skip
+from tests.support.datasets import read_csv
+from tests.support.hub_fixtures import TOXIC_WORDS
+from tests.support.llm_scripts import keyword_judge, toxicity_plan
 from tests.support.openai_server import ScriptedOpenAI
-from tests.test_end_to_end import keyword_judge, read_csv
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +57,7 @@ def label_with(
         folder.mkdir()
         output = folder / "labeled.csv"
         server = ScriptedOpenAI()
-        server.respond_with(keyword_judge)
+        server.respond_with(keyword_judge(toxicity_plan(), TOXIC_WORDS))
         args = ["label tweets for toxicity", "--data", str(tweets), "--out", str(folder / "out")]
         args += ["--output", str(output), "--llm-base-url", server.url, "--sandbox", backend]
         args += ["--device", "cpu", "--yes"]
