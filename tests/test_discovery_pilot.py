@@ -18,11 +18,7 @@ import pytest
 
 from agent.context import RunContext
 from agent.discovery.pilot_scoring import consensus_agreement, rank_voters
-from agent.nodes.choose_voters import choose_voters
-from agent.nodes.gate_cost import gate_cost
-from agent.nodes.run_pilot import run_pilot
 from agent.nodes.verify_disagreements import verify_disagreements
-from agent.nodes.verify_pilot import verify_pilot
 from agent.settings import Settings
 from agent.state import (
     Candidate,
@@ -33,7 +29,7 @@ from agent.verification.costs import OverBudgetError
 from agent.verification.store import read_jsonl
 from sandbox import SandboxResult
 from tests.support.fakes import TOXICITY_PLAN, FakeLLM, LLMCall, RecordingReporter
-from tests.support.run_states import gold_run_state, hub_voter
+from tests.support.run_states import gold_run_state, hub_voter, run_pilot_nodes
 
 PLAN = TOXICITY_PLAN
 NAMED = {"non-toxic": "non-toxic", "toxic": "toxic"}
@@ -317,13 +313,3 @@ def test_the_verified_rows_map_opaque_labels_even_when_the_named_voters_are_wron
     assert settled(verified).label_map == {"LABEL_0": "toxic", "LABEL_1": "non-toxic"}
     note = next(score.note for score in verified["pilot"].scores if score.name == "opaque")
     assert "agreed with the verified pilot rows on 98% of 40 rows" in note
-
-
-def run_pilot_nodes(state: RunState, context: RunContext) -> dict:
-    """The pilot's nodes in the graph's order; every update they made, merged."""
-    update: dict = {}
-    for node in (run_pilot, verify_pilot, choose_voters, gate_cost):
-        step = node(state, SimpleNamespace(context=context))
-        state = state.model_copy(update=step)
-        update |= step
-    return update

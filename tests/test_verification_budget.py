@@ -19,12 +19,8 @@ import pytest
 
 from agent.cli import main
 from agent.context import RunContext
-from agent.nodes.choose_voters import choose_voters
 from agent.nodes.emit_package import write_labeled_data
-from agent.nodes.gate_cost import gate_cost
-from agent.nodes.run_pilot import run_pilot
 from agent.nodes.verify_disagreements import verify_disagreements
-from agent.nodes.verify_pilot import verify_pilot
 from agent.settings import Settings
 from agent.state import Candidate, LabelingResult, RunState
 from agent.verification.budget import BUDGET_FOLDER
@@ -33,7 +29,7 @@ from agent.verification.store import VERDICTS_FILE, latest_verdicts, read_jsonl,
 from tests.support.datasets import write_gold_tweets
 from tests.support.fakes import TOXICITY_PLAN, FakeLLM, LLMCall, RecordingReporter
 from tests.support.hub_fixtures import TOXIC_WORDS
-from tests.support.run_states import gold_run_state, hub_voter
+from tests.support.run_states import gold_run_state, hub_voter, run_pilot_nodes
 from tests.test_discovery_pilot import VOTES, ScriptedPilotSandbox
 
 ROWS = 40
@@ -411,13 +407,3 @@ def test_the_pilots_expected_flag_rate_follows_the_whole_review_rule():
 
 def flag(value: bool) -> str:
     return "true" if value else "false"
-
-
-def run_pilot_nodes(state: RunState, context: RunContext) -> dict:
-    """The pilot's nodes in the graph's order; every update they made, merged."""
-    update: dict = {}
-    for node in (run_pilot, verify_pilot, choose_voters, gate_cost):
-        step = node(state, SimpleNamespace(context=context))
-        state = state.model_copy(update=step)
-        update |= step
-    return update

@@ -2,14 +2,20 @@
 
 A node test starts from :func:`gold_run_state` (the data written as ``text,gold``, so the column
 verifier can settle any row) and adds the fields its node reads; :func:`hub_voter` builds the
-Hub candidates those fields name.
+Hub candidates those fields name; :func:`run_pilot_nodes` runs the pilot's nodes on a state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
+from agent.context import RunContext
+from agent.nodes.choose_voters import choose_voters
+from agent.nodes.gate_cost import gate_cost
+from agent.nodes.run_pilot import run_pilot
+from agent.nodes.verify_pilot import verify_pilot
 from agent.state import Candidate, DatasetInfo, RunState, TaskPlan
 from tests.support.datasets import write_csv
 
@@ -60,3 +66,13 @@ def gold_run_state(
         plan=plan,
         **fields,
     )
+
+
+def run_pilot_nodes(state: RunState, context: RunContext) -> dict:
+    """The pilot's nodes in the graph's order; every update they made, merged."""
+    update: dict = {}
+    for node in (run_pilot, verify_pilot, choose_voters, gate_cost):
+        step = node(state, SimpleNamespace(context=context))
+        state = state.model_copy(update=step)
+        update |= step
+    return update
