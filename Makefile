@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 # torch first, pinned, so pip never resolves a multi-GB CUDA build by accident on CPU machines.
 TORCH_SPEC ?= torch==2.13.0
 INSTALLED := $(VENV)/.installed
+# Tests run in this many pytest-xdist workers, each test file on one worker, so a module fixture
+# (an emitted package, a Ray cluster) is built once; PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: install demo test test-fast lint clean
 
@@ -30,10 +34,10 @@ demo: install
 # Installs bubblewrap and starts a private Docker engine first (as root), then runs everything.
 test: install
 	$(VENV)/bin/lint-imports
-	scripts/with-test-services.sh $(PY) -m pytest -q
+	scripts/with-test-services.sh $(PYTEST)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow and not docker"
+	$(PYTEST) -m "not slow and not docker"
 
 lint: install
 	$(VENV)/bin/black --check agent sandbox templates tests benchmarks
