@@ -31,7 +31,6 @@ from .engine import Labeler
 from .heads import read_examples
 from .vote import (
     RECORD,
-    VOTES,  # noqa: F401  (the agent imports it from here until it uses its seam)
     install_vote,
     log_probabilities,
     pool_scores,
