@@ -9,16 +9,7 @@ import pytest
 
 from agent.discovery import catalog
 from agent.discovery.catalog import catalog_candidates
-from agent.state import TaskLabel, TaskPlan
-
-PLAN = TaskPlan(
-    task="label tweets for toxicity",
-    family="toxicity",
-    labels=(TaskLabel(name="toxic"), TaskLabel(name="non-toxic")),
-    text_column="text",
-    search_queries=("toxic",),
-    planner="rules",
-)
+from tests.support.fakes import TOXICITY_PLAN as PLAN
 
 
 def model_folder(root: Path, name: str, weights: bytes) -> Path:
