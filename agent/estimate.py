@@ -1,0 +1,271 @@
+"""How good the final labels are, said honestly: a point estimate with an interval, and
+whether the labeler beats always answering the most common label.
+
+The final output gives every verified row its verified label, so those rows are right by
+definition; every other row keeps the labeler's prediction. How often those predictions
+are right is read off the unmarked held-out rows: a uniform sample of the rows like the
+unverified ones, never trained on, each with its true and its predicted label. The
+accuracy interval is the Jeffreys interval of that share, carried to the whole output;
+the macro-F1 interval is a Bayesian bootstrap over the held-out rows. A pure service
+module: numpy and the standard library, no scipy, nothing from the agent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LLM_CAVEAT = "; agreement with the LLM verifier, not with the truth"
+"""What a log line adds when the 'truth' the estimate rests on is an LLM's verdicts."""
+
+_CONTINUED_FRACTION_STEPS = 20_000
+"""Enough for the incomplete beta's continued fraction to converge for n up to ~10^7."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate and the interval around it (``low <= point <= high``)."""
+
+    point: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "point": round(self.point, 4),
+            "low": round(self.low, 4),
+            "high": round(self.high, 4),
+        }
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How good the final labels (verified rows' verified labels, the rest predicted) are."""
+
+    accuracy: Interval
+    macro_f1: Interval
+    heldout_rows: int
+    """Unmarked held-out rows the estimate rests on."""
+    verified_rows: int
+    unverified_rows: int
+    level: float = 0.95
+    """The intervals' credibility level."""
+
+    def as_dict(self) -> dict:
+        return {
+            "accuracy": self.accuracy.as_dict(),
+            "macro_f1": self.macro_f1.as_dict(),
+            "heldout_rows": self.heldout_rows,
+            "verified_rows": self.verified_rows,
+            "unverified_rows": self.unverified_rows,
+            "level": round(self.level, 4),
+        }
+
+
+def estimate_final_labels(
+    heldout: Sequence[tuple[str, str]],
+    verified_labels: Mapping[str, int],
+    unverified: int,
+    labels: Sequence[str],
+    *,
+    draws: int = 4000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Estimate | None:
+    """Accuracy and macro-F1 of the final labels, each with a ``level`` interval.
+
+    ``heldout``: (true label, predicted label) of the unmarked held-out rows;
+    ``verified_labels``: verified rows per true label, all of them; ``unverified``: rows
+    that keep their prediction. None when nothing can be said: unverified rows but no
+    held-out row to judge them by, or no rows at all. Deterministic for a ``seed``."""
+    verified = sum(verified_labels.values())
+    if (unverified > 0 and not heldout) or verified + unverified == 0:
+        return None
+    order = _label_order(labels, heldout, verified_labels)
+    diagonal = np.array([verified_labels.get(label, 0) for label in order], dtype=float)
+    if unverified == 0:
+        exact = Interval(1.0, 1.0, 1.0)
+        f1 = _macro_f1(np.diag(diagonal)[None], len(labels))[0]
+        return Estimate(exact, Interval(f1, f1, f1), len(heldout), verified, 0, level)
+    return Estimate(
+        accuracy=_accuracy(heldout, verified, unverified, level),
+        macro_f1=_macro_f1_interval(
+            heldout, diagonal, unverified, order, len(labels), draws=draws, seed=seed, level=level
+        ),
+        heldout_rows=len(heldout),
+        verified_rows=verified,
+        unverified_rows=unverified,
+        level=level,
+    )
+
+
+def _label_order(
+    labels: Sequence[str], heldout: Sequence[tuple[str, str]], verified: Mapping[str, int]
+) -> list[str]:
+    """``labels`` first (the ones macro-F1 averages over), then any other label seen, so a
+    prediction outside the label set still counts against its row's true label."""
+    known = set(labels)
+    seen = {label for pair in heldout for label in pair} | set(verified)
+    return list(labels) + sorted(seen - known)
+
+
+def _accuracy(
+    heldout: Sequence[tuple[str, str]], verified: int, unverified: int, level: float
+) -> Interval:
+    """Verified rows are right; the unverified ones are right at the held-out rate, whose
+    Jeffreys interval is carried through the same weighted mean."""
+    right = sum(1 for true, predicted in heldout if true == predicted)
+    low, high = jeffreys_interval(right, len(heldout), level)
+
+    def final(rate: float) -> float:
+        return (verified + unverified * rate) / (verified + unverified)
+
+    point = final(right / len(heldout))
+    return Interval(point, min(final(low), point), max(final(high), point))
+
+
+def _macro_f1_interval(
+    heldout: Sequence[tuple[str, str]],
+    diagonal: np.ndarray,
+    unverified: int,
+    order: list[str],
+    averaged: int,
+    *,
+    draws: int,
+    seed: int,
+    level: float,
+) -> Interval:
+    """The confusion of the final labels is the verified diagonal plus the held-out
+    confusion scaled to the unverified rows. The interval is a Bayesian bootstrap: row
+    weights drawn from Dirichlet(1, ..., 1); summed per confusion cell, those weights are
+    Dirichlet(cell counts), so the draws cost one gamma per cell, not one per row."""
+    index = {label: position for position, label in enumerate(order)}
+    size = len(order)
+    cells = Counter(index[true] * size + index[predicted] for true, predicted in heldout)
+    positions = np.fromiter(cells.keys(), dtype=int)
+    counts = np.fromiter(cells.values(), dtype=float)
+    base = np.diag(diagonal).reshape(-1)
+
+    def confusions(shares: np.ndarray) -> np.ndarray:
+        flat = np.repeat(base[None], len(shares), axis=0)
+        flat[:, positions] += unverified * shares
+        return flat.reshape(len(shares), size, size)
+
+    point = _macro_f1(confusions((counts / counts.sum())[None]), averaged)[0]
+    gammas = np.random.default_rng(seed).standard_gamma(counts, size=(draws, len(counts)))
+    sampled = _macro_f1(confusions(gammas / gammas.sum(axis=1, keepdims=True)), averaged)
+    low, high = np.quantile(sampled, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(point, min(float(low), point), max(float(high), point))
+
+
+def _macro_f1(confusions: np.ndarray, averaged: int) -> np.ndarray:
+    """Macro-F1 of each (true x predicted) confusion over its first ``averaged`` labels; a
+    label with no true and no predicted mass is left out of the mean, and none left gives 0."""
+    true_pos = np.diagonal(confusions, axis1=1, axis2=2)[:, :averaged]
+    mass = (confusions.sum(axis=2) + confusions.sum(axis=1))[:, :averaged]
+    present = mass > 0
+    f1 = np.divide(2 * true_pos, mass, out=np.zeros_like(mass), where=present)
+    counted = present.sum(axis=1)
+    return np.divide(f1.sum(axis=1), counted, out=np.zeros(len(f1)), where=counted > 0)
+
+
+def jeffreys_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """The Jeffreys interval of a binomial share: Beta(k + 1/2, n - k + 1/2) quantiles, with
+    the lower end 0 at k = 0 and the upper end 1 at k = n (Brown, Cai and DasGupta)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    a, b = successes + 0.5, trials - successes + 0.5
+    low = 0.0 if successes == 0 else beta_quantile((1 - level) / 2, a, b)
+    high = 1.0 if successes == trials else beta_quantile((1 + level) / 2, a, b)
+    return low, high
+
+
+def beta_quantile(q: float, a: float, b: float) -> float:
+    """The ``q`` quantile of Beta(a, b), by bisection on the regularised incomplete beta."""
+    low, high = 0.0, 1.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        if regularized_beta(middle, a, b) < q:
+            low = middle
+        else:
+            high = middle
+        if high - low < 1e-13:
+            break
+    return (low + high) / 2
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b), the Beta(a, b) distribution function at ``x``, in log space (Numerical
+    Recipes' continued fraction), so it holds for a and b in the millions."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1) / (a + b + 2):
+        return math.exp(log_front) * _beta_fraction(x, a, b) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(1.0 - x, b, a) / b
+
+
+def _beta_fraction(x: float, a: float, b: float) -> float:
+    """The incomplete beta's continued fraction by the modified Lentz method."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, _CONTINUED_FRACTION_STEPS):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return result
+
+
+def better_than_chance(
+    correct: int, voted: int, majority_rate: float, alpha: float = 0.05
+) -> tuple[bool, float]:
+    """(whether the labeler beats always answering the most common label, the p-value) by
+    an exact one-sided binomial test: P(X >= correct) for X ~ Binomial(voted,
+    majority_rate), which is I_p(correct, voted - correct + 1), so any n is exact."""
+    if voted <= 0 or correct <= 0:
+        return False, 1.0
+    if correct > voted:
+        raise ValueError(f"{correct} right of {voted} voted is impossible")
+    p_value = min(1.0, max(0.0, regularized_beta(majority_rate, correct, voted - correct + 1)))
+    return p_value < alpha, p_value
+
+
+def majority_rate(true_labels: Sequence[str]) -> float:
+    """Share of the most common label: the accuracy of always answering it (0 for none)."""
+    if not true_labels:
+        return 0.0
+    return Counter(true_labels).most_common(1)[0][1] / len(true_labels)
+
+
+def describe(estimate: Estimate, basis: str) -> str:
+    """One log line; ``basis`` says what the held-out labels are ("column:label", "human",
+    "llm:<model>"), and an LLM basis is said to be agreement, not truth."""
+    accuracy, f1 = estimate.accuracy, estimate.macro_f1
+    line = (
+        f"estimated accuracy {accuracy.point:.3f} ({estimate.level:.0%} interval "
+        f"{accuracy.low:.3f}-{accuracy.high:.3f}), macro-F1 {f1.point:.3f} "
+        f"({f1.low:.3f}-{f1.high:.3f}), "
+    )
+    if estimate.unverified_rows == 0:
+        line += f"every one of the {estimate.verified_rows} rows verified"
+    else:
+        line += f"on {estimate.heldout_rows} held-out rows"
+    return line + (LLM_CAVEAT if basis.startswith("llm") else "")
