@@ -16,7 +16,7 @@ RUNTIME = Path(__file__).resolve().parents[2] / "templates" / "labeler" / "pkg"
 MODULES = sorted(path.stem for path in RUNTIME.glob("*.py"))
 ENTRY_POINTS = {"__main__"}
 """Modules run as commands, never imported: they alone may import ``cli``."""
-FITTING = {"cli", "finetune", "heads", "learned_vote", "trainee"}
+FITTING = {"cli", "finetune", "learn", "learners", "learned_vote", "trainee"}
 """Commands and what only they use: labeling (``engine``, ``ray_engine``) never reaches them."""
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
@@ -28,7 +28,7 @@ def imported_siblings(module: str) -> set[str]:
     """The sibling modules ``module`` imports anywhere: at the top, inside functions, or
     by a relative name it hands to ``importlib``."""
     tree = ast.parse((RUNTIME / f"{module}.py").read_text(encoding="utf-8"))
-    # Pieces of f-strings name commands (``python -m {__package__}.heads``), not imports.
+    # Pieces of f-strings name commands (``python -m {__package__}.learn``), not imports.
     formatted = {
         id(part)
         for node in ast.walk(tree)

@@ -70,6 +70,11 @@ def current_adapter(package_root: Path, voter: str) -> Path | None:
     return folder
 
 
+def adapter_identity(folder: Path) -> dict:
+    """What an installed adapter is: its voter, version and files' sha256."""
+    return {"voter": folder.parent.name, "version": folder.name, **versions.file_digests(folder)}
+
+
 def next_version(package_root: Path, voter: str) -> str:
     return versions.following(adapter_folder(package_root, voter))
 

@@ -17,6 +17,7 @@ from . import ray_engine
 from .commands import PACKAGE_ROOT, guarded, load_spec, resolve_device
 from .config import LabelerSpec
 from .engine import QUANTIZE_MODES, Labeler, LabelingSummary, label_file
+from .feature_cache import FeatureCache
 from .transformer import Int8Decision
 from .voters import Runtime
 
@@ -55,6 +56,22 @@ def build_parser(spec: LabelerSpec) -> argparse.ArgumentParser:
         help="rows whose voters give the winning label a mean probability below this need "
         "review too",
     )
+    add_engine_options(parser, spec)
+    parser.add_argument(
+        "--cache",
+        help="folder keeping the voters' probabilities and embeddings between runs: a "
+        "relabeling computes only what changed (local engine only)",
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default="bar",
+        help="progress display on stderr; json prints one event per line",
+    )
+    return parser
+
+
+def add_engine_options(parser: argparse.ArgumentParser, spec: LabelerSpec) -> None:
     parser.add_argument(
         "--engine",
         choices=("local", "ray"),
@@ -77,13 +94,6 @@ def build_parser(spec: LabelerSpec) -> argparse.ArgumentParser:
         help="rows per actor call, the work a lost worker redoes "
         f"(default {ray_engine.DEFAULT_BLOCK_ROWS})",
     )
-    parser.add_argument(
-        "--progress",
-        choices=("bar", "json", "none"),
-        default="bar",
-        help="progress display on stderr; json prints one event per line",
-    )
-    return parser
 
 
 class Progress:
@@ -170,6 +180,8 @@ def flag_error(args: argparse.Namespace) -> str | None:
     if args.batch_size < 1 or args.chunk_size < 1:
         return "--batch-size and --chunk-size must be at least 1"
     ray_flags = (args.ray_address, args.ray_actors, args.ray_batch_size)
+    if args.engine == "ray" and args.cache is not None:
+        return "--cache works with --engine local only"
     if args.engine != "ray" and any(flag is not None for flag in ray_flags):
         return "--ray-address, --ray-actors and --ray-batch-size need --engine ray"
     if any(count is not None and count < 1 for count in ray_flags[1:]):
@@ -195,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.quantize == "int8" and device != "cpu":
             print("error: --quantize int8 runs on CPU only (CUDA uses bf16)", file=sys.stderr)
             return 2
-        labeler = Labeler(spec, Runtime(PACKAGE_ROOT, device, args.batch_size), args.quantize)
+        cache = None if args.cache is None else FeatureCache(Path(args.cache))
+        runtime = Runtime(PACKAGE_ROOT, device, args.batch_size, cache)
+        labeler = Labeler(spec, runtime, args.quantize)
         outcome["summary"] = label_file(
             labeler,
             Path(args.input),

@@ -15,14 +15,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import adapters, tabular
+from .cached import (
+    cached_probabilities,
+    decision_identity,
+    replay_decision,
+    save_decision,
+    voter_identity,
+)
 from .columns import (
     AGREEMENT,
     CONFIDENCE,
@@ -34,8 +41,9 @@ from .columns import (
     voter_probability_column,
 )
 from .config import LabelerSpec
-from .embedding import current_head
-from .kinds import load_voter
+from .feature_cache import FeatureCache
+from .kinds import is_learned, load_voter
+from .part_store import PartStore
 from .transformer import Int8Decision, torch_model, try_int8, use_int8
 from .vote import LearnedVote, current_vote, pooled_vote, vote
 from .voters import Runtime, Voter
@@ -68,6 +76,13 @@ class Labeler:
         """The vote fitted on verified rows, if one is installed; else the plain vote."""
         self.voters: list[Voter] = [load_voter(v, spec.labels, runtime) for v in spec.voters]
         self.int8_decisions: list[Int8Decision] | None = None
+        self.cache: FeatureCache | None = runtime.cache
+        """Where probabilities, embeddings and int8 decisions are kept between runs."""
+        self._identities: tuple[dict[str, str], list[dict]] | None = None
+
+    def use_cache(self, cache: FeatureCache) -> None:
+        """Keep and reuse the voters' probabilities in ``cache`` from now on."""
+        self.cache = cache
 
     def settle_precision(self, sample: Sequence[str]) -> list[Int8Decision]:
         """Apply ``quantize`` once, before labeling; ``sample`` holds the texts ``auto`` checks."""
@@ -78,15 +93,37 @@ class Labeler:
     def _decide_int8(self, sample: Sequence[str]) -> list[Int8Decision]:
         if self.quantize == "none" or self.runtime.device != "cpu":
             return []
-        candidates = [voter for voter in self.voters if torch_model(voter) is not None]
+        return [self._decide_one(voter, sample) for voter in int8_candidates(self.voters)]
+
+    def _decide_one(self, voter: Voter, sample: Sequence[str]) -> Int8Decision:
+        """``quantize`` for one voter; with a cache, the decision taken the first time."""
+        identity = decision_identity(voter, self.spec.labels, self.runtime.package_root)
+        if self.cache is not None:
+            replayed = replay_decision(voter, self.cache, identity, self.quantize)
+            if replayed is not None:
+                return replayed
         if self.quantize == "auto":
-            return [try_int8(voter, sample, INT8_MIN_AGREEMENT) for voter in candidates]
-        for voter in candidates:
+            decision = try_int8(voter, sample, INT8_MIN_AGREEMENT)
+        else:
             use_int8(voter)
-        return [Int8Decision(v.config.name, True, None, 0, "int8 requested") for v in candidates]
+            decision = Int8Decision(voter.config.name, True, None, 0, "int8 requested")
+        if self.cache is not None:
+            save_decision(self.cache, identity, self.quantize, decision)
+        return decision
+
+    def replay_precision(self) -> None:
+        """Apply the int8 decisions the cache holds, whatever ``quantize`` took them (``learn``
+        computes what the labeler computed)."""
+        decisions = []
+        if self.cache is not None and self.runtime.device == "cpu":
+            for voter in int8_candidates(self.voters):
+                identity = decision_identity(voter, self.spec.labels, self.runtime.package_root)
+                replayed = replay_decision(voter, self.cache, identity, None)
+                decisions += [] if replayed is None else [replayed]
+        self.int8_decisions = decisions
 
     def learned(self) -> dict[str, str | None]:
-        """What the voters learned: each one's adapter and head version, and the vote's."""
+        """What the voters learned: each one's adapter and learned version, and the vote's."""
         root = self.runtime.package_root
         versions: dict[str, str | None] = {
             "vote": self.learned_vote.version if self.learned_vote else None
@@ -94,15 +131,36 @@ class Labeler:
         for voter in self.voters:
             name = voter.config.name
             versions[f"adapter:{name}"] = adapters.current_version(root, name)
-            head = current_head(root, name)
-            versions[f"head:{name}"] = head.name if head is not None else None
+            versions[f"learned:{name}"] = getattr(voter, "version", None)
         return versions
 
     def precisions(self) -> dict[str, str]:
-        """Each voter's number format: ``int8``, ``bf16`` (CUDA) or ``fp32``."""
+        """Each voter's number format: ``int8``, ``bf16`` (CUDA) or ``fp32``; voters sharing
+        an encoder share its format."""
         int8 = {decision.voter for decision in self.int8_decisions or () if decision.int8}
         default = "bf16" if self.runtime.device == "cuda" else "fp32"
-        return {v.config.name: "int8" if v.config.name in int8 else default for v in self.voters}
+        return {
+            v.config.name: getattr(v, "precision", None)
+            or ("int8" if v.config.name in int8 else default)
+            for v in self.voters
+        }
+
+    def identities(self) -> list[dict]:
+        """Each voter's identity in the cache (kept while the precisions stay)."""
+        precisions = self.precisions()
+        if self._identities is None or self._identities[0] != precisions:
+            root, labels = self.runtime.package_root, self.spec.labels
+            found = [
+                voter_identity(v, labels, root, precisions[v.config.name]) for v in self.voters
+            ]
+            self._identities = (precisions, found)
+        return self._identities[1]
+
+    def probabilities(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each voter's probabilities for ``texts``, through the cache when there is one."""
+        if self.cache is None:
+            return [voter.predict(texts) for voter in self.voters]
+        return cached_probabilities(self.voters, texts, self.cache, self.identities())
 
     def label_in_slices(
         self,
@@ -128,7 +186,7 @@ class Labeler:
         ``min_confidence``."""
         if not texts:
             return []
-        probabilities = [voter.predict(texts) for voter in self.voters]
+        probabilities = self.probabilities(texts)
         if self.learned_vote is not None:
             result = pooled_vote(probabilities, self.learned_vote.weights, self.learned_vote.bias)
         else:
@@ -184,13 +242,18 @@ def label_file(
     on_progress: ProgressCallback | None = None,
     on_int8: Int8Callback | None = None,
     min_confidence: float = 0.0,
+    cache: Path | None = None,
 ) -> LabelingSummary:
     """Label every row of ``input_path`` into ``output_path``; resumable chunk by chunk.
 
     ``on_progress(rows done, total)`` is called once before labeling (rows done are
     those of resumed chunks) and after every slice; ``on_int8`` once per voter that
-    could run in int8, with the decision taken.
+    could run in int8, with the decision taken. With ``cache`` (a folder), the voters'
+    probabilities, embeddings and int8 decisions are kept there and reused
+    (:mod:`.feature_cache`): the output is the same, only what changed is computed.
     """
+    if cache is not None:
+        labeler.use_cache(FeatureCache(cache))
     input_columns = tabular.read_columns(input_path)
     if text_column not in input_columns:
         raise tabular.DataError(
@@ -204,7 +267,7 @@ def label_file(
         if on_int8 is not None:
             on_int8(decision)
     run = (text_column, chunk_size, min_agreement, min_confidence)
-    parts = _PartStore(output_path, _fingerprint_run(labeler, input_path, *run))
+    parts = PartStore(output_path, _fingerprint_run(labeler, input_path, *run))
     resumed = parts.completed()
     done, needs_review = parts.counts(resumed)
     report = on_progress or (lambda done, total: None)
@@ -228,6 +291,21 @@ def label_file(
     _assemble(labeler.spec, input_path, input_columns, output_path, parts, chunk_size)
     parts.remove()
     return LabelingSummary(done, needs_review, chunks, min(resumed, chunks), str(output_path))
+
+
+def int8_candidates(voters: Sequence[Voter]) -> list[Voter]:
+    """The voters whose torch model could run in int8, one per model (voters sharing an
+    encoder share its precision), frozen voters first: a learned voter's decision would be
+    taken again with each of its versions."""
+    ordered = sorted(voters, key=is_learned)
+    seen: set[int] = set()
+    candidates = []
+    for voter in ordered:
+        model = torch_model(voter)
+        if model is not None and id(model) not in seen:
+            seen.add(id(model))
+            candidates.append(voter)
+    return candidates
 
 
 def _first_texts(input_path: Path, text_column: str, rows: int) -> list[str]:
@@ -293,57 +371,3 @@ def _fingerprint(
         "learned": learned or {},
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
-
-class _PartStore:
-    """Finished chunks' results, saved as ``<output>.parts/part-NNNNNN.jsonl``.
-
-    A fingerprint of the spec, the input and the chunking guards against mixing
-    parts of a different run; a mismatch discards the old parts.
-    """
-
-    def __init__(self, output_path: Path, fingerprint: str) -> None:
-        output_path = Path(output_path)
-        self.folder = output_path.with_name(output_path.name + ".parts")
-        stamp = self.folder / "fingerprint"
-        if self.folder.exists() and (
-            not stamp.exists() or stamp.read_text(encoding="utf-8") != fingerprint
-        ):
-            shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(fingerprint, encoding="utf-8")
-
-    def _path(self, index: int) -> Path:
-        return self.folder / f"part-{index:06d}.jsonl"
-
-    def completed(self) -> int:
-        """Number of leading chunks already finished."""
-        count = 0
-        while self._path(count).exists():
-            count += 1
-        return count
-
-    def write(self, index: int, results: list[dict[str, Any]]) -> None:
-        temporary = self._path(index).with_suffix(".tmp")
-        with open(temporary, "w", encoding="utf-8") as handle:
-            for result in results:
-                handle.write(json.dumps(result, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self._path(index))
-
-    def read(self, index: int) -> list[dict[str, Any]]:
-        with open(self._path(index), encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle]
-
-    def counts(self, parts: int) -> tuple[int, int]:
-        """Rows, and rows that need review, in the first ``parts`` parts."""
-        rows = needs_review = 0
-        for index in range(parts):
-            results = self.read(index)
-            rows += len(results)
-            needs_review += sum(1 for result in results if result[NEEDS_REVIEW])
-        return rows, needs_review
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)

@@ -20,8 +20,18 @@ ADAPTERS = {
     "afinn": ".lexicon:AfinnVoter",
     "profanity-check": ".lexicon:ProfanityVoter",
     "hatesonar": ".lexicon:HateSonarVoter",
+    "embedding-head": ".embedding_head:EmbeddingHeadVoter",
+    "tfidf": ".tfidf:TfidfVoter",
 }
 """Voter kind -> adapter class; imported only when a spec uses it."""
+
+LEARNED_KINDS = ("embedding-head", "tfidf")
+"""Kinds learned from verified rows by ``learn`` (:mod:`.learned`): they abstain until a
+version is installed, and their adapters say so (``learned = True``)."""
+
+
+def is_learned(voter: Voter) -> bool:
+    return bool(getattr(voter, "learned", False))
 
 
 def load_voter(config: VoterConfig, labels: Sequence[str], runtime: Runtime) -> Voter:

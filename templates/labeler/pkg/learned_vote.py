@@ -1,7 +1,7 @@
 """Fitting the learned vote: weights for the voters, fitted on verified rows.
 
 ``python -m <package>.learned_vote EXAMPLES --output FOLDER`` runs every voter
-(with its current head or adapter) over the examples' texts and fits a weighted
+(with its current adapter or learned version) over the examples' texts and fits a weighted
 log-linear pool (:func:`.vote.pooled_vote`): one non-negative weight per voter
 and one bias per label, minimising cross-entropy against the verified labels
 (L2-regularised, projected gradient descent, deterministic). Five-fold
@@ -10,7 +10,8 @@ the record says whether it is better (``adopted``). It is written to
 ``FOLDER/v<N>/vote.json``, N following the package's current learned vote;
 installing it under ``<package>/votes/`` and pointing ``votes/CURRENT`` at it
 makes the labeler use it (:mod:`.vote` reads it). Without one, the labeler takes
-the plain vote.
+the plain vote. (:mod:`.learn` fits the learned voters and this vote together, on the
+learned voters' out-of-fold probabilities; it is what the agent runs.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from . import versions
 from .commands import PACKAGE_ROOT, guarded, load_spec, resolve_device
 from .config import LabelerSpec
 from .engine import Labeler
-from .heads import read_examples
+from .learned import read_examples
 from .vote import (
     RECORD,
     install_vote,

@@ -1,13 +1,14 @@
 """Versioned artifacts: what the package learned, one folder per version.
 
-Heads (``heads/<voter>/``), LoRA adapters (``adapters/<voter>/``) and the learned
-vote (``votes/``) all live the same way: ``<folder>/v<N>/`` holds a version,
+Learned voters (``learned/<voter>/``), LoRA adapters (``adapters/<voter>/``) and the
+learned vote (``votes/``) all live the same way: ``<folder>/v<N>/`` holds a version,
 ``<folder>/CURRENT`` names the one in use, and installing a new one copies it in
 and then moves the pointer, so a labeler never sees a half-installed version.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -33,3 +34,12 @@ def install(source: Path, folder: Path, version: str) -> None:
     temporary = folder / f".{POINTER}.tmp"
     temporary.write_text(version + "\n", encoding="utf-8")
     os.replace(temporary, folder / POINTER)
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """``{file name: sha256}`` of the files directly in a version folder, by name."""
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.iterdir())
+        if path.is_file()
+    }

@@ -11,11 +11,14 @@ import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .config import IGNORE, VoterConfig
+
+if TYPE_CHECKING:
+    from .feature_cache import FeatureCache
 
 
 class VoterLoadError(RuntimeError):
@@ -31,6 +34,8 @@ class Runtime:
     device: str
     """``cpu`` or ``cuda``."""
     batch_size: int
+    cache: FeatureCache | None = None
+    """Where voters find what they computed before (``--cache``); None: compute all."""
 
 
 class Voter(Protocol):

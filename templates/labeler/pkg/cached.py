@@ -1,0 +1,100 @@
+"""The voters' probabilities and int8 decisions through a :class:`.feature_cache.FeatureCache`.
+
+A voter's probabilities are keyed by its full identity (:func:`voter_identity`): kind,
+model source and revision, options, label map, its LoRA adapter and its learned version
+(each with its files' sha256) and its precision. An encoder's embeddings are keyed by the
+encoder's identity (:attr:`.encoders.Encoder.identity`). Batch size is not part of either:
+it changes results by rounding at most.
+
+int8 decisions are taken once per voter (identity without precision) and then replayed,
+whatever rows the later files start with: a relabeling with a cache runs no frozen model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from .adapters import adapter_identity, current_adapter
+from .feature_cache import FeatureCache
+from .transformer import Int8Decision, use_int8
+from .voters import Voter
+
+
+def voter_identity(
+    voter: Voter, labels: Sequence[str], package_root: Path, precision: str | None
+) -> dict:
+    """What decides a voter's probabilities."""
+    config = voter.config
+    adapter = current_adapter(package_root, config.name)
+    stored = getattr(voter, "stored", None)
+    return {
+        "voter": config.name,
+        "kind": config.kind,
+        "source": config.source,
+        "revision": config.revision,
+        "options": config.options,
+        "label_map": config.label_map,
+        "labels": list(labels),
+        "adapter": None if adapter is None else adapter_identity(adapter),
+        "learned": None if stored is None else {"version": stored.version, **stored.digests},
+        "precision": precision,
+    }
+
+
+def cached_probabilities(
+    voters: Sequence[Voter], texts: Sequence[str], cache: FeatureCache, identities: list[dict]
+) -> list[np.ndarray]:
+    """Each voter's probabilities for ``texts``: stored ones, else computed (embeddings
+    read from the cache when an encoder stored them) and stored."""
+    results = [cache.get("probabilities", identity, texts) for identity in identities]
+    encoders = {}
+    for voter, result in zip(voters, results, strict=True):
+        encoder = getattr(voter, "encoder", None)
+        if result is None and encoder is not None:
+            encoders[id(encoder)] = encoder
+    fresh = []
+    for encoder in encoders.values():
+        stored = cache.get("embeddings", encoder.identity, texts)
+        if stored is None:
+            fresh.append(encoder)
+        else:
+            encoder.remember(texts, stored)
+    for index, voter in enumerate(voters):
+        if results[index] is None:
+            results[index] = voter.predict(texts)
+            cache.put("probabilities", identities[index], texts, results[index])
+    current = tuple(texts)
+    for encoder in fresh:
+        if encoder.texts == current and encoder.embeddings is not None:
+            cache.put("embeddings", encoder.identity, texts, encoder.embeddings)
+    return [np.asarray(result, dtype=np.float64) for result in results]
+
+
+def decision_identity(voter: Voter, labels: Sequence[str], package_root: Path) -> dict:
+    return {"int8_decision": voter_identity(voter, labels, package_root, None)}
+
+
+def replay_decision(
+    voter: Voter, cache: FeatureCache, identity: dict, quantize: str | None
+) -> Int8Decision | None:
+    """The decision stored for ``voter`` (taken with ``quantize``, None: any), applied."""
+    record = cache.decision(identity)
+    if record is None or (quantize is not None and record.get("quantize") != quantize):
+        return None
+    try:
+        decision = Int8Decision(**record["decision"])
+    except (KeyError, TypeError):
+        return None
+    if decision.int8:
+        use_int8(voter)
+    return decision
+
+
+def save_decision(
+    cache: FeatureCache, identity: dict, quantize: str, decision: Int8Decision
+) -> None:
+    cache.save_decision(identity, {"quantize": quantize, "decision": asdict(decision)})

@@ -1,0 +1,60 @@
+"""The ``embedding-head`` voter: a softmax-regression head over a sentence encoder's
+embeddings, learned from verified rows (:mod:`.learn`).
+
+Its spec names the encoder (``source``, ``revision``, option ``max_length``) as an
+``embedding`` voter does, and it embeds texts the same way; over the same encoder the two
+share one loaded model and each slice's embeddings (:mod:`.encoders`). Its label map is
+empty: it predicts the task's labels. Until a version is installed it abstains and loads
+no model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .config import VoterConfig
+from .encoders import Encoder, EncoderVoter, shared_encoder
+from .learned import LearnedModel, current_model, uniform
+from .voters import Runtime, VoterLoadError
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def head_probabilities(arrays: dict[str, np.ndarray], embeddings: np.ndarray) -> np.ndarray:
+    """(rows, labels) probabilities of a head (``weights`` (labels, dim), ``bias``)."""
+    if len(embeddings) == 0:
+        return np.zeros((0, arrays["bias"].shape[0]))
+    return softmax(embeddings @ arrays["weights"].T + arrays["bias"])
+
+
+class EmbeddingHeadVoter(EncoderVoter):
+    """Abstains until a version is installed; then the head over the shared encoder."""
+
+    learned = True
+
+    def __init__(self, config: VoterConfig, labels: Sequence[str], runtime: Runtime) -> None:
+        self.config = config
+        self.labels = list(labels)
+        self.stored: LearnedModel | None = current_model(runtime.package_root, config, labels)
+        self.version = None if self.stored is None else self.stored.version
+        self.encoder: Encoder | None = None
+        if self.stored is not None:
+            shape = self.stored.arrays.get("weights", np.zeros((0, 0))).shape
+            if shape[0] != len(self.labels) or "bias" not in self.stored.arrays:
+                raise VoterLoadError(f"voter {config.name}: learned head has shape {shape}")
+            self.encoder = shared_encoder(config, runtime)
+            if self.encoder.model.config.hidden_size != shape[1]:
+                raise VoterLoadError(
+                    f"voter {config.name}: learned head is for {shape[1]}-dimensional "
+                    f"embeddings, the encoder gives {self.encoder.model.config.hidden_size}"
+                )
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        if self.stored is None or self.encoder is None:
+            return uniform(len(texts), len(self.labels))
+        return head_probabilities(self.stored.arrays, self.encoder.embed(texts))
