@@ -29,7 +29,10 @@ from agent.state import (
     Candidate,
     DatasetInfo,
     LabelingResult,
+    LearnedVoterRecord,
     PilotReport,
+    Rejection,
+    RoundRecord,
     RunState,
     TaskLabel,
     TaskPlan,
@@ -328,6 +331,144 @@ def test_report_streams_a_large_output_and_keeps_the_20_most_disputed(tmp_path):
     assert report.sources[0] == ("consensus", "44993", "100.0%")
     assert report.sources[3] == ("vote", "7", "0.0%")
     assert elapsed < 10, f"{elapsed:.1f} s for 45,000 rows"
+
+
+def estimate(accuracy: tuple, macro_f1: tuple, heldout: int, basis: str) -> dict:
+    """A round's estimate as ``plan_round`` saves it: (point, low, high) of each metric."""
+    point, low, high = ("point", "low", "high")
+    return {
+        "accuracy": dict(zip((point, low, high), accuracy, strict=True)),
+        "macro_f1": dict(zip((point, low, high), macro_f1, strict=True)),
+        "heldout_rows": heldout,
+        "verified_rows": 0,
+        "unverified_rows": 0,
+        "level": 0.95,
+        "basis": basis,
+    }
+
+
+def three_rounds(basis: str = "column:gold") -> tuple[RoundRecord, ...]:
+    """Estimates rising over three assessments; the budget stops the rounds at the third."""
+    return (
+        RoundRecord(
+            round=1, labeling_pass=1, verified=5, heldout=5, unverified=20,
+            estimate=estimate((0.70, 0.55, 0.82), (0.65, 0.50, 0.80), 5, basis),
+            chosen=5, chosen_heldout=1, expected_yield=0.4, cost_usd=0.0012, seconds=12.5,
+        ),
+        RoundRecord(
+            round=2, labeling_pass=2, verified=10, heldout=6, unverified=15,
+            estimate=estimate((0.80, 0.68, 0.90), (0.76, 0.62, 0.88), 6, basis),
+            chosen=5, chosen_heldout=1, expected_yield=0.25, cost_usd=0.0022, seconds=30.0,
+        ),
+        RoundRecord(
+            round=3, labeling_pass=3, verified=15, heldout=7, unverified=10,
+            estimate=estimate((0.88, 0.79, 0.95), (0.85, 0.74, 0.93), 7, basis),
+            cost_usd=0.0031, seconds=47.0, stop="budget", stop_note="15 of 15 rows verified",
+        ),
+    )  # fmt: skip
+
+
+def test_report_shows_the_learning_curve_and_the_rounds(full_run):
+    state = full_run.model_copy(update={"rounds": three_rounds(), "target_accuracy": 0.85})
+    run_dir = Path(state.run_dir)
+
+    page = PageReader(write_report(state, run_dir).read_text(encoding="utf-8"))
+
+    assert_self_contained(page)
+    assert "rounds" in page.ids and len(page.image_sources()) == 6
+    alts = [value for tag, name, value in page.attributes if tag == "img" and name == "alt"]
+    assert "Estimated accuracy against rows verified" in alts
+    assert "agreement with the LLM" not in page.visible_text
+    report = build_page(state, run_dir, {})
+    assert report.rounds == (
+        ("1", "1", "5 (20.0%)", "5", "0.700 (0.550-0.820)", "0.650 (0.500-0.800)",
+         "5 (1 held out)", "40.0%", "$0.0012", "12.5", ""),
+        ("2", "2", "10 (40.0%)", "6", "0.800 (0.680-0.900)", "0.760 (0.620-0.880)",
+         "5 (1 held out)", "25.0%", "$0.0022", "30.0", ""),
+        ("3", "3", "15 (60.0%)", "7", "0.880 (0.790-0.950)", "0.850 (0.740-0.930)",
+         "-", "-", "$0.0031", "47.0", "budget: 15 of 15 rows verified"),
+    )  # fmt: skip
+    summary = dict(report.summary)
+    assert summary["estimated accuracy"] == "0.880 (0.790-0.950); 95% interval, 7 held-out rows"
+    assert summary["estimated macro-F1"] == "0.850 (0.740-0.930); 95% interval, 7 held-out rows"
+    assert summary["target accuracy"] == "0.85: met"
+    assert summary["verification rounds"] == "2"
+    assert summary["rounds stopped"] == "budget: 15 of 15 rows verified"
+
+
+def test_an_llm_verifier_makes_the_estimate_agreement_with_the_llm(full_run):
+    rounds = three_rounds(basis="llm:gpt-4o-mini")
+    state = full_run.model_copy(update={"rounds": rounds, "target_accuracy": 0.9})
+    run_dir = Path(state.run_dir)
+
+    page = PageReader(write_report(state, run_dir).read_text(encoding="utf-8"))
+
+    assert "agreement with the LLM verifier" in page.visible_text
+    assert "The verifier is an LLM (gpt-4o-mini)" in page.visible_text
+    alts = [value for tag, name, value in page.attributes if tag == "img" and name == "alt"]
+    assert "Estimated agreement with the LLM verifier against rows verified" in alts
+    summary = dict(build_page(state, run_dir, {}).summary)
+    assert summary["estimated agreement with the LLM verifier"].startswith("0.880 (0.790-0.950)")
+    assert summary["target accuracy"] == "0.9: not met"
+
+
+def test_report_lists_the_latest_learned_voters_and_the_refused_models(full_run):
+    learned = (
+        LearnedVoterRecord(voter="tfidf", kind="tfidf-logistic", version="v1", examples=8,
+                           training_accuracy=1.0, cross_validated_accuracy=0.625, before_pass=2),
+        LearnedVoterRecord(voter="knn", kind="embedding-knn", version="v1", examples=8,
+                           training_accuracy=0.9, cross_validated_accuracy=0.75, before_pass=2),
+        LearnedVoterRecord(voter="tfidf", kind="tfidf-logistic", version="v2", examples=13,
+                           training_accuracy=1.0, cross_validated_accuracy=0.8462, before_pass=3),
+    )  # fmt: skip
+    rejections = (
+        Rejection(ref="org/coin-flip", reason="no better than chance on the verified rows"),
+        Rejection(ref="org/<b>odd</b>", reason="licence <i>unknown</i>"),
+    )
+    state = full_run.model_copy(update={"learned": learned, "rejections": rejections})
+    run_dir = Path(state.run_dir)
+
+    page = PageReader(write_report(state, run_dir).read_text(encoding="utf-8"))
+
+    assert {"learned", "rejections"} <= set(page.ids)
+    text = page.visible_text
+    assert "no better than chance on the verified rows" in text
+    assert "org/<b>odd</b>" in text and "licence <i>unknown</i>" in text
+    assert page.tags["b"] == 0 and page.tags["i"] == 0
+    report = build_page(state, run_dir, {})
+    assert report.learned == (
+        ("tfidf", "tfidf-logistic", "v2", "13", "84.6%", "3"),
+        ("knn", "embedding-knn", "v1", "8", "75.0%", "2"),
+    )
+    assert report.rejections == tuple((r.ref, r.reason) for r in rejections)
+
+
+def test_report_without_rounds_or_without_an_estimate(full_run):
+    run_dir = Path(full_run.run_dir)
+    page = PageReader(write_report(full_run, run_dir).read_text(encoding="utf-8"))
+    assert not {"rounds", "learned", "rejections"} & set(page.ids)
+    assert "rounds stopped" not in dict(build_page(full_run, run_dir, {}).summary)
+
+    no_verifier = RoundRecord(
+        round=1, labeling_pass=1, verified=0, heldout=0, unverified=25,
+        stop="no-verifier", stop_note="no verifier to check rows with",
+    )  # fmt: skip
+    state = full_run.model_copy(update={"rounds": (no_verifier,), "target_accuracy": 0.9})
+
+    page = PageReader(write_report(state, run_dir).read_text(encoding="utf-8"))
+
+    assert_self_contained(page)
+    assert "rounds" in page.ids and len(page.image_sources()) == 5  # no learning curve
+    assert "No estimate of the labels' accuracy" in page.visible_text
+    report = build_page(state, run_dir, {})
+    assert report.rounds_plot is None
+    assert report.rounds == (
+        ("1", "1", "0 (0.0%)", "0", "-", "-", "-", "-", "$0.0000", "0.0",
+         "no-verifier: no verifier to check rows with"),
+    )  # fmt: skip
+    summary = dict(report.summary)
+    assert summary["target accuracy"] == "0.9: not estimated"
+    assert "estimated accuracy" not in summary
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from typing import NamedTuple
 
 from agent.reporting.records import Plot, percent
 from agent.reporting.tally import CONFIDENCE_BINS, SOURCES, RunTally
@@ -22,6 +23,15 @@ SOURCE_COLOURS = {
     "vote": "#b279a2",
     "unresolved": "#9d9d9d",
 }
+
+
+class CurvePoint(NamedTuple):
+    """One point of the learning curve: rows verified, and the estimate with its interval."""
+
+    verified: int
+    point: float
+    low: float
+    high: float
 
 
 def _figure(width: float = 7.0, height: float = 3.6):
@@ -150,3 +160,38 @@ def plot_confidence_histogram(tally: RunTally) -> Plot:
         _rows_axis(axes)
         axes.legend(fontsize="small")
         return _plot(figure, "Confidence", "Histogram of the vote's confidence per row")
+
+
+def plot_learning_curve(points: list[CurvePoint], target: float | None, measure: str) -> Plot:
+    """The estimate of the final labels against rows verified, its interval as a band, and
+    the target accuracy (dashed) when the run had one; ``measure`` names the y axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    verified = [p.verified for p in points]
+    with _no_math():
+        figure = _figure()
+        axes = figure.add_subplot()
+        colour = SOURCE_COLOURS["consensus"]
+        lows, highs = [p.low for p in points], [p.high for p in points]
+        axes.fill_between(verified, lows, highs, color=colour, alpha=0.25, label="95% interval")
+        if len(points) == 1:  # a band needs two points: show the interval as an error bar
+            axes.errorbar(
+                verified,
+                [points[0].point],
+                yerr=[[points[0].point - lows[0]], [highs[0] - points[0].point]],
+                color=colour,
+                capsize=4,
+            )
+        axes.plot(verified, [p.point for p in points], marker="o", color=colour, label="estimate")
+        bottom = min(lows)
+        if target is not None:
+            axes.axhline(target, linestyle="--", color="#e45756", label=f"target {target:g}")
+            bottom = min(bottom, target)
+        axes.set_ylim(max(0.0, bottom - 0.05), 1.0)
+        axes.set_xlabel("rows verified")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_ylabel(measure)
+        axes.legend(fontsize="small", loc="lower right")
+        return _plot(
+            figure, "Learning curve", f"{measure[:1].upper()}{measure[1:]} against rows verified"
+        )

@@ -69,6 +69,18 @@ class ReportPage(ReportRecord):
     """Per stage and voter: stage, voter, rows, held-out accuracy, kept, disputes, agreement."""
     votes: tuple[tuple[str, ...], ...] = ()
     """Per learned vote: version, first pass, verified rows, weights, accuracy, outcome."""
+    rounds_plot: Plot | None = None
+    """The learning curve (None when no round has an estimate)."""
+    rounds_note: str = ""
+    """What the curve and the estimates measure, in a sentence or two."""
+    rounds: tuple[tuple[str, ...], ...] = ()
+    """Per assessment: round, pass, verified (share), held out, accuracy, macro-F1, chosen
+    (held out), expected share wrong, LLM cost so far, seconds, stop reason."""
+    learned: tuple[tuple[str, ...], ...] = ()
+    """Latest version of each learned voter: voter, kind, version, rows, out-of-fold accuracy,
+    first pass."""
+    rejections: tuple[tuple[str, str], ...] = ()
+    """Models refused: reference, reason."""
     disputed: tuple[DisputedRow, ...]
 
 

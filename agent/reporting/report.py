@@ -2,14 +2,15 @@
 
 It shows what happened in a run: the final labels by source, how the voters agreed with each
 other and with the verified labels, how many rows were escalated, the confidence of the vote,
-what the LLM cost, how long the stages took, and the rows the voters disputed most.
+what the LLM cost, how long the stages took, how the estimated accuracy rose over the rounds of
+verification, the learned voters, the models refused, and the rows the voters disputed most.
 
-The counts come from ``tally`` (streamed over the labeled output) and the plots from
-``figures``; this module turns them and the run state into the page's records and tables and
-writes the page. The page needs nothing from a network: styles are inline, plots are PNG data
-URIs drawn by matplotlib's Agg renderer, there is no script, and a Content-Security-Policy
-forbids loading anything else. Every value from the user's data goes through Jinja's HTML
-autoescaping.
+The counts come from ``tally`` (streamed over the labeled output), the plots from ``figures``
+and the rounds' records from ``rounds``; this module turns them and the run state into the
+page's records and tables and writes the page. The page needs nothing from a network: styles
+are inline, plots are PNG data URIs drawn by matplotlib's Agg renderer, there is no script,
+and a Content-Security-Policy forbids loading anything else. Every value from the user's data
+goes through Jinja's HTML autoescaping.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from agent.reporting.figures import (
     plot_verified_agreement,
 )
 from agent.reporting.records import ReportPage, percent, share
+from agent.reporting.rounds import rounds_fields, rounds_summary
 from agent.reporting.tally import NO_LABEL, SOURCES, RunTally, tally_run
 from agent.state import RunState
 from agent.verification.store import read_jsonl
@@ -108,6 +110,7 @@ def build_page(state: RunState, run_dir: Path, timings: Mapping[str, float]) -> 
             for vote in state.votes
         ),
         disputed=tuple(tally.most_disputed()),
+        **rounds_fields(state),
     )
 
 
@@ -157,6 +160,7 @@ def _summary(state: RunState, tally: RunTally, ledger: list[dict]) -> tuple[tupl
             pilot = state.pilot
             scoring = f"accuracy on {pilot.verified_rows} pilot rows verified by {pilot.verifier}"
         rows.append(("candidates scored by", scoring))
+    rows.extend(rounds_summary(state))
     return tuple(rows)
 
 
