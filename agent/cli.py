@@ -81,7 +81,28 @@ def label_command(
     ] = None,
     max_verified: Annotated[
         str | None,
-        Opt(help="verify at most N rows or P% of them, least confident first [all disputed]"),
+        Opt(help="verify at most N rows or P% of them in all; none: no limit [30%]"),
+    ] = None,
+    target_accuracy: Annotated[
+        float | None,
+        Opt(help="stop verifying once the estimated accuracy reaches this [0.95]"),
+    ] = None,
+    round_rows: Annotated[
+        int | None, Opt(help="rows the first round verifies; each round doubles [5% of rows]")
+    ] = None,
+    heldout_share: Annotated[
+        float | None, Opt(help="share of each round held out to measure the labels [0.1]")
+    ] = None,
+    min_round_yield: Annotated[
+        float | None,
+        Opt(help="stop when a round would fix fewer labels per verified row than this [0.1]"),
+    ] = None,
+    learned_voters: Annotated[
+        bool | None,
+        Opt(
+            "--learned-voters/--no-learned-voters",
+            help="add voters trained on the verified rows (embedding head, TF-IDF) [on]",
+        ),
     ] = None,
     learn_vote: Annotated[
         bool | None,
@@ -141,6 +162,11 @@ def label_command(
         "min_agreement": min_agreement,
         "min_confidence": min_confidence,
         "max_verified": max_verified,
+        "target_accuracy": target_accuracy,
+        "round_rows": round_rows,
+        "heldout_share": heldout_share,
+        "min_round_yield": min_round_yield,
+        "learned_voters": learned_voters,
         "learn_vote": learn_vote,
         "voters": voters,
         "pilot_rows": pilot_rows,

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from agent.errors import AgentError, InternalError, UserInputError
+from agent.errors import AgentError, AwaitingReview, InternalError, UserInputError
 from agent.reporting.console import ConsoleReporter
 from agent.reporting.summary import summary_json, summary_rows
 from agent.settings import Settings
@@ -54,6 +54,9 @@ def guarded(call, run_id: str) -> RunOutput:
     resume = f"[run {run_id}; after fixing, continue with --resume {run_id}]"
     try:
         return call()
+    except AwaitingReview as error:
+        error.args = (f"{error} [run {run_id}]",)
+        raise
     except AgentError as error:
         error.args = (f"{error} {resume}",)
         raise

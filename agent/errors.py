@@ -66,3 +66,10 @@ class RunStateError(AgentError):
     """A run folder is missing, incomplete or from an incompatible version."""
 
     exit_code = 2
+
+
+class AwaitingReview(AgentError):
+    """A round's rows wait for a person's verdicts (``--verifier human``): the run pauses,
+    checkpointed, and continues with ``--resume`` once they are imported. Exit status 3."""
+
+    exit_code = 3

@@ -36,9 +36,9 @@ class Interval:
 
     def as_dict(self) -> dict[str, float]:
         return {
-            "point": round(self.point, 4),
-            "low": round(self.low, 4),
-            "high": round(self.high, 4),
+            "point": round(float(self.point), 4),
+            "low": round(float(self.low), 4),
+            "high": round(float(self.high), 4),
         }
 
 
@@ -62,7 +62,7 @@ class Estimate:
             "heldout_rows": self.heldout_rows,
             "verified_rows": self.verified_rows,
             "unverified_rows": self.unverified_rows,
-            "level": round(self.level, 4),
+            "level": round(float(self.level), 4),
         }
 
 

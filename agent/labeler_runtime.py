@@ -10,6 +10,9 @@ these modules needs a rendered ``spec.py``.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from agent.state import RunState
 from templates.labeler.pkg import tabular, versions
 from templates.labeler.pkg.adapters import install_adapters
@@ -27,7 +30,8 @@ from templates.labeler.pkg.columns import (
     voter_probability_column,
 )
 from templates.labeler.pkg.config import IGNORE
-from templates.labeler.pkg.embedding import head_folder, install_head
+from templates.labeler.pkg.learned import install_learned as _install_learned
+from templates.labeler.pkg.learned import installed as installed_learned
 from templates.labeler.pkg.tabular import (
     DataError,
     TableWriter,
@@ -52,10 +56,10 @@ __all__ = [
     "added_columns",
     "detect_format",
     "flag_text",
-    "head_folder",
     "input_renames",
     "install_adapters",
-    "install_head",
+    "install_learned",
+    "installed_learned",
     "install_vote",
     "iter_chunks",
     "read_columns",
@@ -71,3 +75,12 @@ def output_text_column(state: RunState) -> str:
     reserved = added_columns([voter.name for voter in state.voters])
     renames = input_renames(state.dataset.columns, reserved)
     return renames.get(state.plan.text_column, state.plan.text_column)
+
+
+def install_learned(output: Path, module_dir: Path, vote: bool = True) -> dict:
+    """Install what the package's ``learn`` command wrote to ``output`` into the package at
+    ``module_dir``: every learned voter's new version, and the learned vote when ``vote``
+    and it beat the plain vote. Returns the versions installed."""
+    if not vote:
+        shutil.rmtree(output / VOTES, ignore_errors=True)
+    return _install_learned(output, module_dir)

@@ -1,10 +1,9 @@
-"""When the run learns from its verified rows: the policy the graph and the budget share.
+"""When the run learns from its verified rows: the policy the graph and the nodes share.
 
-Which learning step is due after a verification pass (a LoRA fine-tuning stage, a few-shot
-head, new vote weights), why one is not, and whether rows verified now will still teach the
-labeler before another labeling pass (so verification may keep part of its budget for it).
-The nodes that do the learning (``finetune_voters``, ``fit_heads``, ``learn_vote``) and the
-router after ``verify_disagreements`` all ask here, so the rules are written once. The
+Which learning step is due after a round of verification (a LoRA fine-tuning stage; the
+learned voters and the learned vote) and why one is not. The nodes that do the learning
+(``finetune_voters``, ``learn_voters``) and the router after ``verify_round`` all ask here,
+so the rules are written once. The
 policy decides from the state's records alone (how many rows are verified, of how many
 labels, how many earlier stages saw): it reads no file. A learning pass reads its training
 rows through a :class:`Reservoir`, so it holds at most ``--learning-max-rows`` of them
@@ -21,6 +20,8 @@ from agent.settings import Settings
 from agent.state import RunState
 
 TUNABLE_KINDS = ("hf-sequence-classifier", "embedding")
+LEARNED_KINDS = ("embedding-head", "tfidf")
+"""Voters trained on the run's verified rows (the package's learned voter kinds)."""
 
 
 FIRST_STAGE_MIN = 50
@@ -64,50 +65,25 @@ def should_finetune(state: RunState, settings: Settings) -> bool:
     return finetune_blocker(state, settings) is None
 
 
-def should_fit_heads(state: RunState, settings: Settings) -> bool:
-    if not settings.fit_heads or state.heads:
-        return False
-    if not any(voter.kind == "embedding" for voter in state.voters):
-        return False
-    verified, labels = verified_counts(state)
-    return verified >= settings.head_min_examples and labels >= 2
-
-
-def learn_blocker(state: RunState, settings: Settings) -> str | None:
-    """Why no vote is learned now, or None when one is due."""
-    if not settings.learn_vote:
-        return "--no-learn-vote"
-    if len(state.voters) < 2:
-        return "a single voter has nothing to weigh"
-    verified, labels = verified_counts(state)
-    if verified < settings.vote_min_examples or labels < 2:
+def learn_blocker(state: RunState, settings: Settings, training: int, labels: int) -> str | None:
+    """Why the learned voters and vote are not trained now, or None when they are due.
+    ``training``: verified rows they may train on (held-out rows excluded), of ``labels``
+    distinct labels."""
+    if not settings.learn_vote and not any(
+        v.origin == "learned" or v.kind in LEARNED_KINDS for v in state.voters
+    ):
+        return "nothing learns (--no-learn-vote and no learned voters)"
+    if training < settings.vote_min_examples or labels < 2:
         return (
-            f"{verified} verified rows are too few (at least {settings.vote_min_examples}, "
-            "of two labels or more)"
+            f"{training} verified training rows are too few (at least "
+            f"{settings.vote_min_examples}, of two labels or more)"
         )
-    if state.votes and state.votes[-1].examples >= verified:
-        return "no rows were verified since the last learned vote"
+    latest = max((record.examples for record in state.learned), default=0)
+    if state.votes:
+        latest = max(latest, state.votes[-1].examples)
+    if latest >= training:
+        return "no rows were verified since the last training"
     return None
-
-
-def relabel_follows(state: RunState, settings: Settings, verified_after: int | None = None) -> bool:
-    """Whether the rows verified now will teach the labeler before another labeling pass
-    (fine-tuning stages, a few-shot head, the learned vote): then verification can keep
-    part of its budget for that better-informed pass. ``verified_after``: the rows verified
-    in all once this pass is done, if known; a step whose minimum it misses does not count."""
-
-    def enough(minimum: int) -> bool:
-        return verified_after is None or verified_after >= minimum
-
-    if settings.finetune_stages:
-        due = len(state.finetune) < settings.finetune_stages
-        return due and (bool(state.finetune) or enough(FIRST_STAGE_MIN))
-    if state.labeling_passes != 1:
-        return False
-    heads = settings.fit_heads and not state.heads and enough(settings.head_min_examples)
-    heads = heads and any(voter.kind == "embedding" for voter in state.voters)
-    vote = settings.learn_vote and len(state.voters) > 1 and enough(settings.vote_min_examples)
-    return heads or vote
 
 
 T = TypeVar("T")

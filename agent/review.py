@@ -30,6 +30,7 @@ from agent.verification.review_files import (
     write_review_file,
 )
 from agent.verification.store import (
+    VERDICTS_FILE,
     VERIFIED_SOURCES,
     count_verdicts,
     latest_verdicts,
@@ -57,9 +58,18 @@ def load_run(runs_dir: Path, run_id: str) -> FinishedRun:
     run_dir, settings = load_request(runs_dir, run_id)
     graph = compile_graph(run_dir)
     values = graph.get_state({"configurable": {"thread_id": run_id}}).values
-    if not values or values.get("verification") is None:
-        raise RunStateError(f"run {run_id} has not verified its disagreements yet")
+    if not values or not (values.get("rounds") or values.get("verification")):
+        raise RunStateError(f"run {run_id} has not chosen rows to verify yet")
     return FinishedRun(run_dir, settings, RunState.model_validate(values))
+
+
+def disputed_records(state: RunState) -> list[Path]:
+    """The files of the rows put to a verifier: each round's choice (the last pass's
+    disagreements for a run that verified without rounds)."""
+    files = [Path(r.records_path) for r in state.rounds if r.records_path]
+    if not files and state.labeling is not None:
+        files.append(Path(state.labeling.disagreements_path))
+    return files
 
 
 def export_review(run: FinishedRun, out_dir: Path | None = None) -> ExportedReview:
@@ -67,11 +77,16 @@ def export_review(run: FinishedRun, out_dir: Path | None = None) -> ExportedRevi
     state = run.state
     out_dir = Path(out_dir or run.run_dir / "review")
     out_dir.mkdir(parents=True, exist_ok=True)
-    verdicts = list(latest_verdicts(Path(state.verification.verdicts_path)).values())
+    verdicts = list(latest_verdicts(Path(state.run_dir) / VERDICTS_FILE).values())
     waiting = {v["row"] for v in verdicts if v["source"] == "unresolved"}
-    records = [
-        r for r in read_jsonl(Path(state.labeling.disagreements_path)) if r["row"] in waiting
-    ]
+    records = list(
+        {
+            r["row"]: r
+            for path in disputed_records(state)
+            for r in read_jsonl(path)
+            if r["row"] in waiting
+        }.values()
+    )
     labels = state.plan.label_names
     tasks = [label_studio_task(record, labels) for record in records]
     tasks_path = out_dir / "tasks.json"
@@ -79,30 +94,33 @@ def export_review(run: FinishedRun, out_dir: Path | None = None) -> ExportedRevi
     config_path = out_dir / "labeling_config.xml"
     _write_atomically(config_path, labeling_config(labels))
     csv_path = out_dir / "review.csv"
-    write_review_file(csv_path, verdicts, Path(state.labeling.disagreements_path))
+    write_review_file(csv_path, verdicts, disputed_records(state)[-1])
     return ExportedReview(len(tasks), tasks_path, config_path, csv_path)
 
 
 def import_review(run: FinishedRun, path: Path, reporter: Reporter) -> VerificationResult:
-    """Record the decisions as ``human`` verdicts, then emit the labeled data and package."""
+    """Record the decisions as ``human`` verdicts; then, for a finished run, emit the labeled
+    data and package again (a run paused for review continues with ``--resume``)."""
     state = run.state
-    if state.output_path is None or state.package_dir is None:
-        raise RunStateError(
-            f"run {state.run_id} has not finished: continue it with --resume {state.run_id}"
-        )
-    if not Path(state.output_path).exists():
+    paused = state.output_path is None
+    if not paused and not Path(state.output_path).exists():
         raise RunStateError(
             f"{state.output_path}: the run's labeled data is not there; run review import "
             "from the folder the run was started in"
         )
-    decisions = read_decisions(Path(path), state.plan.label_names, state.labeling.rows)
-    verdicts_path = Path(state.verification.verdicts_path)
+    decisions = read_decisions(Path(path), state.plan.label_names, state.dataset.rows)
+    verdicts_path = Path(state.run_dir) / VERDICTS_FILE
     verdicts = {v["row"]: v for v in read_jsonl(verdicts_path)}
     for row, label in decisions.items():
         verdicts[row] = {"row": row, "label": label, "source": "human", "reason": "review"}
     lines = "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts.values())
     _write_atomically(verdicts_path, lines)
     verification = _recount(state, list(verdicts.values()))
+    if paused:
+        reporter.info(
+            f"{len(decisions)} verdicts recorded; continue the run with --resume {state.run_id}"
+        )
+        return verification
     _emit_again(run, state.model_copy(update={"verification": verification}), reporter)
     return verification
 
@@ -112,10 +130,16 @@ def _recount(state: RunState, verdicts: list[dict]) -> VerificationResult:
     labels = {v["label"] for v in verdicts if v["source"] in VERIFIED_SOURCES and v["label"]}
     review_path = Path(state.run_dir) / "review.csv"
     if unresolved:
-        write_review_file(review_path, verdicts, Path(state.labeling.disagreements_path))
+        write_review_file(review_path, verdicts, disputed_records(state)[-1])
     else:
         review_path.unlink(missing_ok=True)
-    return state.verification.model_copy(
+    base = state.verification or VerificationResult(
+        verifier="human",
+        verdicts_path=str(Path(state.run_dir) / VERDICTS_FILE),
+        verified=0,
+        unresolved=0,
+    )
+    return base.model_copy(
         update={
             "verified": verified,
             "verified_labels": len(labels),

@@ -112,7 +112,12 @@ def prepare_run(task: str, data: Path, settings: Settings) -> RunInput:
     }
     (run_dir / REQUEST_FILE).write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
     return RunInput(
-        task=task, data_path=dataset.path, dataset=dataset, run_id=run_id, run_dir=str(run_dir)
+        task=task,
+        data_path=dataset.path,
+        dataset=dataset,
+        run_id=run_id,
+        run_dir=str(run_dir),
+        started_at=time.time(),
     )
 
 

@@ -102,27 +102,41 @@ class Settings(BaseSettings):
     """A row is a disagreement when the winning vote share is below this (1.0 = not unanimous)."""
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
     """... or when the voters' mean probability for the winning label is below this."""
-    max_verified: str | None = None
-    """Verify at most this many rows in all, pilot included: a count (``700``) or a share of
-    the rows (``35%``); the least confident disputed rows are verified first, the rest keep
-    the vote (source ``vote``). None: every disputed row is verified."""
+    max_verified: str | None = "30%"
+    """Verify at most this many rows in all, the pilot's and the held-out ones included: a
+    count (``700``) or a share of the rows (``30%``); None (``--max-verified none``): no limit
+    (the rounds stop at the target or when another round would not pay)."""
+    target_accuracy: float | None = Field(default=0.95, gt=0.0, le=1.0)
+    """Stop verifying once the estimated accuracy of the final labels reaches this (None: only
+    the budget and the learning curve stop the rounds)."""
+    round_rows: int | None = Field(default=None, ge=1)
+    """Rows the first round verifies (each later round doubles it); None: 5% of the rows,
+    within [40, 2000]."""
+    heldout_share: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Share of each round drawn uniformly and held out: never trained on, it measures the
+    labels (the pilot's verified rows are held out too)."""
+    min_round_yield: float = Field(default=0.1, ge=0.0, le=1.0)
+    """Stop when the rows the next round would verify for their gain are expected to fix
+    fewer labels per verified row than this (the learning curve has flattened)."""
+    learned_voters: bool = True
+    """Add voters trained on the verified rows (a linear head over sentence embeddings and a
+    TF-IDF model) when a verifier is at hand."""
     learn_vote: bool = True
     """Learn the vote's weights from the verified rows (a weighted log-linear pool, adopted
     only where it beats the plain vote in cross-validation), then relabel."""
     vote_min_examples: int = Field(default=20, ge=2)
-    """Fewest verified rows (of at least two labels) worth learning vote weights from."""
-    fit_heads: bool = True
-    """Fit embedding voters' few-shot heads on verified rows, then relabel."""
-    head_min_examples: int = 8
-    """Fewest verified rows (of at least two labels) worth fitting a head on."""
-    replay_ratio: float = Field(default=3.0, ge=0)
-    """Consensus rows replayed per verified row when fitting heads (against forgetting)."""
+    """Fewest verified training rows (of at least two labels) worth learning from."""
+    replay_ratio: float = Field(default=1.0, ge=0)
+    """Self-training: rows the labeler is surest of (confidence at least ``replay_min_confidence``),
+    labeled by it, replayed per verified row when the learned voters train (never to fit the
+    vote): they show the learned voters the easy part of the data verification skips."""
+    replay_min_confidence: float = Field(default=0.9, ge=0.5, le=1.0)
     learning_max_rows: int = Field(default=20_000, ge=10)
-    """Most verified rows, and most consensus rows to replay, one learning pass (a few-shot
-    head, the learned vote, a fine-tuning stage) reads; larger sets are sampled (seeded), so
+    """Most verified rows, and most consensus rows to replay, one learning pass (the learned
+    voters and vote, a fine-tuning stage) reads; larger sets are sampled (seeded), so
     its memory does not grow with the data."""
     finetune_stages: int = Field(default=0, ge=0)
-    """Rounds of label -> verify -> LoRA fine-tune -> relabel (0: fit heads only)."""
+    """LoRA fine-tuning stages among the rounds (0: only the light learned voters learn)."""
     finetune_stage_size: int = Field(default=2000, ge=1)
     """Verified rows per fine-tuning stage (the paper's beta)."""
     finetune_replay_ratio: float = Field(default=1.0, ge=0)
@@ -140,11 +154,19 @@ class Settings(BaseSettings):
     max_parameters: int = Field(default=600_000_000, gt=0)
     """Largest discovered model, in parameters (large encoders pass, LLM-sized models do not)."""
     pilot_rows: int = 200
-    pilot_verify_rows: int = Field(default=50, ge=0)
-    """A uniform sample of pilot rows verified to score candidates by accuracy, the same sample
-    whoever verifies (the LLM, or a ``column:NAME`` verifier, which stands for a person). They
-    are kept as verified rows of the run and count against ``max_verified`` (0: score by
-    consensus only)."""
+    pilot_verify_rows: int = Field(default=100, ge=0)
+    """A uniform sample of pilot rows verified to score candidates by accuracy (and to drop
+    those no better than the majority label), the same sample whoever verifies (the LLM, or a
+    ``column:NAME`` verifier, which stands for a person). They are the first held-out slice,
+    count against ``max_verified`` and take at most a third of it (0: score by consensus
+    only)."""
+
+    def pilot_verify_count(self, rows: int) -> int:
+        """Pilot rows to verify for a data set of ``rows`` rows: ``pilot_verify_rows``, at most
+        a third of the verification budget."""
+        limit = self.verification_limit(rows)
+        return self.pilot_verify_rows if limit is None else min(self.pilot_verify_rows, limit // 3)
+
     batch_size: int = 32
     chunk_size: int = 10_000
     device: DeviceKind = "auto"
@@ -186,6 +208,8 @@ class Settings(BaseSettings):
         if value is None:
             return None
         text = str(value).strip()
+        if text.lower() in ("none", "all", ""):
+            return None
         try:
             number = float(text[:-1]) if text.endswith("%") else int(text)
         except ValueError:

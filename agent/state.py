@@ -70,7 +70,7 @@ class Candidate(Record):
     """Voter identifier (output columns)."""
     ref: str
     """As the user or the Hub named it."""
-    origin: Literal["local", "hub", "specialist"]
+    origin: Literal["local", "hub", "specialist", "learned"]
     kind: str = "hf-sequence-classifier"
     path: str
     """Local folder with the model's files ("" for specialists that ship in a package)."""
@@ -191,14 +191,51 @@ class VerificationResult(Record):
     cost_usd: float = 0.0
 
 
-class HeadRecord(Record):
-    """A few-shot head fitted for an embedding voter."""
+class LearnedVoterRecord(Record):
+    """A learned voter's version, trained on the verified rows (held-out rows never)."""
 
     voter: str
+    kind: str
     version: str
     examples: int
-    """Verified rows plus replayed consensus rows it was fitted on."""
+    """Verified rows it was trained on."""
     training_accuracy: float
+    cross_validated_accuracy: float
+    """Accuracy of its out-of-fold predictions on those rows (what the vote was fitted on)."""
+    before_pass: int
+    """The labeling pass that used it first."""
+
+
+class RoundRecord(Record):
+    """One assessment after a labeling pass: how good the labels are, and what comes next
+    (a round of verification, or the reason the rounds stop)."""
+
+    round: int
+    """The round this assessment opens (1-based); the last one opens none."""
+    labeling_pass: int
+    verified: int
+    """Rows verified so far, the pilot's and the held-out ones included."""
+    heldout: int
+    """Held-out rows so far (never trained on)."""
+    unverified: int
+    estimate: dict[str, Any] | None = None
+    """:meth:`agent.estimate.Estimate.as_dict` of the labels now, or None without
+    held-out rows; ``basis`` says what "right" means (the verifier's answers)."""
+    chosen: int = 0
+    """Rows this round verifies (held-out ones included)."""
+    chosen_heldout: int = 0
+    expected_yield: float | None = None
+    """Share of the gain rows the vote expects to be wrong."""
+    cost_usd: float = 0.0
+    """LLM verification spent so far."""
+    seconds: float = 0.0
+    """Seconds since the run started."""
+    stop: str | None = None
+    """Why the rounds stop here (``target``, ``budget``, ``flat``, ``exhausted``,
+    ``no-verifier``), or None when a round follows."""
+    stop_note: str = ""
+    records_path: str | None = None
+    """JSON Lines of the rows this round verifies (the disagreement records' shape)."""
 
 
 class VoteRecord(Record):
@@ -262,6 +299,8 @@ class RunInput(BaseModel):
     run_id: str
     run_dir: str
     """Folder holding every file of this run, including the checkpoints."""
+    started_at: float = 0.0
+    """When the run was created (seconds since the epoch): the rounds report time from it."""
 
 
 class RunState(RunInput):
@@ -288,15 +327,19 @@ class RunState(RunInput):
     labeling: LabelingResult | None = None
     """Outcome of the latest full labeler run."""
     labeling_passes: int = 0
-    """Full labeler runs so far (a second one follows fitting heads)."""
+    """Full labeler runs so far (one per round, plus the first)."""
     verification: VerificationResult | None = None
     """Outcome of verifying the disagreements."""
-    heads: tuple[HeadRecord, ...] = ()
-    """Few-shot heads fitted on verified rows and installed in the package."""
+    learned: tuple[LearnedVoterRecord, ...] = ()
+    """Learned voters' versions, in the order they were trained."""
+    rounds: tuple[RoundRecord, ...] = ()
+    """The assessment after each labeling pass, and each round's choice."""
     finetune: tuple[FinetuneStage, ...] = ()
     """LoRA fine-tuning stages run so far (``--finetune-stages``)."""
     votes: tuple[VoteRecord, ...] = ()
     """Vote weights learned from verified rows, in the order they were fitted."""
+    target_accuracy: float | None = None
+    """``--target-accuracy`` of the run (for the summary: met or not)."""
     output_path: str | None = None
     """Final labeled data."""
     package_path: str | None = None
@@ -310,7 +353,9 @@ class RunOutput(BaseModel):
     voters: tuple[Candidate, ...] = ()
     labeling: LabelingResult | None = None
     verification: VerificationResult | None = None
-    heads: tuple[HeadRecord, ...] = ()
+    learned: tuple[LearnedVoterRecord, ...] = ()
+    rounds: tuple[RoundRecord, ...] = ()
+    target_accuracy: float | None = None
     finetune: tuple[FinetuneStage, ...] = ()
     votes: tuple[VoteRecord, ...] = ()
     output_path: str | None = None
@@ -332,7 +377,8 @@ STATE_RECORDS = (
     RunInput,
     RunState,
     RunOutput,
-    HeadRecord,
+    LearnedVoterRecord,
+    RoundRecord,
     VoterTuning,
     FinetuneStage,
     VoteRecord,

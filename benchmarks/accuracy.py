@@ -1,19 +1,23 @@
-"""Accuracy of the offline specialists on real data nobody here wrote.
+"""Accuracy, rows verified and the honesty of the estimate, on real data nobody here wrote.
 
-Runs the agent, offline, on a sample of the Pang & Lee sentence polarity data
-with ``--verifier column:label`` (the paper's human-verifier setting: the gold
-label settles each escalated row) and reports, from the run's own files:
-each specialist's accuracy, the majority vote's, the vote's on unanimous rows,
-the share of rows escalated, and the accuracy after verification, before and
-after the few-shot head fitted on the verified rows.
+Runs the agent, offline, with its default flags, on seeded samples of the Pang & Lee
+sentence polarity data with ``--verifier column:label`` (the paper's human-verifier
+setting: the gold label settles each verified row), and reports for each seed: the true
+accuracy of the final labels, the share of rows verified, the run's own estimate with its
+95% interval (does it hold the truth?), and the time; then the mean accuracy, the
+interval's coverage and the estimate's mean absolute error over the seeds, and a learning
+curve (estimated and true accuracy against rows verified, per round).
 
-    python benchmarks/accuracy.py --rows 2000
+    python benchmarks/accuracy.py --rows 2000 --seeds 5
+    python benchmarks/accuracy.py --rows 2000 --seeds 5 --model specialist:minilm
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
 import platform
 import sys
@@ -26,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.cli import main  # noqa: E402
 from benchmarks.datasets import pang_lee_sample  # noqa: E402
 
+TASK = "label these movie review sentences by sentiment polarity"
+
 
 def read(path: Path) -> list[dict[str, str]]:
     with open(path, encoding="utf-8", newline="") as handle:
@@ -37,145 +43,164 @@ def share(flags) -> float:
     return sum(flags) / max(len(flags), 1)
 
 
-def pilot_rows(run_dir: Path) -> set[int]:
-    """Rows the pilot verified and the run kept."""
-    with open(run_dir / "verdicts.jsonl", encoding="utf-8") as handle:
-        verdicts = [json.loads(line) for line in handle]
-    return {v["row"] for v in verdicts if v["reason"].startswith("pilot")}
-
-
-def first_pass_verified(run_dir: Path, first: list[dict[str, str]]) -> set[int]:
-    """Rows verified by the end of the first pass: the pilot's, then the first pass's own (the
-    budget's choice when there is one, else every row it flagged)."""
-    rows = pilot_rows(run_dir)
-    budget = run_dir / "budget" / "pass-1.json"
-    if budget.exists():
-        return rows | set(json.loads(budget.read_text(encoding="utf-8"))["verify"])
-    return rows | {i for i, row in enumerate(first) if row["needs_review"] == "true"}
-
-
-def evaluate(run_dir: Path, output: Path, gold: list[str]) -> dict:
-    first = read(next((run_dir / "labeled" / "pass-1").glob("output.*")))
-    final = read(output)
-    voters = [c[len("label_") :] for c in first[0] if c.startswith("label_") and c != "label_input"]
-    flagged = [row["needs_review"] == "true" for row in first]
-    unanimous = [len({row[f"label_{v}"] for v in voters}) == 1 for row in first]
-    verified = first_pass_verified(run_dir, first)
-    after_first = [
-        g if i in verified else row["label"]
-        for i, (row, g) in enumerate(zip(first, gold, strict=True))
-    ]
-    pilot = len(pilot_rows(run_dir))
-    return {
-        "voters": {
-            v: share(row[f"label_{v}"] == g for row, g in zip(first, gold, strict=True))
-            for v in voters
-        },
-        "abstained": {v: share(row[f"label_{v}"] == "" for row in first) for v in voters},
-        "majority vote": share(row["label"] == g for row, g in zip(first, gold, strict=True)),
-        "unanimous share": share(unanimous),
-        "vote on unanimous rows": share(
-            row["label"] == g for row, g, u in zip(first, gold, unanimous, strict=True) if u
-        ),
-        "verified in the pilot": pilot / len(gold),
-        "flagged on the first pass": share(flagged),
-        "verified by the end of the first pass": len(verified) / len(gold),
-        "after the first pass's verification": share(
-            label == g for label, g in zip(after_first, gold, strict=True)
-        ),
-        "verified in all": share(row["source"] == "human" for row in final),
-        "final": share(row["label"] == g for row, g in zip(final, gold, strict=True)),
-    }
-
-
 def agent_args(
     data: Path,
     work: Path,
-    min_agreement: float,
-    voters: int,
-    min_confidence: float = 0.0,
+    min_agreement: float | None = None,
+    voters: int | None = None,
+    min_confidence: float | None = None,
     max_verified: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
     """The agent's command line for these benchmarks: offline, gold labels as the verifier,
-    everything written under ``work`` (the labeled data to ``work/labeled.csv``)."""
-    budget = ["--max-verified", max_verified] if max_verified else []
+    everything written under ``work`` (the labeled data to ``work/labeled.csv``); a flag left
+    None keeps the agent's default."""
+    flags = {
+        "--min-agreement": min_agreement,
+        "--min-confidence": min_confidence,
+        "--max-verified": max_verified,
+        "--voters": voters,
+    }
+    chosen = [
+        str(part) for name, value in flags.items() if value is not None for part in (name, value)
+    ]
     return [
-        "label these movie review sentences by sentiment polarity",
-        "--data", str(data), "--offline", "--labels", "negative,positive",
-        "--verifier", "column:label", "--min-agreement", str(min_agreement),
-        "--min-confidence", str(min_confidence), *budget,
-        "--voters", str(voters), "--out", str(work / "out"),
+        TASK, "--data", str(data), "--offline", "--labels", "negative,positive",
+        "--verifier", "column:label", *chosen, *extra, "--out", str(work / "out"),
         "--output", str(work / "labeled.csv"), "--runs-dir", str(work / "runs"), "--yes",
     ]  # fmt: skip
 
 
-def run(rows: int, rule: dict, voters: int, seed: int) -> dict:
+def true_curve(run_dir: Path, gold: list[str], rounds: list[dict]) -> list[float]:
+    """The true accuracy of the labels after each assessed pass: rows verified by then take
+    their verified label, the rest the pass's label."""
+    verified: dict[int, str] = {}
+    with open(run_dir / "verdicts.jsonl", encoding="utf-8") as handle:
+        pilot = [json.loads(line) for line in handle]
+    verified.update({v["row"]: v["label"] for v in pilot if v["reason"].startswith("pilot")})
+    curve = []
+    for record in rounds:
+        labeled = read(
+            next((run_dir / "labeled" / f"pass-{record['labeling_pass']}").glob("output.*"))
+        )
+        labels = [verified.get(i, row["label"]) for i, row in enumerate(labeled)]
+        curve.append(share(a == b for a, b in zip(labels, gold, strict=True)))
+        if record["records_path"]:
+            for entry in map(json.loads, Path(record["records_path"]).read_text().splitlines()):
+                verified[entry["row"]] = gold[entry["row"]]
+    return curve
+
+
+def run(rows: int, seed: int, extra: tuple[str, ...]) -> dict:
     data = pang_lee_sample(rows, seed)
     gold = [row["label"] for row in read(data)]
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        output = work / "labeled.csv"
-        args = agent_args(data, work, voters=voters, **rule)
+        stdout = io.StringIO()
         started = time.monotonic()
-        code = main(args)
+        with contextlib.redirect_stdout(stdout):
+            code = main(agent_args(data, work, extra=(*extra, "--json")))
+        seconds = time.monotonic() - started
         if code != 0:
             raise SystemExit(f"the agent failed with exit {code}")
-        seconds = time.monotonic() - started
+        summary = json.loads(stdout.getvalue()[stdout.getvalue().index("{") :])
+        final = read(work / "labeled.csv")
         run_dir = next((work / "runs").iterdir())
-        figures = evaluate(run_dir, output, gold)
-        figures["seconds"] = seconds
-        lock = json.loads((work / "out" / "sentiment-labeler" / "models.lock.json").read_text())
-        figures["learned vote"] = lock.get("learned_vote")
-    return figures
+        curve = true_curve(run_dir, gold, summary["rounds"])
+    estimate = summary["estimate"]["accuracy"]
+    accuracy = share(row["label"] == g for row, g in zip(final, gold, strict=True))
+    return {
+        "seed": seed,
+        "accuracy": accuracy,
+        "verified": share(row["source"] == "human" for row in final),
+        "estimate": estimate,
+        "covered": estimate["low"] <= accuracy <= estimate["high"],
+        "macro_f1": summary["estimate"]["macro_f1"],
+        "stopped": summary["stopped"],
+        "rounds": [
+            {
+                "verified": r["verified"],
+                "estimate": (r["estimate"] or {}).get("accuracy"),
+                "true": t,
+            }
+            for r, t in zip(summary["rounds"], curve, strict=True)
+        ],
+        "voters": summary["voters"],
+        "seconds": seconds,
+    }
 
 
-def table(figures: dict, rows: int, rule: dict) -> str:
-    flags = f"--min-agreement {rule['min_agreement']} --min-confidence {rule['min_confidence']}"
-    if rule["max_verified"]:
-        flags += f" --max-verified {rule['max_verified']}"
+def table(results: list[dict], rows: int, extra: tuple[str, ...]) -> str:
+    setting = " ".join(extra) or "the full offline catalog"
     lines = [
-        f"Pang & Lee sentence polarity, {rows} rows, `{flags}`, column verifier; "
-        f"{platform.processor() or platform.machine()}, {figures['seconds']:.0f} s end to end",
+        f"Pang & Lee sentence polarity, {rows} rows, default flags, column verifier, {setting}; "
+        f"{platform.processor() or platform.machine()}",
         "",
-        "| measure | value |",
-        "|---|---|",
+        "| seed | accuracy | rows verified | estimate (95% interval) | holds the truth | rounds | "
+        "stopped | seconds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for voter, accuracy in figures["voters"].items():
-        abstained = figures["abstained"][voter]
-        lines.append(f"| accuracy of {voter} (abstains on {abstained:.1%}) | {accuracy:.3f} |")
-    for name in (
-        "majority vote", "unanimous share", "vote on unanimous rows", "verified in the pilot",
-        "flagged on the first pass", "verified by the end of the first pass",
-        "after the first pass's verification", "verified in all", "final",
-    ):  # fmt: skip
-        lines.append(f"| {name} | {figures[name]:.3f} |")
-    vote = figures["learned vote"]
-    if vote:
-        weights = ", ".join(f"{name} {weight:.2f}" for name, weight in vote["weights"].items())
+    for r in results:
+        e = r["estimate"]
         lines.append(
-            f"| learned vote ({vote['examples']} verified rows; cross-validated "
-            f"{vote['cross_validated_accuracy']:.3f}, plain vote {vote['plain_vote_accuracy']:.3f})"
-            f" | {weights} |"
+            f"| {r['seed']} | {r['accuracy']:.3f} | {r['verified']:.1%} | {e['point']:.3f} "
+            f"({e['low']:.3f}-{e['high']:.3f}) | {'yes' if r['covered'] else 'no'} | "
+            f"{len(r['rounds']) - 1} | {r['stopped']} | {r['seconds']:.0f} |"
         )
+    count = len(results)
+    mae = sum(abs(r["estimate"]["point"] - r["accuracy"]) for r in results) / count
+    seconds = sum(r["seconds"] for r in results) / count
+    lines += [
+        "",
+        f"mean accuracy {sum(r['accuracy'] for r in results) / count:.3f}; mean rows verified "
+        f"{sum(r['verified'] for r in results) / count:.1%}; the interval holds the truth in "
+        f"{sum(r['covered'] for r in results)} of {count} seeds; mean absolute error of the "
+        f"estimate {mae * 100:.1f} points; mean time {seconds:.0f} s",
+    ]
     return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4))
+    for r in results:
+        points = [p for p in r["rounds"] if p["estimate"] is not None]
+        x = [p["verified"] for p in points]
+        line = axes.plot(x, [p["estimate"]["point"] for p in points], marker="o")[0]
+        axes.fill_between(
+            x, [p["estimate"]["low"] for p in points], [p["estimate"]["high"] for p in points],
+            color=line.get_color(), alpha=0.12,
+        )  # fmt: skip
+        axes.plot(x, [p["true"] for p in points], linestyle="--", color=line.get_color())
+    axes.set_xlabel("rows verified")
+    axes.set_ylabel("accuracy of the labels")
+    axes.set_title(f"{title}: estimated (solid, 95% band) and true (dashed)", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def main_cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--min-agreement", type=float, default=0.75)
-    parser.add_argument("--min-confidence", type=float, default=0.9)
-    parser.add_argument("--max-verified", default="35%", help="'' for no budget")
-    parser.add_argument("--voters", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (one sample each)")
+    parser.add_argument("--model", action="append", default=[], help="voters named with --model")
+    parser.add_argument("--plot", type=Path, default=None, help="learning-curve PNG to write")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
-    rule = {
-        "min_agreement": args.min_agreement,
-        "min_confidence": args.min_confidence,
-        "max_verified": args.max_verified or None,
-    }
-    figures = run(args.rows, rule, args.voters, args.seed)
-    print(table(figures, args.rows, rule))
+    extra = tuple(part for model in args.model for part in ("--model", model))
+    results = []
+    for seed in range(args.seeds):
+        results.append(run(args.rows, seed, extra))
+        print(f"seed {seed}: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
+    print(table(results, args.rows, extra))
+    if args.plot:
+        plot(results, args.plot, " ".join(extra) or "full catalog")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

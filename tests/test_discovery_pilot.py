@@ -18,7 +18,6 @@ import pytest
 
 from agent.context import RunContext
 from agent.discovery.pilot_scoring import consensus_agreement, rank_voters
-from agent.nodes.verify_disagreements import verify_disagreements
 from agent.settings import Settings
 from agent.state import (
     Candidate,
@@ -29,7 +28,7 @@ from agent.verification.costs import OverBudgetError
 from agent.verification.store import read_jsonl
 from sandbox import SandboxResult
 from tests.support.fakes import TOXICITY_PLAN, FakeLLM, LLMCall, RecordingReporter
-from tests.support.run_states import gold_run_state, hub_voter, run_pilot_nodes
+from tests.support.run_states import gold_run_state, hub_voter, run_pilot_nodes, verify_disputed
 
 PLAN = TOXICITY_PLAN
 NAMED = {"non-toxic": "non-toxic", "toxic": "toxic"}
@@ -187,7 +186,7 @@ def test_pilot_verdicts_are_not_asked_again_when_the_full_run_disputes_those_row
         }
     )
 
-    result = verify_disagreements(state, SimpleNamespace(context=context))["verification"]
+    result = verify_disputed(state, SimpleNamespace(context=context))["verification"]
 
     assert len(llm.history) == asked  # every disputed row was verified in the pilot
     verdicts = list(read_jsonl(Path(result.verdicts_path)))

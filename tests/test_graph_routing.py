@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from agent.errors import RunStateError
-from agent.graph import build_graph, route_after_verify_disagreements
+from agent.graph import build_graph, route_after_plan_round, route_after_verify_round
 from agent.runs import check_resumable
 from agent.settings import Settings
 from agent.state import (
@@ -19,7 +19,8 @@ from agent.state import (
     DatasetInfo,
     FinetuneStage,
     LabelingResult,
-    PilotVerification,
+    LearnedVoterRecord,
+    RoundRecord,
     RunState,
     VerificationResult,
 )
@@ -58,19 +59,24 @@ def state(tmp_path, verified: int, labels: int, **values) -> RunState:
 
 def route(run: RunState, **settings) -> str:
     context = SimpleNamespace(settings=Settings(sandbox="none", **settings))
-    return route_after_verify_disagreements(run, SimpleNamespace(context=context))
+    return route_after_verify_round(run, SimpleNamespace(context=context))
 
 
-def test_the_learned_vote_follows_from_the_verified_count_in_the_state(tmp_path):
-    assert route(state(tmp_path, verified=40, labels=2)) == "learn_vote"
-    assert route(state(tmp_path, verified=40, labels=1)) == "emit_package"  # one label only
-    assert route(state(tmp_path, verified=5, labels=2)) == "emit_package"  # too few
-    assert route(state(tmp_path, verified=40, labels=2, labeling_passes=2)) == "emit_package"
+def assessed(stop: str | None) -> RoundRecord:
+    return RoundRecord(round=1, labeling_pass=1, verified=50, heldout=50, unverified=450, stop=stop)
 
 
-def test_heads_follow_from_the_state_for_embedding_voters(tmp_path):
-    voters = (voter("one", "embedding"), voter("two"))
-    assert route(state(tmp_path, verified=8, labels=2, voters=voters)) == "fit_heads"
+def test_the_rounds_continue_until_the_assessment_says_stop(tmp_path):
+    going = state(tmp_path, 40, 2, rounds=(assessed(None),))
+    assert route_after_plan_round(going) == "verify_round"
+    stopped = state(tmp_path, 40, 2, rounds=(assessed(None), assessed("budget")))
+    assert route_after_plan_round(stopped) == "emit_package"
+
+
+def test_the_learned_voters_learn_after_every_round_without_stages(tmp_path):
+    assert route(state(tmp_path, verified=40, labels=2)) == "learn_voters"
+    voters = (voter("one", "hf-sequence-classifier"), voter("two"))
+    assert route(state(tmp_path, verified=40, labels=2, voters=voters)) == "learn_voters"
 
 
 def test_a_finetuning_stage_needs_rows_verified_since_the_last(tmp_path):
@@ -82,21 +88,28 @@ def test_a_finetuning_stage_needs_rows_verified_since_the_last(tmp_path):
         voters=(), escalated_before=90, agreement_before=0.8,
     )  # fmt: skip
     done = first.model_copy(update={"finetune": (stage,), "labeling_passes": 2})
-    assert route(done, finetune_stages=2) == "emit_package"  # nothing new since stage 1
+    assert route(done, finetune_stages=2) == "learn_voters"  # nothing new since stage 1
     more = done.model_copy(
         update={"verification": done.verification.model_copy(update={"verified": 70})}
     )
     assert route(more, finetune_stages=2) == "finetune_voters"
 
 
-def test_before_the_first_pass_the_pilots_verified_rows_count(tmp_path):
+def test_learning_needs_enough_training_rows_of_two_labels_and_new_ones(tmp_path):
     from agent.learning import learn_blocker
 
-    pilot = PilotVerification(
-        verifier="column:gold", asked=30, verified=30, verified_labels=2, verdicts_path="p"
-    )
-    run = state(tmp_path, 0, 0, verification=None, labeling_passes=0, pilot_verification=pilot)
-    assert learn_blocker(run, Settings(sandbox="none")) is None
+    run = state(tmp_path, 0, 0)
+    settings = Settings(sandbox="none")
+    assert learn_blocker(run, settings, training=40, labels=2) is None
+    assert "too few" in learn_blocker(run, settings, training=5, labels=2)
+    assert "too few" in learn_blocker(run, settings, training=40, labels=1)
+    trained = LearnedVoterRecord(
+        voter="tfidf", kind="tfidf", version="v1", examples=40, training_accuracy=1.0,
+        cross_validated_accuracy=0.8, before_pass=2,
+    )  # fmt: skip
+    again = run.model_copy(update={"learned": (trained,)})
+    assert "no rows were verified" in learn_blocker(again, settings, training=40, labels=2)
+    assert learn_blocker(again, settings, training=41, labels=2) is None
 
 
 def test_a_checkpoint_of_an_earlier_graph_is_refused_in_one_line():

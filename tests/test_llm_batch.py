@@ -21,12 +21,12 @@ from agent.errors import UserInputError
 from agent.llm.batch import OpenAIBatchClient, wait_for_batch
 from agent.llm.client import Message, OpenAIChatModel, TokenUsage
 from agent.llm.pricing import price_for
-from agent.nodes.verify_disagreements import verify_disagreements
 from agent.verification.batch_round import batch_record_path
 from agent.verification.judge import judge_messages, verdict_schema
 from agent.verification.store import read_jsonl
 from tests.support.fakes import RecordingReporter
 from tests.support.openai_server import Endpoint, ScriptedOpenAI
+from tests.support.run_states import verify_disputed
 from tests.test_verify_judge import (
     PLAN,
     items_of,
@@ -55,7 +55,7 @@ def verify_in_batch(state, settings, server: ScriptedOpenAI, sleep=no_sleep):
     batch = OpenAIBatchClient(llm, poll_interval_s=0.01, sleep=sleep)
     reporter = RecordingReporter()
     context = RunContext(settings=settings, sandbox=None, reporter=reporter, llm=llm, batch=batch)
-    result = verify_disagreements(state, SimpleNamespace(context=context))["verification"]
+    result = verify_disputed(state, SimpleNamespace(context=context))["verification"]
     verdicts = {v["row"]: v for v in read_jsonl(Path(result.verdicts_path))}
     return result, verdicts, reporter
 

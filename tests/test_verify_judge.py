@@ -1,4 +1,4 @@
-"""verify_disagreements with the real ChatOpenAI client against the scripted server.
+"""verify_round with the real ChatOpenAI client against the scripted server.
 
 The node runs on a hand-made run folder (a ``disagreements.jsonl`` and a state
 pointing at it), so each test exercises batching, validation, retries, the
@@ -18,13 +18,13 @@ import pytest
 
 from agent.context import RunContext
 from agent.llm.client import OpenAIChatModel
-from agent.nodes.verify_disagreements import verify_disagreements
 from agent.settings import Settings
 from agent.state import DatasetInfo, LabelingResult, RunState, TaskLabel
 from agent.verification.judge import CONSECUTIVE_FAILURES_TO_STOP
 from agent.verification.store import read_jsonl
 from tests.support.fakes import TOXICITY_PLAN, RecordingReporter
 from tests.support.openai_server import RecordedRequest, Reply, ScriptedOpenAI
+from tests.support.run_states import verify_disputed
 
 PLAN = TOXICITY_PLAN
 VOTES = {"plain": "toxic", "shouty": "non-toxic", "three_way": "toxic"}
@@ -81,7 +81,7 @@ def verify(state: RunState, settings: Settings, server: ScriptedOpenAI, **client
     llm = OpenAIChatModel("gpt-4o-mini", **(options | client_options))
     reporter = RecordingReporter()
     context = RunContext(settings=settings, sandbox=None, reporter=reporter, llm=llm)
-    result = verify_disagreements(state, SimpleNamespace(context=context))["verification"]
+    result = verify_disputed(state, SimpleNamespace(context=context))["verification"]
     verdicts = {v["row"]: v for v in read_jsonl(Path(result.verdicts_path))}
     return result, verdicts, reporter
 

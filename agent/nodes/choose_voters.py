@@ -20,8 +20,10 @@ from langgraph.runtime import Runtime
 from agent.context import RunContext
 from agent.dataset import iter_rows
 from agent.discovery.calibration import Calibration, calibrate_label_maps, verified_reference
+from agent.discovery.learned_voters import learned_candidates
 from agent.discovery.pilot_scoring import (
     basis_note,
+    chance_level,
     consensus_agreement,
     expected_flag_rate,
     rank_voters,
@@ -30,7 +32,7 @@ from agent.discovery.pilot_scoring import (
 )
 from agent.errors import UserInputError
 from agent.labeler_runtime import voter_label_column, voter_probability_column
-from agent.state import Candidate, PilotReport, RunState, VoterScore
+from agent.state import Candidate, PilotReport, Rejection, RunState, VoterScore
 from agent.verification.pilot import pilot_labels, why_unverified
 
 VOTES_FILE = "votes.json"
@@ -51,13 +53,22 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     candidates, votes = calibration.candidates, calibration.votes
     agreement = {name: consensus_agreement(name, votes) for name in votes}
     accuracy = {name: verified_accuracy(votes[name], truth) for name in votes} if truth else {}
-    chosen, skipped = list(candidates), {}
-    if not settings.models:
+    dropped = chance_level(candidates, votes, truth) if truth else {}
+    chosen, skipped = [c for c in candidates if c.name not in dropped], {}
+    if not settings.models and chosen:
         chosen, skipped = rank_voters(
-            candidates, accuracy or agreement, votes, settings.voters, tiebreak=agreement
+            chosen, accuracy or agreement, votes, settings.voters, tiebreak=agreement
+        )
+    learned = _learned(state, candidates, context)
+    if not chosen and not learned:
+        raise UserInputError(
+            "no voter does better than always answering the most common label on the verified "
+            "pilot rows, and no learned voter can be trained (--no-learned-voters or "
+            "--verifier none): pass --model or a verifier"
         )
     verified_rows = checked.verified if checked else 0
     verdict = {c.name: "selected" for c in chosen} | skipped
+    verdict |= {name: f"dropped, {reason}" for name, reason in dropped.items()}
     scores = tuple(
         _score(
             c, c in chosen, agreement, accuracy, (pilot.rows, verified_rows), verdict, calibration
@@ -70,12 +81,19 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     report = PilotReport(
         rows=pilot.rows,
         scores=scores,
-        disagreement_rate=expected_flag_rate(
-            list(chosen_votes.values()),
-            [[float(row[voter_probability_column(c.name)]) for row in output_rows] for c in chosen],
-            len(state.plan.label_names),
-            settings.min_agreement,
-            settings.min_confidence,
+        disagreement_rate=(
+            expected_flag_rate(
+                list(chosen_votes.values()),
+                [
+                    [float(row[voter_probability_column(c.name)]) for row in output_rows]
+                    for c in chosen
+                ],
+                len(state.plan.label_names),
+                settings.min_agreement,
+                settings.min_confidence,
+            )
+            if chosen
+            else 1.0
         ),
         output_path=pilot.output_path,
         basis="verified" if truth else "consensus",
@@ -85,12 +103,27 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
         verdicts_path=checked.verdicts_path if checked else None,
         votes_path=str(votes_path),
     )
-    _report_choice(report, len(chosen), context)
+    _report_choice(report, len(chosen) + len(learned), context)
+    refused = tuple(
+        Rejection(ref=c.ref, reason=dropped[c.name]) for c in candidates if c.name in dropped
+    )
+    for candidate in learned:
+        context.reporter.info(
+            f"{candidate.name}: learned voter ({candidate.kind}), trained on the verified rows"
+        )
     return {
-        "voters": tuple(chosen),
+        "voters": (*chosen, *learned),
         "pilot": report,
-        "rejections": state.rejections + tuple(calibration.rejections),
+        "rejections": state.rejections + tuple(calibration.rejections) + refused,
     }
+
+
+def _learned(state: RunState, candidates, context: RunContext) -> list[Candidate]:
+    """The learned voters, when they can learn: a verifier is at hand and they are on."""
+    settings = context.settings
+    if not settings.learned_voters or settings.resolved_verifier() == "none":
+        return []
+    return learned_candidates(state.plan, candidates)
 
 
 def _basis_note(state: RunState, scored_on_verified: bool, context: RunContext) -> str:

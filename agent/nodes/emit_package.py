@@ -15,7 +15,14 @@ from langgraph.runtime import Runtime
 
 from agent.context import RunContext
 from agent.dataset import iter_rows
-from agent.labeler_runtime import LABEL, NEEDS_REVIEW, TableWriter, read_columns, read_flag
+from agent.labeler_runtime import (
+    LABEL,
+    NEEDS_REVIEW,
+    TableWriter,
+    installed_learned,
+    read_columns,
+    read_flag,
+)
 from agent.packaging.build import (
     build_spec,
     emit,
@@ -28,7 +35,7 @@ from agent.packaging.build import (
 )
 from agent.packaging.render import render_package
 from agent.reporting.report import write_report
-from agent.state import RunState
+from agent.state import LearnedVoterRecord, RunState
 from agent.verification.store import VERDICTS_FILE, resolve
 from agent.verification.stream import latest_by_row, with_verdicts
 
@@ -56,6 +63,7 @@ def emit_package(state: RunState, runtime: Runtime[RunContext]) -> dict:
         metrics=metrics,
         adapters=installed_adapters(package_dir / package_names(state.plan)[1]),
         learned_vote=installed_vote(package_dir / package_names(state.plan)[1]),
+        learned=installed_learned(package_dir / package_names(state.plan)[1]),
     )
     # What the run learned changes the model card, the pins and the requirements. The
     # manifest leaves out the run's timings, so that the same run gives the same manifest.
@@ -110,10 +118,13 @@ def run_metrics(state: RunState, sources: Counter) -> dict[str, str]:
     for source in ("consensus", "llm", "human", "vote", "unresolved"):
         if sources.get(source):
             metrics[f"rows from {source}"] = str(sources[source])
-    for head in state.heads:
-        metrics[f"few-shot head of {head.voter}"] = (
-            f"{head.version}, fitted on {head.examples} rows"
+    latest: dict[str, LearnedVoterRecord] = {record.voter: record for record in state.learned}
+    for record in latest.values():
+        metrics[f"learned voter {record.voter}"] = (
+            f"{record.version}, trained on {record.examples} verified rows "
+            f"({record.cross_validated_accuracy:.1%} out of fold)"
         )
+    metrics.update(estimate_metrics(state))
     verification = state.verification
     if verification is not None and verification.llm_calls:
         metrics["LLM calls"] = str(verification.llm_calls)
@@ -127,4 +138,28 @@ def run_metrics(state: RunState, sources: Counter) -> dict[str, str]:
                 metrics[f"pilot consensus agreement of {score.name}"] = (
                     f"{score.consensus_agreement:.1%}"
                 )
+    return metrics
+
+
+def estimate_metrics(state: RunState) -> dict[str, str]:
+    """The final labels' estimated accuracy and macro-F1 with their intervals, and how the
+    rounds ended."""
+    if not state.rounds:
+        return {}
+    last = state.rounds[-1]
+    metrics = {
+        "rows verified": f"{last.verified} ({last.verified / max(state.dataset.rows, 1):.1%}; "
+        f"{last.heldout} held out)",
+        "verification rounds": f"{sum(1 for r in state.rounds if r.chosen)}; stopped: "
+        f"{last.stop_note or last.stop}",
+    }
+    if last.estimate is not None:
+        basis = last.estimate["basis"]
+        what = "agreement with the LLM verifier" if basis.startswith("llm") else "accuracy"
+        for name, key in ((f"estimated {what}", "accuracy"), ("estimated macro-F1", "macro_f1")):
+            value = last.estimate[key]
+            metrics[name] = (
+                f"{value['point']:.3f} (95% interval {value['low']:.3f}-{value['high']:.3f}, "
+                f"{last.estimate['heldout_rows']} held-out rows)"
+            )
     return metrics

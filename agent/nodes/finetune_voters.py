@@ -30,7 +30,7 @@ from agent.learning import Reservoir
 from agent.packaging.build import package_names
 from agent.packaging.runner import run_package
 from agent.state import FinetuneStage, RunState, VoterTuning
-from agent.verification.store import verified_labels
+from agent.verification.store import training_labels, verified_labels
 
 FOLDER = "finetune"
 HOLDOUT = "holdout.jsonl"
@@ -41,7 +41,7 @@ def finetune_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     settings = context.settings
     run_dir = Path(state.run_dir)
     number = len(state.finetune) + 1
-    verified = verified_labels(state)
+    verified = training_labels(state)
     done = trained_rows(run_dir)
     fresh = {row: label for row, label in verified.items() if row not in done}
     context.reporter.stage("finetune_voters", f"stage {number}: {len(fresh)} newly verified rows")

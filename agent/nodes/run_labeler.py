@@ -34,16 +34,20 @@ def run_labeler(state: RunState, runtime: Runtime[RunContext]) -> dict:
     plan = state.plan
     labeling_pass = state.labeling_passes + 1
     context.reporter.stage("run_labeler", f"{state.dataset.rows} rows, pass {labeling_pass}")
-    workdir = Path(state.run_dir) / "labeled" / f"pass-{labeling_pass}"
+    # One work folder for every pass: each pass's output in its own folder, and the
+    # feature cache they share.
+    workdir = Path(state.run_dir) / "labeled"
     input_path = Path(state.dataset.path)
     job = LabelerJob(
         package_dir=Path(state.package_dir),
         module=package_names(plan)[1],
         input_path=input_path,
-        output_path=workdir / f"output{input_path.suffix.lower()}",
+        output_path=workdir / f"pass-{labeling_pass}" / f"output{input_path.suffix.lower()}",
         workdir=workdir,
         text_column=plan.text_column,
+        cache=workdir / "features",
     )
+    job.output_path.parent.mkdir(parents=True, exist_ok=True)
     outcome = run_labeler_job(
         context.sandbox,
         job,

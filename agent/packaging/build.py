@@ -87,11 +87,15 @@ def package_names(plan: TaskPlan) -> tuple[str, str]:
     return name, name.replace("-", "_")
 
 
-def voter_entry(candidate: Candidate, adapter: dict | None = None) -> VoterEntry:
+def voter_entry(
+    candidate: Candidate, adapter: dict | None = None, learned: dict | None = None
+) -> VoterEntry:
     if candidate.origin == "hub":
         source = f"hub:{candidate.ref}"
     elif candidate.origin == "specialist":
         source = f"pypi:{candidate.revision.split('==', 1)[0]}"
+    elif candidate.origin == "learned":
+        source = f"learned:{candidate.kind}"
     else:
         source = f"bundled:models/{candidate.name}"
     return VoterEntry(
@@ -105,6 +109,7 @@ def voter_entry(candidate: Candidate, adapter: dict | None = None) -> VoterEntry
         license=candidate.license,
         files=candidate.files,
         adapter=adapter,
+        learned=learned,
     )
 
 
@@ -117,9 +122,11 @@ def build_spec(
     metrics: dict[str, str] | None = None,
     adapters: dict[str, dict] | None = None,
     learned_vote: dict | None = None,
+    learned: dict[str, dict] | None = None,
 ) -> PackageSpec:
     """The spec of the package; ``adapters``: voter -> its promoted LoRA adapter record;
-    ``learned_vote``: the installed learned vote's record (:func:`installed_vote`)."""
+    ``learned_vote``: the installed learned vote's record (:func:`installed_vote`);
+    ``learned``: voter -> its learned version in use and file hashes."""
     name, module = package_names(plan)
     adapters = adapters or {}
     requirements = runtime_requirements(voters, tuned=bool(adapters))
@@ -133,7 +140,9 @@ def build_spec(
         text_column=plan.text_column,
         min_agreement=settings.min_agreement,
         min_confidence=settings.min_confidence,
-        voters=tuple(voter_entry(v, adapters.get(v.name)) for v in voters),
+        voters=tuple(
+            voter_entry(v, adapters.get(v.name), (learned or {}).get(v.name)) for v in voters
+        ),
         learned_vote=learned_vote,
         requirements=requirements,
         extras=runtime_extras(),

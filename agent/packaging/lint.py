@@ -21,7 +21,7 @@ from agent.errors import TemplateError
 LINE_LENGTH = 100
 RUFF_RULES = ("F", "E", "W")
 RUFF_IGNORED = ("E501",)  # black decides line length; long string literals are fine
-SKIPPED_FOLDERS = frozenset({"models", "heads", "adapters", "__pycache__"})
+SKIPPED_FOLDERS = frozenset({"models", "learned", "adapters", "__pycache__"})
 
 
 def black_mode() -> black.Mode:

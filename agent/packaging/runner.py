@@ -30,6 +30,9 @@ class LabelerJob:
     """Must lie inside ``workdir``."""
     workdir: Path
     text_column: str
+    cache: Path | None = None
+    """A feature cache inside ``workdir`` (``--cache``): later passes reuse what earlier ones
+    computed, so a relabeling after training the learned voters costs the light models only."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ def run_labeler_job(
         repr(settings.min_confidence),
         "--progress",
         "json",
-    ]
+    ] + (["--cache", str(job.cache)] if job.cache is not None else [])
 
     def on_event(event: dict) -> None:
         if event.get("event") == "progress" and on_progress is not None:

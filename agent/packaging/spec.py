@@ -49,6 +49,8 @@ class VoterEntry(BaseModel):
     """Pinned files: relative path -> sha256."""
     adapter: dict[str, Any] | None = None
     """The promoted LoRA adapter (version, stage, held-out accuracy, file hashes), if tuned."""
+    learned: dict[str, Any] | None = None
+    """A learned voter's version in use and its files' sha256 (None while untrained)."""
 
     @field_validator("name")
     @classmethod
@@ -129,6 +131,7 @@ class PackageSpec(BaseModel):
                 voter.model_dump(include={"name", "kind", "source", "revision", "label_map"})
                 | {"weight": voter.weight, "origin": voter.origin, "files": voter.files}
                 | ({"adapter": voter.adapter} if voter.adapter else {})
+                | ({"learned": voter.learned} if voter.learned else {})
                 for voter in self.voters
             ],
         } | ({"learned_vote": self.learned_vote} if self.learned_vote else {})

@@ -35,6 +35,25 @@ def summary_json(result: RunOutput) -> dict[str, Any]:
         "labels": list(result.plan.label_names) if result.plan else [],
         "finetune": [stage.model_dump(mode="json") for stage in result.finetune],
         "votes": [vote.model_dump(mode="json") for vote in result.votes],
+        "learned": [record.model_dump(mode="json") for record in result.learned],
+        **_rounds_summary(result),
+    }
+
+
+def _rounds_summary(result: RunOutput) -> dict[str, Any]:
+    """The estimate of the final labels, the target and whether it was met, each round."""
+    last = result.rounds[-1] if result.rounds else None
+    estimate = last.estimate if last is not None else None
+    target = result.target_accuracy
+    met = None
+    if target is not None and estimate is not None:
+        met = estimate["accuracy"]["point"] >= target
+    return {
+        "estimate": estimate,
+        "target_accuracy": target,
+        "target_met": met,
+        "stopped": last.stop if last is not None else None,
+        "rounds": [record.model_dump(mode="json") for record in result.rounds],
     }
 
 
@@ -56,6 +75,21 @@ def summary_rows(result: RunOutput) -> list[tuple[str, str]]:
         ("labeled data", str(data["output"])),
         ("labeler package", str(data["package"])),
     ]
+    estimate = data["estimate"]
+    if estimate is not None:
+        what = "agreement with LLM" if estimate["basis"].startswith("llm") else "accuracy"
+        for name, key in ((f"estimated {what}", "accuracy"), ("estimated macro-F1", "macro_f1")):
+            value = estimate[key]
+            rows.append(
+                (name, f"{value['point']:.3f} ({value['low']:.3f}-{value['high']:.3f}, 95%)")
+            )
+    if data["target_met"] is not None:
+        rows.append(
+            (
+                "target accuracy",
+                f"{data['target_accuracy']:g}: " + ("met" if data["target_met"] else "not met"),
+            )
+        )
     if escalations["review_file"]:
         rows.append(("review file", escalations["review_file"]))
     for stage in result.finetune:

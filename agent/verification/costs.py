@@ -130,8 +130,10 @@ def check_verification_cost(
 ) -> CostEstimate | None:
     """After the pilot: print what LLM verification is expected to cost, and ask if over budget.
 
-    The rows expected to be verified are the expected disagreements, at most what
-    ``--max-verified`` leaves once the pilot's ``already_verified`` rows are counted."""
+    The rounds verify rows until ``--max-verified`` is spent (or the target is met first):
+    the rows expected are what the budget leaves once the pilot's ``already_verified`` rows
+    are counted; without a budget, the expected disagreements. The tokens per row come from
+    the judge's prompt on the pilot's disputed rows (all pilot rows if none is disputed)."""
     settings = context.settings
     if context.llm is None or settings.resolved_verifier() != "llm":
         return None
@@ -140,10 +142,13 @@ def check_verification_cost(
     if batch:
         price = price.batch_rate()
     records = pilot_disagreements(pilot_texts, pilot_votes, settings.min_agreement)
-    expected = round(disagreement_rate * state.dataset.rows)
+    if not records:
+        records = [{"text": "" if t is None else str(t), "votes": {}} for t in pilot_texts]
     limit = settings.verification_limit(state.dataset.rows)
-    if limit is not None:
-        expected = min(expected, max(limit - already_verified, 0))
+    if limit is None:
+        expected = round(disagreement_rate * state.dataset.rows)
+    else:
+        expected = max(limit - already_verified, 0)
     estimate = estimate_verification(
         state.plan,
         records,
@@ -166,6 +171,8 @@ def pilot_disagreements(
     records = []
     for row, text in enumerate(texts):
         row_votes = {name: labels[row] for name, labels in votes.items()}
+        if not row_votes:
+            continue
         top = Counter(row_votes.values()).most_common(1)[0][1]
         if round(top / len(row_votes), 6) < min_agreement:
             records.append({"text": "" if text is None else str(text), "votes": row_votes})

@@ -12,12 +12,12 @@ consensus.
 
 The verified pilot rows are not thrown away after scoring: :func:`keep_verified` appends
 them to the run's ``verdicts.jsonl``, so they are applied to the labeled data, count as
-verified (and against ``--max-verified``), teach the heads and the learned vote, and are
-never put to a verifier again when the full run disputes them.
+verified (and against ``--max-verified``), and are never put to a verifier again. A uniform
+sample, they are the first held-out slice: never trained on, they measure the labels.
 
-Paid verification is spent only where it decides something: choosing among discovered
-candidates, or mapping opaque labels. A person (``--verifier human``) cannot answer during
-the pilot and ``none`` verifies nothing: the consensus decides then.
+Paid verification of pilot rows is never wasted: it scores the candidates, drops those no
+better than the majority label, and measures the labels. A person (``--verifier human``)
+cannot answer during the pilot and ``none`` verifies nothing: the consensus decides then.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.context import RunContext
-from agent.discovery.label_names import all_opaque
 from agent.state import Candidate, DatasetInfo, TaskPlan
 from agent.verification.costs import confirm_spending, estimate_verification, terminal_ask, usd
 from agent.verification.judge import Verdict
 from agent.verification.service import JudgingPlan, judge_rows
 from agent.verification.store import (
+    PILOT_REASON,
     VERDICTS_FILE,
     VERIFIED_SOURCES,
     append_verdicts,
@@ -75,8 +75,8 @@ def pilot_verifier(context: RunContext, candidates: Sequence[Candidate]) -> str 
         return verifier
     if verifier != "llm" or context.llm is None:
         return None
-    if settings.models and not any(all_opaque(c.model_labels) for c in candidates):
-        return None  # every named voter is kept and its labels are named: nothing to decide
+    # Even named voters are checked against the majority label, and the verified rows are
+    # the first held-out slice the labels are measured on.
     return "llm"
 
 
@@ -105,7 +105,8 @@ def verify_pilot_rows(
 ) -> PilotVerdicts:
     """Verify a reproducible uniform sample of ``--pilot-verify`` pilot rows (``sample``:
     dataset row number and row, in pilot order), the same sample whoever verifies."""
-    positions = _sampled(len(sample), context.settings.pilot_verify_rows, dataset.sha256)
+    count = context.settings.pilot_verify_count(dataset.rows)
+    positions = _sampled(len(sample), count, dataset.sha256)
     if verifier.startswith("column:"):
         column = verifier.split(":", 1)[1]
         verdicts = _from_column(column, {pos: sample[pos][1] for pos in positions}, plan, dataset)
@@ -148,7 +149,7 @@ def keep_verified(pilot: PilotVerdicts, run_dir: Path) -> int:
         if record["source"] not in VERIFIED_SOURCES or record["label"] is None or row in present:
             continue
         present[row] = record
-        reason = f"pilot: {record['reason']}" if record["reason"] else "pilot"
+        reason = f"{PILOT_REASON}: {record['reason']}" if record["reason"] else PILOT_REASON
         kept.append(Verdict(row, record["label"], record["source"], reason))
     if kept:
         with open(target, "a", encoding="utf-8") as sink:

@@ -26,22 +26,19 @@ VERIFIED_SOURCES = ("llm", "human")
 def resolve(
     vote_label: str | None, verdict: dict | None, needs_review: bool
 ) -> tuple[str | None, str]:
-    """(label, source) of a row: a verified label wins; a row under review takes its verdict
-    or stays unresolved without one; every other row keeps the vote as consensus.
+    """(label, source) of a row: a verified label wins; a row put to a verifier that has not
+    answered stays unresolved; every other row keeps the latest pass's vote, as ``vote`` when
+    its voters disputed it and as ``consensus`` when they agreed.
 
-    A verdict of source ``vote`` (a row left to the vote: ``--verifier none`` or over the
-    ``--max-verified`` budget) takes the row's current vote, ``vote_label``, not the label
-    stored when it was written: a later, better-informed labeling pass decides it.
+    A verdict of source ``vote`` (a row left to the vote) takes the row's current vote,
+    ``vote_label``, not the label stored when it was written: a later, better-informed
+    labeling pass decides it.
     """
     if verdict is not None and verdict["source"] in VERIFIED_SOURCES:
         return verdict["label"], verdict["source"]
-    if needs_review:
-        if verdict is None:
-            return None, "unresolved"
-        if verdict["source"] == "vote":
-            return vote_label, "vote"
-        return verdict["label"], verdict["source"]
-    return vote_label, "consensus"
+    if verdict is not None and verdict["source"] == "unresolved":
+        return None, "unresolved"
+    return vote_label, "vote" if needs_review else "consensus"
 
 
 VERDICTS_FILE = "verdicts.jsonl"
@@ -142,3 +139,44 @@ def verified_labels(state: RunState) -> dict[int, str]:
         for v in read_jsonl(Path(state.run_dir) / VERDICTS_FILE)
         if v["source"] in VERIFIED_SOURCES and v["label"] is not None
     }
+
+
+HELDOUT_FILE = "heldout.json"
+"""The held-out rows (never trained on) and whether each is marked, in the run folder."""
+
+
+def read_heldout(run_dir: Path) -> dict[int, bool]:
+    """Held-out row -> marked (the gain rule would have picked it): the rows the estimate of
+    the labels rests on, which no learning pass may train on."""
+    path = Path(run_dir) / HELDOUT_FILE
+    if not path.exists():
+        return {}
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return {int(row): bool(marked) for row, marked in record["rows"].items()}
+
+
+def write_heldout(run_dir: Path, heldout: dict[int, bool]) -> None:
+    path = Path(run_dir) / HELDOUT_FILE
+    temporary = path.with_suffix(".tmp")
+    rows = {str(row): heldout[row] for row in sorted(heldout)}
+    temporary.write_text(json.dumps({"rows": rows}) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+PILOT_REASON = "pilot"
+"""How a verified pilot row's verdict reason starts: those rows are the first held-out slice."""
+
+
+def training_labels(state: RunState) -> dict[int, str]:
+    """:func:`verified_labels` less the held-out rows (the pilot's verified rows and each
+    round's held-out slice): what learning passes may train on."""
+    heldout = read_heldout(Path(state.run_dir))
+    training = {}
+    for verdict in read_jsonl(Path(state.run_dir) / VERDICTS_FILE):
+        row = verdict["row"]
+        if row in heldout or str(verdict.get("reason", "")).startswith(PILOT_REASON):
+            training.pop(row, None)
+            heldout[row] = True
+        elif verdict["source"] in VERIFIED_SOURCES and verdict["label"] is not None:
+            training[row] = verdict["label"]
+    return training

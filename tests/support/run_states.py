@@ -76,3 +76,21 @@ def run_pilot_nodes(state: RunState, context: RunContext) -> dict:
         state = state.model_copy(update=step)
         update |= step
     return update
+
+
+def verify_disputed(state: RunState, runtime) -> dict:
+    """``verify_round`` on the rows of ``state.labeling.disagreements_path``, as a round that
+    chose exactly those rows (the records have the same shape)."""
+    from agent.nodes.verify_round import verify_round
+    from agent.state import RoundRecord
+
+    chosen = RoundRecord(
+        round=len(state.rounds) + 1,
+        labeling_pass=state.labeling_passes,
+        verified=0,
+        heldout=0,
+        unverified=state.dataset.rows,
+        chosen=state.labeling.disagreements,
+        records_path=state.labeling.disagreements_path,
+    )
+    return verify_round(state.model_copy(update={"rounds": (*state.rounds, chosen)}), runtime)

@@ -2,18 +2,22 @@
 
 ``python -m <package>.learn EXAMPLES --output FOLDER [--cache DIR] [--install]``
 
-EXAMPLES holds verified rows (text, label, optional weight). The command
+EXAMPLES holds verified rows (text, label, optional weight); ``--replay FILE`` optionally
+rows of the same shape labeled by the labeler itself where it is surest (self-training:
+they show the learned voters the easy part of the data that verification skips). The
+command
 
 1. fits every learned voter (:data:`.kinds.LEARNED_KINDS`) on all of them and writes
    ``FOLDER/learned/<voter>/v<N>/{model.json,weights.safetensors}``, N following the
    version the package uses;
-2. computes each learned voter's out-of-fold probabilities on the examples (five folds
-   by text hash, as the vote's cross-validation; a fold whose training rows have fewer
-   than two labels gets uniform probabilities);
+2. computes each learned voter's out-of-fold probabilities on the verified examples (five
+   folds by text hash, as the vote's cross-validation, every replayed row in each fold's
+   training rows; a fold whose training rows have fewer than two labels gets uniform
+   probabilities);
 3. fits the learned vote (:func:`.learned_vote.learn`) on the frozen voters'
    probabilities (from ``--cache`` when it holds them) and the learned voters'
    out-of-fold ones (stacking: in-sample ones would make the vote trust them blindly),
-   and writes ``FOLDER/votes/v<N>/vote.json``;
+   on the verified examples only, and writes ``FOLDER/votes/v<N>/vote.json``;
 4. prints one ``{"event": "learned", ...}`` line on stderr.
 
 The same inputs and ``--seed`` give byte-identical files. ``--install`` makes the new
@@ -53,16 +57,35 @@ from .voters import Runtime, Voter
 
 
 class Examples:
-    """The verified rows: texts, label indices, weights and folds."""
+    """The verified rows, then the replayed ones: texts, label indices, weights and folds."""
 
-    def __init__(self, path: Path, columns: tuple[str, str, str | None], spec: LabelerSpec):
+    def __init__(
+        self,
+        path: Path,
+        columns: tuple[str, str, str | None],
+        spec: LabelerSpec,
+        replay: Path | None = None,
+    ):
         self.texts, self.targets, self.weights = read_examples(path, *columns, spec.labels)
+        self.verified = len(self.texts)
+        digest = hashlib.sha256(path.read_bytes())
+        if replay is not None:
+            texts, targets, weights = read_examples(replay, *columns, spec.labels, two=False)
+            self.texts = self.texts + texts
+            self.targets = np.concatenate([self.targets, targets]).astype(int)
+            self.weights = np.concatenate([self.weights, weights])
+            digest.update(replay.read_bytes())
         self.folds = fold_of(self.texts)
-        self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.sha256 = digest.hexdigest()
         self.labels = spec.labels
 
+    @property
+    def replayed(self) -> int:
+        return len(self.texts) - self.verified
+
     def per_label(self) -> dict[str, int]:
-        return {label: int((self.targets == i).sum()) for i, label in enumerate(self.labels)}
+        verified = self.targets[: self.verified]
+        return {label: int((verified == i).sum()) for i, label in enumerate(self.labels)}
 
 
 def cached_rows(
@@ -94,11 +117,13 @@ def learner_for(config: VoterConfig, examples: Examples, runtime: Runtime, seed:
 
 
 def out_of_fold(learner, examples: Examples) -> np.ndarray:
-    """Each row's probabilities from the model fitted on the other folds."""
-    result = uniform(len(examples.texts), len(examples.labels))
+    """Each verified row's probabilities from the model fitted on the other folds (and every
+    replayed row)."""
+    result = uniform(examples.verified, len(examples.labels))
+    verified = np.arange(len(examples.texts)) < examples.verified
     for fold in range(FOLDS):
-        held = np.flatnonzero(examples.folds == fold)
-        train = np.flatnonzero(examples.folds != fold)
+        held = np.flatnonzero((examples.folds == fold) & verified)
+        train = np.flatnonzero((examples.folds != fold) | ~verified)
         if len(held) == 0 or len(set(examples.targets[train].tolist())) < 2:
             continue
         fitted = learner.fit(train, examples.targets[train], examples.weights[train])
@@ -123,10 +148,11 @@ def learn_voter(
         "voter": config.name,
         "kind": config.kind,
         "version": version,
-        "examples": len(examples.texts),
+        "examples": examples.verified,
+        "replayed": examples.replayed,
         "examples_per_label": examples.per_label(),
         "training_accuracy": accuracy(learner.predict(fitted, rows), examples.targets),
-        "cross_validated_accuracy": accuracy(held_out, examples.targets),
+        "cross_validated_accuracy": accuracy(held_out, examples.targets[: examples.verified]),
     }
     training = summary | {"examples_sha256": examples.sha256, "seed": seed, "folds": FOLDS}
     record = {"kind": config.kind, "labels": list(examples.labels), **fitted.record}
@@ -148,14 +174,15 @@ def learn_all(
     labeler = Labeler(spec, runtime)
     labeler.replay_precision()
     summaries, probabilities = [], []
+    texts, targets = examples.texts[: examples.verified], examples.targets[: examples.verified]
     for index, config in enumerate(spec.voters):
         if config.kind in LEARNED_KINDS:
             summary, held_out = learn_voter(config, examples, runtime, output, seed)
             summaries.append(summary)
             probabilities.append(held_out)
         else:
-            probabilities.append(frozen_probabilities(labeler, index, examples.texts))
-    record = learn(examples.texts, examples.targets, spec, probabilities)
+            probabilities.append(frozen_probabilities(labeler, index, texts))
+    record = learn(texts, targets, spec, probabilities)
     version = versions.following(votes_folder(runtime.package_root))
     record = {"version": version} | record
     record["examples_sha256"] = examples.sha256
@@ -177,6 +204,9 @@ def build_parser(spec: LabelerSpec) -> argparse.ArgumentParser:
     parser.add_argument("--text-column", default=spec.text_column)
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--weight-column", default=None)
+    parser.add_argument(
+        "--replay", type=Path, default=None, help="rows labeled by the labeler, to train on too"
+    )
     parser.add_argument("--install", action="store_true", help="make them current in this package")
     return parser
 
@@ -190,7 +220,7 @@ def main(argv: Sequence[str] | None = None, package_root: Path = PACKAGE_ROOT) -
         device = resolve_device(args.device)
         runtime = Runtime(package_root, device, args.batch_size, cache)
         columns = (args.text_column, args.label_column, args.weight_column)
-        examples = Examples(args.examples, columns, spec)
+        examples = Examples(args.examples, columns, spec, args.replay)
         event = learn_all(examples, args.output, spec, runtime, args.seed)
         if args.install:
             install_learned(args.output, package_root)

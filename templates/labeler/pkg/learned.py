@@ -143,8 +143,10 @@ def read_examples(
     label_column: str,
     weight_column: str | None,
     task_labels: tuple[str, ...],
+    two: bool = True,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Texts, label indices into ``task_labels`` and weights of verified rows."""
+    """Texts, label indices into ``task_labels`` and weights of verified rows (of at least two
+    labels, unless ``two`` is False)."""
     texts, labels, weights = [], [], []
     for chunk in tabular.iter_chunks(path, 10_000):
         for row in chunk:
@@ -154,9 +156,9 @@ def read_examples(
             texts.append("" if row.get(text_column) is None else str(row[text_column]))
             labels.append(task_labels.index(label))
             weights.append(example_weight(row, weight_column, path))
-    if len(set(labels)) < 2:
+    if two and len(set(labels)) < 2:
         raise tabular.DataError(f"{path}: examples of at least two labels are needed")
-    return texts, np.array(labels), np.array(weights, dtype=np.float64)
+    return texts, np.array(labels, dtype=int), np.array(weights, dtype=np.float64)
 
 
 def example_weight(row: dict, weight_column: str | None, path: Path) -> float:
