@@ -117,6 +117,11 @@ def vet(tmp_path: Path, state: RunState, llm: FakeLLM | None = None, votes=VOTES
         "verdict_cache": tmp_path / "verdicts.sqlite",
         "verifier": "llm" if llm is not None else None,
         "offline": llm is None,
+        # The pilot's own rules, without a verification budget capping the pilot sample and
+        # without learned voters joining the chosen ones.
+        "max_verified": None,
+        "learned_voters": False,
+        "pilot_verify_rows": 50,
     }
     context = RunContext(
         Settings(**(defaults | settings)), ScriptedPilotSandbox(votes), RecordingReporter(), llm=llm
@@ -248,14 +253,32 @@ def test_pilot_verification_can_be_turned_off(tmp_path, herd):
     assert llm.history == []
 
 
-def test_named_voters_are_all_kept_and_not_paid_for_when_nothing_is_left_to_decide(tmp_path, herd):
+def test_named_voters_are_checked_on_verified_rows_and_kept_when_better_than_chance(tmp_path, herd):
     llm = FakeLLM()
+    llm.responder = judge_by_truth
 
     update, _ = vet(tmp_path, herd, llm, models=tuple(f"org/{name}" for name in VOTES))
 
     assert [voter.name for voter in update["voters"]] == list(VOTES)
-    assert llm.history == []
-    assert "none of the named voters has opaque labels" in update["pilot"].basis_note
+    assert llm.history, "the pilot rows are verified even for named voters"
+    assert update["pilot"].basis == "verified"
+    assert not [r for r in update["rejections"] if "most common label" in r.reason]
+
+
+def test_a_named_voter_at_chance_is_dropped_with_its_reason(tmp_path):
+    votes = dict(VOTES) | {"coin": [("toxic", "non-toxic")[row % 2] for row in range(ROWS)]}
+    state = make_state(tmp_path, [candidate(name) for name in votes])
+    llm = FakeLLM()
+    llm.responder = judge_by_truth
+
+    update, context = vet(
+        tmp_path, state, llm, votes=votes, models=tuple(f"org/{n}" for n in votes)
+    )
+
+    assert [voter.name for voter in update["voters"]] == list(VOTES)
+    (dropped,) = [r for r in update["rejections"] if "most common label" in r.reason]
+    assert dropped.ref.endswith("coin") and "one-sided binomial test" in dropped.reason
+    assert any("dropped" in line for line in context.reporter.infos)
 
 
 def test_too_few_verified_rows_fall_back_to_the_consensus(tmp_path, herd):

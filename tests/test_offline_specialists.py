@@ -1,4 +1,4 @@
-"""The embedded offline default: pretrained specialists, few-shot heads, identical relabeling."""
+"""The embedded offline default: pretrained specialists, learned voters, identical relabeling."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from tests.support.datasets import REVIEWS, read_csv
 pytestmark = pytest.mark.slow
 
 
-def test_offline_run_fits_a_head_on_verified_rows_and_the_package_relabels_identically(
+def test_offline_run_learns_from_verified_rows_and_the_package_relabels_identically(
     tmp_path, monkeypatch, sandbox_kind
 ):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("AUTOANNOTATOR_HEAD_MIN_EXAMPLES", "4")
     monkeypatch.setenv("AUTOANNOTATOR_VOTE_MIN_EXAMPLES", "4")
     data = tmp_path / "reviews.csv"
     with open(data, "w", newline="", encoding="utf-8") as handle:
@@ -32,22 +31,23 @@ def test_offline_run_fits_a_head_on_verified_rows_and_the_package_relabels_ident
     code = main(
         ["label these reviews by sentiment polarity", "--data", str(data), "--offline",
          "--verifier", "column:label", "--output", str(output), "--out", "out",
-         "--sandbox", sandbox_kind, "--voters", "4", "--min-agreement", "0.75"]
+         "--sandbox", sandbox_kind, "--voters", "4", "--min-agreement", "0.75",
+         "--max-verified", "60%", "--target-accuracy", "1.0"]
     )  # fmt: skip
     assert code == 0
     package = tmp_path / "out" / "sentiment-labeler"
-    heads = package / "sentiment_labeler" / "heads" / "minilm"
-    assert (heads / "CURRENT").read_text().strip() == "v1"
-    assert (heads / "v1" / "head.npz").is_file()
+    learned = package / "sentiment_labeler" / "learned" / "tfidf"
+    assert (learned / "CURRENT").read_text().strip() == "v1"
+    assert (learned / "v1" / "weights.safetensors").is_file()
     rows = read_csv(output)
     assert [row["id"] for row in rows] == [str(i) for i in range(len(REVIEWS))]
-    assert {row["source"] for row in rows} <= {"consensus", "human"}
+    assert {row["source"] for row in rows} <= {"consensus", "vote", "human"}
     assert "human" in {row["source"] for row in rows}
     for row, (gold, _) in zip(rows, REVIEWS, strict=True):
         if row["source"] == "human":
             assert row["label"] == gold
     readme = (package / "README.md").read_text()
-    assert "few-shot head of minilm" in readme
+    assert "learned voter tfidf" in readme and "estimated accuracy" in readme
 
     relabeled = tmp_path / "relabeled.csv"
     subprocess.run(
@@ -63,7 +63,7 @@ def test_offline_run_fits_a_head_on_verified_rows_and_the_package_relabels_ident
         assert [first[c] for c in ("confidence", "agreement")] == [
             second[c] for c in ("confidence", "agreement")
         ]
-        if first["source"] == "consensus":
+        if first["source"] in ("consensus", "vote"):
             assert first["label"] == second["label"]
     # The vote learned from the verified rows, if it beat the plain vote, ships pinned.
     lock = json.loads((package / "models.lock.json").read_text())

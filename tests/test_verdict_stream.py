@@ -4,7 +4,6 @@ in a dict of every verdict, whether the verdicts fit one sorted run or spill to 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 
 from agent.nodes.emit_package import write_labeled_data
 from agent.verification import stream as verdict_stream
-from agent.verification.budget import least_confident_first, least_confident_rows, rows_fingerprint
 from agent.verification.store import resolve
 from agent.verification.stream import keyed_by_row, latest_by_row, with_verdicts
 
@@ -98,23 +96,6 @@ def test_keyed_by_row_pairs_records_with_their_verdicts_and_refuses_an_unordered
         list(keyed_by_row([{"row": 4}, {"row": 2}], []))
 
 
-@pytest.mark.parametrize("rows", [[], [5], [1, 2, 10], list(range(0, 3000, 7))])
-def test_rows_fingerprint_is_the_hash_of_the_sorted_rows_as_json(rows):
-    expected = hashlib.sha256(json.dumps(sorted(rows)).encode()).hexdigest()
-    assert rows_fingerprint(iter(rows)) == expected
-
-
-def test_least_confident_rows_are_the_first_rows_of_least_confident_first():
-    generator = random.Random(1)
-    records = [
-        {"row": row, "confidence": generator.choice([0.5, 0.6, 0.7]), "agreement": 0.5}
-        for row in range(200)
-    ]
-    for count in (0, 1, 17, 200, 500):
-        expected = [r["row"] for r in least_confident_first(records)[:count]]
-        assert least_confident_rows(iter(records), count) == expected
-
-
 def test_labeled_data_is_the_same_when_the_verdicts_spill_to_sorted_runs(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -139,54 +120,3 @@ def test_labeled_data_is_the_same_when_the_verdicts_spill_to_sorted_runs(tmp_pat
     expected = [resolve("ab"[row % 2], latest.get(row), row % 3 == 0) for row in range(rows)]
     assert [(r["label"] or None, r["source"]) for r in written] == expected
     assert sum(sources.values()) == rows
-
-
-@pytest.fixture
-def tiny_runs(monkeypatch):
-    """Sort runs and write batches of a few records, so that every path spills and batches."""
-    from agent.verification import store
-
-    monkeypatch.setattr(verdict_stream, "RUN_RECORDS", 3)
-    monkeypatch.setattr(store, "APPEND_LINES", 4)
-
-
-def test_no_verifier_leaves_each_open_disputed_row_to_the_vote_once(tmp_path, tiny_runs):
-    from tests.test_verification_budget import (
-        by_source,
-        labeling_pass,
-        make_run,
-        spread,
-        verdicts_of,
-        verify,
-        write_pilot_verdicts,
-    )
-
-    state = labeling_pass(make_run(tmp_path), 1, spread(range(5, 25)))
-    write_pilot_verdicts(state, [6, 30, 7])
-
-    result, _ = verify(state, tmp_path, verifier="none")
-    verify(state, tmp_path, verifier="none")  # a rerun writes nothing twice
-
-    assert by_source(state) == {
-        "human": [6, 7, 30],
-        "vote": [row for row in range(5, 25) if row not in (6, 7)],
-    }
-    assert len(verdicts_of(state)) == 3 + 18
-    assert (result.verifier, result.verified, result.unresolved) == ("none", 3, 0)
-
-
-def test_a_budget_chooses_the_same_rows_when_the_verdicts_spill(tmp_path, tiny_runs):
-    from tests.test_verification_budget import by_source, labeling_pass, make_run, spread, verify
-
-    disputed = spread(range(10, 30)) | {20: (0.1, 0.6), 21: (0.1, 0.4)}
-    state = labeling_pass(make_run(tmp_path), 1, disputed)
-
-    result, reporter = verify(state, tmp_path, max_verified="5")
-
-    sources = by_source(state)
-    assert sources["human"] == [10, 11, 12, 20, 21]
-    assert sources["vote"] == [row for row in range(10, 30) if row not in sources["human"]]
-    log = " | ".join(reporter.infos)
-    assert "verifying 5 disputed rows, least confident first; 15 left to the vote" in log
-    assert "5 rows verified in all (--max-verified 5: 5); 15 disputed rows left to the vote" in log
-    assert result.verified == 5
