@@ -84,8 +84,8 @@ def label_command(
         Opt(help="verify at most N rows or P% of them in all; none: no limit [30%]"),
     ] = None,
     target_accuracy: Annotated[
-        float | None,
-        Opt(help="stop verifying once the estimated accuracy reaches this [0.95]"),
+        str | None,
+        Opt(help="stop verifying once the estimated accuracy reaches this; none: no target [0.95]"),
     ] = None,
     round_rows: Annotated[
         int | None, Opt(help="rows the first round verifies; each round doubles [5% of rows]")

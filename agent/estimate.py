@@ -19,6 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+TARGET_MIN_HELDOUT = 30
+"""Held-out rows an estimate needs before it can say a target accuracy is met (a few rows,
+all right, are not evidence)."""
+
 LLM_CAVEAT = "; agreement with the LLM verifier, not with the truth"
 """What a log line adds when the 'truth' the estimate rests on is an LLM's verdicts."""
 

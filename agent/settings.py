@@ -202,6 +202,13 @@ class Settings(BaseSettings):
             raise ValueError("must be in (0, 1]")
         return value
 
+    @field_validator("target_accuracy", mode="before")
+    @classmethod
+    def _target(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("none", ""):
+            return None
+        return value
+
     @field_validator("max_verified", mode="before")
     @classmethod
     def _max_verified(cls, value: object) -> object:

@@ -87,8 +87,11 @@ def test_a_keyword_task_is_learned_when_the_zero_shot_voter_is_at_chance(learned
     assert accuracy(work / "labeled.csv", keyword_data) >= 0.97
     verified = sum(row["source"] == "human" for row in read_csv(work / "labeled.csv"))
     assert verified <= 0.3 * 400
-    tfidf = [record for record in summary["learned"] if record["voter"] == "tfidf"]
-    assert tfidf and tfidf[-1]["cross_validated_accuracy"] >= 0.9
+    assert [record["voter"] for record in summary["learned"]].count("tfidf") >= 1
+    # The lexical model alone learned the keyword: its own labels, on every row.
+    rows, gold = read_csv(work / "labeled.csv"), [r["gold"] for r in read_csv(keyword_data)]
+    own = sum(row["label_tfidf"] == g for row, g in zip(rows, gold, strict=True)) / len(gold)
+    assert own >= 0.8  # the zero-shot voter was at chance: 60% is the majority label
 
 
 def test_the_estimate_is_reported_with_its_interval_and_the_stop_reason(learned_run, keyword_data):
@@ -101,7 +104,7 @@ def test_the_estimate_is_reported_with_its_interval_and_the_stop_reason(learned_
     assert summary["stopped"] in ("target", "budget", "flat")
     assert summary["target_met"] == (estimate["accuracy"]["point"] >= 0.95)
     assert "estimated accuracy" in log and "held-out rows" in log
-    card = (work / "out" / "email-labeler" / "README.md").read_text()
+    card = (Path(summary["package"]) / "README.md").read_text()
     assert "estimated accuracy" in card and "no better than always answering" in card
 
 
@@ -154,11 +157,11 @@ def test_a_reached_target_stops_the_rounds_early(keyword_data, tmp_path):
 def test_a_flat_learning_curve_stops_the_rounds(keyword_data, tmp_path):
     code, summary, log = run_cli(
         tmp_path, keyword_data, "--verifier", "column:gold", "--min-round-yield", "0.99",
-        "--target-accuracy", "1.0",
+        "--target-accuracy", "none",
     )  # fmt: skip
     assert code == 0, log
     assert summary["stopped"] == "flat" and "learning curve has flattened" in log
-    assert summary["target_met"] is False and "not reached" in log
+    assert summary["target_met"] is None and summary["target_accuracy"] is None
 
 
 def test_a_person_verifies_round_by_round_and_the_run_resumes(keyword_data, tmp_path):

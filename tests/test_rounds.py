@@ -112,13 +112,14 @@ def test_rounds_double_within_the_budget():
 
 def check(**values) -> StopCheck:
     return StopCheck(**({"verifier": "column:gold", "estimate": 0.8, "target": 0.9,
-                        "left": 100, "unverified": 500} | values))  # fmt: skip
+                        "heldout_rows": 100, "left": 100, "unverified": 500} | values))  # fmt: skip
 
 
 def test_the_rounds_stop_at_the_target_the_budget_or_with_no_verifier():
     assert stop_before_choosing(check()) is None
     assert stop_before_choosing(check(estimate=0.91))[0] == "target"
     assert stop_before_choosing(check(estimate=None)) is None  # nothing to measure yet
+    assert stop_before_choosing(check(estimate=1.0, heldout_rows=4)) is None  # 4 rows: no proof
     assert stop_before_choosing(check(target=None, estimate=0.99)) is None
     assert stop_before_choosing(check(left=0))[0] == "budget"
     assert stop_before_choosing(check(left=None)) is None

@@ -75,6 +75,7 @@ def plan_round(state: RunState, runtime: Runtime[RunContext]) -> dict:
         verifier=settings.resolved_verifier(),
         estimate=None if estimate is None else estimate.accuracy.point,
         target=settings.target_accuracy,
+        heldout_rows=0 if estimate is None else estimate.heldout_rows,
         left=left,
         unverified=state.dataset.rows - len(spent),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.estimate import TARGET_MIN_HELDOUT
 from agent.state import RunOutput
 
 
@@ -47,7 +48,8 @@ def _rounds_summary(result: RunOutput) -> dict[str, Any]:
     target = result.target_accuracy
     met = None
     if target is not None and estimate is not None:
-        met = estimate["accuracy"]["point"] >= target
+        enough = estimate["heldout_rows"] >= TARGET_MIN_HELDOUT
+        met = enough and estimate["accuracy"]["point"] >= target
     return {
         "estimate": estimate,
         "target_accuracy": target,

@@ -6,7 +6,9 @@ relabeling from cached features, so rounds are cheap but not free. The rounds st
 labeling pass, at the first of:
 
 * ``no-verifier``: nothing can verify rows (``--verifier none``);
-* ``target``: the estimated accuracy of the final labels reaches ``--target-accuracy``;
+* ``target``: the estimated accuracy of the final labels reaches ``--target-accuracy``,
+  resting on at least :data:`TARGET_MIN_HELDOUT` held-out rows (a few rows all right are not
+  evidence);
 * ``budget``: ``--max-verified`` is spent;
 * ``exhausted``: every row is verified;
 * ``flat``: the learning curve has flattened: the rows the next round would verify for
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from agent.estimate import TARGET_MIN_HELDOUT
 
 GROWTH = 2
 """Each round verifies this many times the rows of the one before."""
@@ -55,6 +59,8 @@ class StopCheck:
     estimate: float | None
     """The estimated accuracy of the final labels, if there are held-out rows."""
     target: float | None
+    heldout_rows: int
+    """Held-out rows the estimate rests on."""
     left: int | None
     """Rows the budget still pays for (None: no budget)."""
     unverified: int
@@ -64,7 +70,8 @@ def stop_before_choosing(check: StopCheck) -> tuple[str, str] | None:
     """(reason, explanation) to stop without choosing rows, or None."""
     if check.verifier == "none":
         return "no-verifier", "--verifier none: nothing verifies rows, the vote stands"
-    if check.target is not None and check.estimate is not None and check.estimate >= check.target:
+    measured = check.estimate is not None and check.heldout_rows >= TARGET_MIN_HELDOUT
+    if check.target is not None and measured and check.estimate >= check.target:
         return "target", (
             f"the estimated accuracy {check.estimate:.3f} reaches --target-accuracy "
             f"{check.target:g}"
