@@ -28,8 +28,8 @@ install: $(INSTALLED)
 # The main job on the embedded offline default: pretrained specialists, no Hub, no LLM.
 demo: install
 	@command -v bwrap >/dev/null || [ "$$(id -u)" -ne 0 ] || scripts/install-bubblewrap.sh
-	$(VENV)/bin/autoannotator-agent "label tweets for toxicity" --data examples/tweets.csv --offline
-	$(VENV)/bin/autoannotator-agent "label these reviews by sentiment" --data examples/reviews.csv --offline
+	$(VENV)/bin/autoannotator-agent "label tweets for toxicity" --data examples/tweets.csv --offline --verifier none
+	$(VENV)/bin/autoannotator-agent "label these reviews by sentiment" --data examples/reviews.csv --offline --verifier none
 
 # Installs bubblewrap and starts a private Docker engine first (as root), then runs everything.
 test: install

@@ -361,8 +361,8 @@ def test_the_learn_command_then_install_then_relabel(keyword_task, package, tmp_
     event = events[0]
     assert [v["voter"] for v in event["voters"]] == ["head", "lexical"]
     assert set(event["voters"][0]) == {
-        "voter", "kind", "version", "examples", "examples_per_label", "training_accuracy",
-        "cross_validated_accuracy",
+        "voter", "kind", "version", "examples", "replayed", "examples_per_label",
+        "training_accuracy", "cross_validated_accuracy",
     }  # fmt: skip
     assert event["vote"]["version"] == "v1" and "adopted" in event["vote"]
     learned.install_learned(output, package)
@@ -384,3 +384,16 @@ def test_the_learn_command_then_install_then_relabel(keyword_task, package, tmp_
         package, f"{MODULE}.learned_vote", str(examples), "--output", str(tmp_path / "votes")
     )
     assert old_command.returncode == 0, old_command.stderr
+    # Replayed rows (labeled by the labeler itself) train the learned voters, never the vote.
+    replay = write_rows(tmp_path / "replay.csv", keyword_rows(30, seed=12))
+    replayed = run_module(
+        package, f"{MODULE}.learn", str(examples), "--output", str(tmp_path / "with-replay"),
+        "--cache", str(cache), "--replay", str(replay),
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    line = next(x for x in replayed.stderr.splitlines() if x.startswith("{"))
+    with_replay = json.loads(line)
+    verified = event["voters"][0]["examples"]
+    assert {v["replayed"] for v in with_replay["voters"]} == {30}
+    assert {v["examples"] for v in with_replay["voters"]} == {verified}
+    assert with_replay["vote"]["examples"] == verified
