@@ -81,20 +81,7 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     report = PilotReport(
         rows=pilot.rows,
         scores=scores,
-        disagreement_rate=(
-            expected_flag_rate(
-                list(chosen_votes.values()),
-                [
-                    [float(row[voter_probability_column(c.name)]) for row in output_rows]
-                    for c in chosen
-                ],
-                len(state.plan.label_names),
-                settings.min_agreement,
-                settings.min_confidence,
-            )
-            if chosen
-            else 1.0
-        ),
+        disagreement_rate=_flag_rate(chosen, chosen_votes, output_rows, state, settings),
         output_path=pilot.output_path,
         basis="verified" if truth else "consensus",
         verifier=checked.verifier if checked else "",
@@ -107,10 +94,6 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     refused = tuple(
         Rejection(ref=c.ref, reason=dropped[c.name]) for c in candidates if c.name in dropped
     )
-    for candidate in learned:
-        context.reporter.info(
-            f"{candidate.name}: learned voter ({candidate.kind}), trained on the verified rows"
-        )
     return {
         "voters": (*chosen, *learned),
         "pilot": report,
@@ -118,12 +101,30 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     }
 
 
+def _flag_rate(chosen, chosen_votes, output_rows, state: RunState, settings) -> float:
+    """The share of pilot rows the chosen voters would flag for review (1.0 with none)."""
+    if not chosen:
+        return 1.0
+    return expected_flag_rate(
+        list(chosen_votes.values()),
+        [[float(row[voter_probability_column(c.name)]) for row in output_rows] for c in chosen],
+        len(state.plan.label_names),
+        settings.min_agreement,
+        settings.min_confidence,
+    )
+
+
 def _learned(state: RunState, candidates, context: RunContext) -> list[Candidate]:
     """The learned voters, when they can learn: a verifier is at hand and they are on."""
     settings = context.settings
     if not settings.learned_voters or settings.resolved_verifier() == "none":
         return []
-    return learned_candidates(state.plan, candidates)
+    learned = learned_candidates(state.plan, candidates)
+    for candidate in learned:
+        context.reporter.info(
+            f"{candidate.name}: learned voter ({candidate.kind}), trained on the verified rows"
+        )
+    return learned
 
 
 def _basis_note(state: RunState, scored_on_verified: bool, context: RunContext) -> str:

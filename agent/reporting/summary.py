@@ -41,6 +41,18 @@ def summary_json(result: RunOutput) -> dict[str, Any]:
     }
 
 
+def _estimate_rows(estimate: dict | None) -> list[tuple[str, str]]:
+    """The estimated accuracy (agreement with an LLM verifier) and macro-F1, with intervals."""
+    if estimate is None:
+        return []
+    what = "agreement with LLM" if estimate["basis"].startswith("llm") else "accuracy"
+    rows = []
+    for name, key in ((f"estimated {what}", "accuracy"), ("estimated macro-F1", "macro_f1")):
+        value = estimate[key]
+        rows.append((name, f"{value['point']:.3f} ({value['low']:.3f}-{value['high']:.3f}, 95%)"))
+    return rows
+
+
 def _rounds_summary(result: RunOutput) -> dict[str, Any]:
     """The estimate of the final labels, the target and whether it was met, each round."""
     last = result.rounds[-1] if result.rounds else None
@@ -77,14 +89,7 @@ def summary_rows(result: RunOutput) -> list[tuple[str, str]]:
         ("labeled data", str(data["output"])),
         ("labeler package", str(data["package"])),
     ]
-    estimate = data["estimate"]
-    if estimate is not None:
-        what = "agreement with LLM" if estimate["basis"].startswith("llm") else "accuracy"
-        for name, key in ((f"estimated {what}", "accuracy"), ("estimated macro-F1", "macro_f1")):
-            value = estimate[key]
-            rows.append(
-                (name, f"{value['point']:.3f} ({value['low']:.3f}-{value['high']:.3f}, 95%)")
-            )
+    rows += _estimate_rows(data["estimate"])
     if data["target_met"] is not None:
         rows.append(
             (
