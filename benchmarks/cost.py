@@ -12,9 +12,11 @@ gives the reduction counted over the messages alone, schemas left out of both ar
 (a) the paper's baseline: the LLM labels each row alone, zero shot, one request a
     row, through the project's own client (:class:`agent.llm.client.OpenAIChatModel`).
 (b) the agent: the real CLI, offline specialists as voters, ``--llm-base-url`` at
-    the server, so only the rows the voters dispute are verified, in batches, with
-    the verdict cache; the planner's request is counted apart from verification.
-    A second run over the same data shows the cache: no verification tokens.
+    the server: it verifies the pilot's rows, then rounds of rows chosen by expected
+    gain (plus a held-out slice) until ``--max-verified`` is spent or the rounds stop,
+    in batches, with the verdict cache; the planner's request is counted apart from
+    verification. A second run over the same data shows the cache: no verification
+    tokens.
 
 The server answers like an oracle: the gold label, in the judge's reply shape
 (prompt v3: ``{"labels": {id: label}}``, and, as the prompt asks, ``"reasons"`` only
@@ -50,6 +52,7 @@ from agent.cli import main  # noqa: E402
 from agent.llm.client import Message, OpenAIChatModel, TokenUsage  # noqa: E402
 from agent.llm.pricing import price_for  # noqa: E402
 from agent.planning import plan_by_rules  # noqa: E402
+from agent.settings import Settings  # noqa: E402
 from agent.verification.costs import ledger_totals  # noqa: E402
 from tests.support.openai_server import Exchange, RecordedRequest, ScriptedOpenAI  # noqa: E402
 
@@ -292,15 +295,20 @@ class PipelineArm:
     """The run's own ledger of verification calls (the client's view of the same usage)."""
     escalated_first_pass: float
     verified: float
-    """Share of rows with an LLM verdict at the end (both labeling passes)."""
+    """Share of rows with an LLM verdict at the end (the pilot's and every round's)."""
     disputed: set[str]
     """Texts the voters disputed in any labeling pass."""
+    llm_labeled: set[str] = field(default_factory=set)
+    """Texts whose final label is the LLM's verdict (``source`` llm)."""
     judged: list[str] = field(default_factory=list)
     """Texts sent to the LLM judge, once per time sent."""
     seconds: float = 0.0
     accuracy: float = 0.0
     """Final labels against the data's own labels (the oracle answers with those)."""
     max_verified: str | None = None
+    """The ``--max-verified`` the run had (the agent's default when not given)."""
+    rounds: int = 0
+    """Rounds of verification after the pilot."""
 
     @property
     def total(self) -> Tokens:
@@ -341,6 +349,8 @@ def run_pipeline(
     ]  # fmt: skip
     if max_verified:
         args += ["--max-verified", max_verified]
+    else:
+        max_verified = Settings().max_verified or "none"
     for voter in voters:
         args += ["--model", f"specialist:{voter}"]
     if sandbox:
@@ -371,10 +381,12 @@ def run_pipeline(
         escalated_first_pass=sum(r["needs_review"] == "true" for r in first_pass) / len(first_pass),
         verified=sum(r["source"] == "llm" for r in final) / len(final),
         disputed=disputed,
+        llm_labeled={r["text"] for r in final if r["source"] == "llm"},
         judged=judged,
         seconds=seconds,
         accuracy=sum(r["label"] == r["label_input"] for r in final) / len(final),
         max_verified=max_verified,
+        rounds=len(list((run_dir / "rounds").glob("round-*.jsonl"))),
     )
 
 
@@ -480,12 +492,14 @@ def report(result: CostResult, args: argparse.Namespace) -> str:
     lines = [
         f"{n} rows, tokenizer {result.tokenizer}, {len(args.voters)} voters "
         f"({', '.join(args.voters)}), --min-agreement {args.min_agreement}, "
-        f"--min-confidence {args.min_confidence}, --max-verified {b.max_verified or 'none'}, "
+        f"--min-confidence {args.min_confidence}, --max-verified {b.max_verified}, "
         f"--judge-batch-size {args.judge_batch_size}; {platform.machine()}, "
         f"{platform.python_implementation()} {platform.python_version()}",
         f"rows escalated on the first pass: {b.escalated_first_pass:.1%}; rows with an LLM "
         f"verdict in all: {b.verified:.1%} ({b.verification.rows} rows sent in "
-        f"{b.verification.requests} requests); accuracy of the final labels: {b.accuracy:.3f}",
+        f"{b.verification.requests} requests; the pilot, then {b.rounds} "
+        f"round{'s' if b.rounds != 1 else ''}); accuracy of "
+        f"the final labels: {b.accuracy:.3f}",
         f"(a) {a.requests} requests in {result.baseline.seconds:.0f} s; "
         f"(b) {b.seconds:.0f} s end to end",
         "",
@@ -535,7 +549,8 @@ def report(result: CostResult, args: argparse.Namespace) -> str:
         f"{result.baseline.client == TokenUsage(a.prompt, a.completion)}; run ledger = server "
         f"for (b) verification: "
         f"{(b.ledger['prompt_tokens'], b.ledger['completion_tokens']) == (b.verification.prompt, b.verification.completion)}; "  # noqa: E501
-        f"texts judged all disputed: {set(b.judged) <= b.disputed}",
+        f"each text judged once: {len(b.judged) == len(set(b.judged))}; texts judged = rows "
+        f"labeled by the LLM: {set(b.judged) == b.llm_labeled}",
     ]
     return "\n".join(lines)
 
@@ -549,7 +564,7 @@ def main_cli() -> None:
     parser.add_argument(
         "--max-verified",
         default="35%,30%",
-        help="verification budgets, comma-separated, one run each ('none': no budget)",
+        help="verification budgets, comma-separated, one run each ('none': no limit)",
     )
     parser.add_argument("--judge-batch-size", type=int, default=50)  # the agent's default
     parser.add_argument("--voters", default=",".join(VOTERS))
@@ -584,7 +599,7 @@ def main_cli() -> None:
             judge_batch_size=args.judge_batch_size,
             rerun=number == 0 and not args.no_rerun,
             min_confidence=args.min_confidence,
-            max_verified=None if budget == "none" else budget,
+            max_verified=budget,
         )
         print(report(result, args), "\n", flush=True)
         results.append(result)
@@ -603,7 +618,7 @@ def tradeoff(results: Sequence[CostResult]) -> str:
     for result in results:
         b = result.pipeline
         lines.append(
-            f"| {b.max_verified or 'none'} | {b.verified:.1%} "
+            f"| {b.max_verified} | {b.verified:.1%} "
             f"| {b.total.per_1000(result.rows)[2]:,.0f} | {result.reduction:.1%} "
             f"| {b.accuracy:.3f} |"
         )
@@ -629,6 +644,7 @@ def figures(result: CostResult) -> dict[str, Any]:
         "escalated_first_pass": b.escalated_first_pass,
         "verified": b.verified,
         "max_verified": b.max_verified,
+        "rounds": b.rounds,
         "accuracy": b.accuracy,
         "baseline": part(result.baseline.tokens),
         "verification": part(b.verification),

@@ -1,8 +1,8 @@
 """``--llm-batch`` through the CLI: a run end to end, and a run killed (SIGKILL) while its
-batch is pending, then resumed: one batch created, each row paid for once.
+first round's batch is pending, then resumed: one batch per round, each row paid for once.
 
 The real CLI labels ``examples/tweets.csv`` with three tiny voters; the pilot's sample is
-verified synchronously, every other disputed row through the loopback server's Batch API.
+verified synchronously, each round of verification through the loopback server's Batch API.
 """
 
 from __future__ import annotations
@@ -30,7 +30,26 @@ KEY = "sk-test-not-a-real-key-000000000000"
 
 def batch_args(server, data, out, voters) -> list[str]:
     args = label_args(server, data, out, voters, "none") + ["--llm-batch", "--pilot-verify", "8"]
+    # rounds of 4 rows within 16 verified (the pilot takes a third): several rounds, so several
+    # batches
+    args += ["--round-rows", "4", "--max-verified", "16"]
     return args + ["--judge-batch-size", "4", "--verdict-cache", str(out / "verdicts.sqlite")]
+
+
+def round_texts(run_dir) -> list[list[str]]:
+    """The texts of each round's rows, round by round."""
+    paths = sorted((run_dir / "rounds").glob("round-*.jsonl"), key=lambda p: int(p.stem[6:]))
+    return [[record["text"] for record in read_jsonl(path)] for path in paths]
+
+
+def assert_each_verified_row_paid_once(rows, in_batch, in_pilot, rounds) -> None:
+    """Each round's rows went in a batch of their own, every row to the LLM once (the pilot's
+    synchronously), and every row it judged is labeled by it: none left unresolved."""
+    assert len(in_batch) == len(set(in_batch)) and not set(in_batch) & set(in_pilot)
+    assert sorted(in_batch) == sorted(text for texts in rounds for text in texts)
+    verified = {row["text"] for row in rows if row["source"] == "llm"}
+    assert verified == set(in_batch) | set(in_pilot)
+    assert {row["source"] for row in rows} <= {"llm", "vote", "consensus"}
 
 
 def sent_texts(requests) -> list[str]:
@@ -41,7 +60,7 @@ def judged_sync(server: ScriptedOpenAI):
     return [r for r in server.completions if "You plan text-labeling jobs" not in r.system_text]
 
 
-def test_a_batch_run_verifies_every_disputed_row_in_one_batch_at_the_batch_rate(
+def test_a_batch_run_verifies_each_round_in_one_batch_at_the_batch_rate(
     tmp_path, tweets_csv, toxic_voters, scripted_llm, monkeypatch
 ):
     scripted_llm.respond_with(judge)
@@ -53,18 +72,22 @@ def test_a_batch_run_verifies_every_disputed_row_in_one_batch_at_the_batch_rate(
     assert main(batch_args(scripted_llm, tweets_csv, tmp_path, toxic_voters)) == 0
 
     rows = read_csv(tmp_path / "labeled.csv")
-    disputed = {row["text"] for row in rows if row["source"] != "consensus"}
-    assert {row["source"] for row in rows if row["text"] in disputed} == {"llm"}
-    in_batch, in_pilot = sent_texts(scripted_llm.batch_requests), sent_texts(
-        judged_sync(scripted_llm)
-    )
-    assert len(scripted_llm.batch.creates) == 1 and in_batch
-    assert len(in_batch) == len(set(in_batch)) and not set(in_batch) & set(in_pilot)
-    assert disputed <= set(in_batch) | set(in_pilot)
     (run_dir,) = (tmp_path / "runs").iterdir()
+    rounds = round_texts(run_dir)
+    in_batch = sent_texts(scripted_llm.batch_requests)
+    in_pilot = sent_texts(judged_sync(scripted_llm))
+    assert len(rounds) >= 2 and len(scripted_llm.batch.creates) == len(rounds)
+    assert in_batch and in_pilot
+    assert_each_verified_row_paid_once(rows, in_batch, in_pilot, rounds)
+    assert sorted(path.name for path in (run_dir / "batches").iterdir()) == sorted(
+        f"pass-{number}.json" for number in range(1, len(rounds) + 1)
+    )
     ledger = list(read_jsonl(run_dir / "ledger.jsonl"))
-    batch_entries = [entry for entry in ledger if entry.get("batch") == "batch_1"]
+    batch_entries = [entry for entry in ledger if entry.get("batch")]
     assert len(batch_entries) == len(scripted_llm.batch_requests)
+    assert {entry["batch"] for entry in batch_entries} == {
+        f"batch_{number}" for number in range(1, len(rounds) + 1)
+    }
     price = price_for("gpt-4o-mini")
     for entry in batch_entries:
         standard = price.cost(TokenUsage(entry["prompt_tokens"], entry["completion_tokens"]))
@@ -104,7 +127,12 @@ def test_killed_while_the_batch_is_pending_then_resumed_pays_for_each_row_once(
             process.kill()
         log.close()
     assert scripted_llm.batch_requests == [] and scripted_llm.batch.cancels == []
+    assert len(scripted_llm.batch.creates) == 1  # the first round's, killed while pending
     assert not (tmp_path / "labeled.csv").exists()
+    first_round = sent_texts(
+        RecordedRequest(line["url"], {}, line["body"])
+        for line in scripted_llm.batch.uploaded_lines()
+    )
 
     scripted_llm.batch.hold = False
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -112,18 +140,21 @@ def test_killed_while_the_batch_is_pending_then_resumed_pays_for_each_row_once(
     (run_id,) = [path.name for path in runs.iterdir()]
     assert main(["--resume", run_id, "--runs-dir", str(runs)]) == 0
 
-    assert len(scripted_llm.batch.creates) == 1  # waited for the same batch: no second one
+    # The resumed run waited for the first round's batch (no second one for it), then gave
+    # each later round a batch of its own.
+    rounds = round_texts(runs / run_id)
+    assert len(rounds) >= 2 and len(scripted_llm.batch.creates) == len(rounds)
+    assert sorted(first_round) == sorted(rounds[0])
     uploaded = sent_texts(
         RecordedRequest(line["url"], {}, line["body"])
         for line in scripted_llm.batch.uploaded_lines()
     )
-    assert len(uploaded) == len(set(uploaded))  # each row in the uploaded file once
+    assert len(uploaded) == len(set(uploaded))  # each row in the uploaded files once
     in_batch = sent_texts(scripted_llm.batch_requests)
     assert in_batch and sorted(in_batch) == sorted(uploaded)
-    assert not set(in_batch) & set(sent_texts(judged_sync(scripted_llm)))
     rows = read_csv(tmp_path / "labeled.csv")
-    disputed = {row["text"] for row in rows if row["source"] != "consensus"}
-    assert {row["source"] for row in rows if row["text"] in disputed} == {"llm"}
+    in_pilot = sent_texts(judged_sync(scripted_llm))
+    assert_each_verified_row_paid_once(rows, in_batch, in_pilot, rounds)
     ledger = list(read_jsonl(runs / run_id / "ledger.jsonl"))
     assert len([entry for entry in ledger if entry.get("batch")]) == len(
         scripted_llm.batch_requests
