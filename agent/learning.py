@@ -42,18 +42,32 @@ def verified_counts(state: RunState) -> tuple[int, int]:
     return 0, 0
 
 
+def training_count(state: RunState) -> int:
+    """Verified rows a learning step may train on: the held-out ones (the pilot's verified
+    rows and each round's held-out slice, as the latest round record counts them) excluded."""
+    verified, _ = verified_counts(state)
+    if state.rounds:
+        heldout = state.rounds[-1].heldout + state.rounds[-1].chosen_heldout
+    elif state.pilot_verification is not None:
+        heldout = state.pilot_verification.verified
+    else:
+        heldout = 0
+    return max(verified - heldout, 0)
+
+
 def finetune_blocker(state: RunState, settings: Settings) -> str | None:
-    """Why no fine-tuning stage can run now, or None when one is due."""
+    """Why no fine-tuning stage can run now, or None when one is due. Stages train on the
+    verified rows less the held-out ones, so those are what is counted."""
     if len(state.finetune) >= settings.finetune_stages:
         return f"the {settings.finetune_stages} fine-tuning stages asked for are done"
     if not tunable(state):
         return "no voter can be fine-tuned (only transformer and embedding voters can)"
-    verified, _ = verified_counts(state)
-    fresh = verified - (state.finetune[-1].verified_in_all if state.finetune else 0)
+    training = training_count(state)
+    fresh = training - (state.finetune[-1].verified_in_all if state.finetune else 0)
     if not state.finetune and fresh < FIRST_STAGE_MIN:
         return (
-            f"{fresh} verified rows are too few for a first stage (at least "
-            f"{FIRST_STAGE_MIN}: a fifth is held out to judge each stage)"
+            f"{fresh} verified training rows (held-out rows excluded) are too few for a first "
+            f"stage (at least {FIRST_STAGE_MIN}: a fifth is held out to judge each stage)"
         )
     if fresh <= 0:
         return "no rows were verified since the last stage"

@@ -1,9 +1,11 @@
 """Continual learning in the agent: ``--finetune-stages`` and ``autoannotator-agent finetune``.
 
-Tiny real voters, the column verifier (gold labels settle each disputed row), the
-real sandbox: each stage trains LoRA adapters in the package's own ``finetune``
-module, the gate keeps or rolls back each voter, the data is relabeled, and the
-emitted package (adapters merged at load) relabels the data exactly as the agent did.
+Tiny real voters, the column verifier (gold labels settle each row a round verifies), the
+real sandbox: stages run inside the rounds (verify_round -> finetune_voters ->
+learn_voters), each trains LoRA adapters in the package's own ``finetune`` module on the
+round's verified rows less the held-out ones, the gate keeps or rolls back each voter, the
+data is relabeled, and the emitted package (adapters merged at load) relabels the data
+exactly as the agent did.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ def quick_training(monkeypatch):
 def label_args(data: Path, toxic_voters: dict[str, Path], sandbox_kind: str) -> list[str]:
     args = ["label tweets for toxicity", "--data", str(data), "--offline", "--yes", "--json"]
     args += ["--sandbox", sandbox_kind, "--verifier", "column:gold", "--output", "labeled.csv"]
+    # Rounds that give the stages enough rows: 20 held-out pilot rows, then rounds of 60 and
+    # 120 rows (a tenth held out); a stage needs 50 verified rows that are not held out.
+    args += ["--pilot-verify", "20", "--round-rows", "60", "--target-accuracy", "none"]
+    args += ["--min-round-yield", "0"]
     for path in toxic_voters.values():
         args += ["--model", str(path)]
     return args
@@ -53,6 +59,7 @@ def test_stages_learn_gate_and_relabel_and_the_package_pins_its_adapters(
 ):
     monkeypatch.chdir(tmp_path)
     args = label_args(gold_csv, toxic_voters, sandbox_kind) + ["--finetune-stages", "2"]
+    args += ["--max-verified", "none"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     stages = summary["finetune"]
@@ -68,8 +75,10 @@ def test_stages_learn_gate_and_relabel_and_the_package_pins_its_adapters(
     assert promoted, "at least one voter learned from the verified rows"
 
     run_dir = next((tmp_path / ".autoannotator" / "runs").iterdir())
-    passes = sorted(p.name for p in (run_dir / "labeled").iterdir())
-    assert passes == [f"pass-{n}" for n in range(1, len(stages) + 2)]
+    passes = sorted(p.name for p in (run_dir / "labeled").glob("pass-*"))
+    assert passes == [f"pass-{n}" for n in range(1, len(stages) + 2)]  # one stage per round
+    heldout = {int(row) for row in json.loads((run_dir / "heldout.json").read_text())["rows"]}
+    assert heldout, "the pilot's verified rows and each round's slice are held out"
     holdout = read_jsonl(run_dir / "finetune" / "holdout.jsonl")
     assert len(holdout) == first["holdout_rows"]
     for stage in stages:  # each stage trains on the rows verified since the last, held-out ones
@@ -77,6 +86,7 @@ def test_stages_learn_gate_and_relabel_and_the_package_pins_its_adapters(
         verified = [e for e in examples if e["source"] == "verified"]
         held = len(holdout) if stage["stage"] == 1 else 0  # carved from the first stage's rows
         assert stage["verified_rows"] == len(verified) - held
+        assert not {e["row"] for e in verified} & heldout, "stages never train on held-out rows"
     first_rows = read_jsonl(run_dir / "finetune" / "stage-1" / "examples.jsonl")
     assert {h["text"] for h in holdout} <= {e["text"] for e in first_rows}
 
@@ -110,7 +120,8 @@ def test_finetune_command_continues_a_finished_run(
     tmp_path, monkeypatch, capsys, toxic_voters, sandbox_kind, gold_csv
 ):
     monkeypatch.chdir(tmp_path)
-    assert main(label_args(gold_csv, toxic_voters, sandbox_kind)) == 0
+    # 80 rows: the 20 pilot rows and a round of 60, 54 of them not held out (a stage needs 50).
+    assert main(label_args(gold_csv, toxic_voters, sandbox_kind) + ["--max-verified", "80"]) == 0
     before = json.loads(capsys.readouterr().out)
     assert before["finetune"] == []
     run_id = next((tmp_path / ".autoannotator" / "runs").iterdir()).name
