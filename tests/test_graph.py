@@ -31,9 +31,18 @@ PLAN = {
 }
 
 
+TOXIC_WORDS = ("idiot", "stupid", "dumb", "loser", "hate", "garbage", "shut", "pathetic", "clown")
+
+
 def verdicts_for(call) -> dict:
+    """A judge's answer: each item is toxic exactly when it holds one of ``TOXIC_WORDS``."""
     items = json.loads(call.user_text.split("Items (JSON data):", 1)[1])
-    return {"labels": {id_: "toxic" for id_ in items}}
+    return {
+        "labels": {
+            id_: "toxic" if any(word in text.lower() for word in TOXIC_WORDS) else "non-toxic"
+            for id_, text in items.items()
+        }
+    }
 
 
 def make_settings(tmp_path: Path, **values) -> Settings:
@@ -93,8 +102,7 @@ def test_invalid_llm_plan_is_retried_with_the_problem_spelled_out(
 ):
     llm = FakeLLM()
     llm.enqueue(PLAN | {"text_column": "tweet"}, PLAN)
-    llm.responder = verdicts_for
-    settings = make_settings(tmp_path, models=(str(toxic_voters["plain"]),))
+    settings = make_settings(tmp_path, models=(str(toxic_voters["plain"]),), verifier="none")
     run, context, reporter = start("label tweets for toxicity", tweets_csv, settings, llm)
     result = execute(run, run.run_id, Path(run.run_dir), context)
     assert result.plan.planner == "llm:fake-llm"
@@ -163,7 +171,10 @@ def test_flags_override_the_plan(tmp_path, tweets_csv, toxic_voters):
         PLAN | {"labels": [{"name": "ok", "description": ""}, {"name": "bad", "description": ""}]}
     )
     settings = make_settings(
-        tmp_path, labels=("non-toxic", "toxic"), models=(str(toxic_voters["plain"]),)
+        tmp_path,
+        labels=("non-toxic", "toxic"),
+        models=(str(toxic_voters["plain"]),),
+        verifier="none",
     )
     run, context, _ = start("label tweets for toxicity", tweets_csv, settings, llm)
     result = execute(run, run.run_id, Path(run.run_dir), context)
@@ -172,18 +183,21 @@ def test_flags_override_the_plan(tmp_path, tweets_csv, toxic_voters):
 
 
 @pytest.mark.slow
-def test_a_single_voter_never_disagrees_so_verification_is_skipped(
+def test_a_single_voter_and_no_verifier_label_once_and_verify_nothing(
     tmp_path, tweets_csv, toxic_voters
 ):
+    """With --verifier none no learned voter joins: one voter, one pass, no row verified."""
     llm = FakeLLM()
     llm.enqueue(PLAN)
-    settings = make_settings(tmp_path, models=(str(toxic_voters["plain"]),))
+    settings = make_settings(tmp_path, models=(str(toxic_voters["plain"]),), verifier="none")
     run, context, reporter = start("label tweets for toxicity", tweets_csv, settings, llm)
     result = execute(run, run.run_id, Path(run.run_dir), context)
+    assert [voter.ref for voter in result.voters] == [str(toxic_voters["plain"])]
     assert result.labeling.disagreements == 0
     assert result.verification is None
-    assert "verify_disagreements" not in reporter.stages
-    assert len(llm.history) == 1
+    assert [(r.labeling_pass, r.stop) for r in result.rounds] == [(1, "no-verifier")]
+    assert "verify_round" not in reporter.stages
+    assert len(llm.history) == 1  # the plan only: no row went to the LLM
     assert any("only one voter" in warning for warning in reporter.warnings)
 
 
@@ -191,23 +205,35 @@ def test_a_single_voter_never_disagrees_so_verification_is_skipped(
 def test_resume_continues_from_the_checkpoint_without_redoing_work(
     tmp_path, tweets_csv, toxic_voters
 ):
+    """Killed while the LLM verifies round 1: the resume starts at that round and keeps pass 1."""
     llm = FakeLLM()
     llm.enqueue(PLAN)
-    llm.responder = lambda call: (_ for _ in ()).throw(RuntimeError("process killed"))
     models = tuple(str(path) for path in toxic_voters.values())
     settings = make_settings(tmp_path, models=models, verifier="llm")
-    run, context, _ = start("label tweets for toxicity", tweets_csv, settings, llm)
+    run, context, first = start("label tweets for toxicity", tweets_csv, settings, llm)
+
+    def killed_in_round_1(call):
+        if "verify_round" in first.stages:
+            raise RuntimeError("process killed")
+        return verdicts_for(call)  # the pilot's rows are answered
+
+    llm.responder = killed_in_round_1
     with pytest.raises(RuntimeError, match="process killed"):
         execute(run, run.run_id, Path(run.run_dir), context)
+    assert first.stages[-1] == "verify_round"
     labeled = Path(run.run_dir) / "labeled" / "pass-1"
     stamp = next(labeled.glob("output.*")).stat().st_mtime_ns
+    round_1 = (Path(run.run_dir) / "rounds" / "round-1.jsonl").read_text()
 
     llm.responder = verdicts_for
     resumed_context, reporter = context_for(settings, llm)
     result = execute(None, run.run_id, Path(run.run_dir), resumed_context)
-    assert reporter.stages == ["verify_disagreements", "emit_package"]
+    assert reporter.stages[0] == "verify_round"
+    assert not {"plan_task", "run_pilot", "verify_pilot"} & set(reporter.stages)
     assert next(labeled.glob("output.*")).stat().st_mtime_ns == stamp
-    assert result.verification.verified == result.labeling.disagreements > 0
+    assert (Path(run.run_dir) / "rounds" / "round-1.jsonl").read_text() == round_1
+    assert result.rounds[-1].labeling_pass >= 2 and result.verification.verified > 0
+    assert result.rounds[-1].stop is not None
     assert Path(result.output_path).exists()
 
 

@@ -212,7 +212,11 @@ def test_the_agent_stops_before_its_first_step_and_resumes_once_fixed(
     host_dir: Path, tmp_path: Path, tweets_csv: Path, toxic_voters: dict[str, Path]
 ) -> None:
     settings = settings_for(
-        tmp_path, sandbox="none", offline=True, models=(str(toxic_voters["plain"]),)
+        tmp_path,
+        sandbox="none",
+        offline=True,
+        models=(str(toxic_voters["plain"]),),
+        verifier="none",
     )
     run = prepare_run("label tweets for toxicity", tweets_csv, settings)
     broken = none_sandbox(interpreter_with_broken_torch(host_dir))
@@ -239,7 +243,7 @@ def test_cli_from_a_venv_the_sandbox_cannot_see_stops_with_the_fix_then_resumes(
 ) -> None:
     process_sandbox("bubblewrap")
     args = ["label tweets for toxicity", "--data", str(tweets_csv), "--offline", "--yes"]
-    args += ["--model", str(toxic_voters["plain"]), "--sandbox", "process"]
+    args += ["--model", str(toxic_voters["plain"]), "--sandbox", "process", "--verifier", "none"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOANNOTATOR_")}
     env["AUTOANNOTATOR_PREFLIGHT_CACHE"] = str(tmp_path / "preflight.json")
     done = subprocess.run(

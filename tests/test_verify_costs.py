@@ -92,6 +92,10 @@ def test_pilot_disagreements_follow_the_min_agreement_rule():
     assert pilot_disagreements(texts, votes, 1.0)[0]["votes"] == {"a": "x", "b": "y", "c": "y"}
 
 
+def sum_rows(calls: list[dict]) -> int:
+    return sum(call["rows"] for call in calls)
+
+
 ESTIMATE = CostEstimate("gpt-4o-mini", 500, 50, 60_000, 9_000, 2.0, True)
 
 
@@ -122,6 +126,8 @@ def test_spending_over_the_budget_without_a_terminal_stops_with_what_to_do():
 def test_cli_stops_over_budget_after_the_pilot_then_resumes_and_spends_as_estimated(
     tmp_path, tweets_csv, toxic_voters, scripted_llm: ScriptedOpenAI, monkeypatch, capsys
 ):
+    """The pilot's verification is priced and refused first; resumed with --yes, the pilot is
+    verified and the rounds spend what gate_cost estimated for the budget left."""
     scripted_llm.respond_with(realistic_judge)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000000000000")
     monkeypatch.chdir(tmp_path)
@@ -141,13 +147,19 @@ def test_cli_stops_over_budget_after_the_pilot_then_resumes_and_spends_as_estima
     assert main(["--resume", run_id, "--yes"]) == 0
     printed = " ".join(capsys.readouterr().err.split())
     run_dir = tmp_path / ".autoannotator" / "runs" / run_id
+    pilot_rows = len(list(read_jsonl(run_dir / "pilot" / "verdicts.jsonl")))
+    assert f"verifying {pilot_rows} pilot rows" in printed  # the pilot's own estimate
+    # The saved estimate prices the rounds: the verification budget left after the pilot.
     estimate = json.loads((run_dir / "cost_estimate.json").read_text())
     assert f"~{estimate['prompt_tokens'] + estimate['completion_tokens']} tokens" in printed
     assert f"{estimate['escalated_rows']} rows in {estimate['llm_calls']} calls" in printed
     calls = list(read_jsonl(run_dir / "ledger.jsonl"))
-    actual = sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls)
-    assert estimate["escalated_rows"] > 0
-    assert estimate["llm_calls"] == len(calls)
+    pilot_calls = next(n for n in range(len(calls) + 1) if sum_rows(calls[:n]) >= pilot_rows)
+    assert sum_rows(calls[:pilot_calls]) == pilot_rows > 0
+    rounds = calls[pilot_calls:]
+    actual = sum(c["prompt_tokens"] + c["completion_tokens"] for c in rounds)
+    assert estimate["escalated_rows"] == sum_rows(rounds) > 0
+    assert estimate["llm_calls"] == len(rounds)
     assert within(estimate["prompt_tokens"] + estimate["completion_tokens"], actual)
 
 
