@@ -30,6 +30,7 @@ from templates.labeler.pkg.columns import (
     voter_probability_column,
 )
 from templates.labeler.pkg.config import IGNORE
+from templates.labeler.pkg.kinds import LEARNED_KINDS
 from templates.labeler.pkg.learned import install_learned as _install_learned
 from templates.labeler.pkg.learned import installed as installed_learned
 from templates.labeler.pkg.tabular import (
@@ -46,6 +47,7 @@ __all__ = [
     "AGREEMENT",
     "CONFIDENCE",
     "IGNORE",
+    "LEARNED_KINDS",
     "LABEL",
     "NEEDS_REVIEW",
     "RESULT_COLUMNS",

@@ -16,12 +16,11 @@ import random
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
+from agent.labeler_runtime import LEARNED_KINDS
 from agent.settings import Settings
 from agent.state import RunState
 
 TUNABLE_KINDS = ("hf-sequence-classifier", "embedding")
-LEARNED_KINDS = ("embedding-head", "tfidf")
-"""Voters trained on the run's verified rows (the package's learned voter kinds)."""
 
 
 FIRST_STAGE_MIN = 50

@@ -23,8 +23,7 @@ from langgraph.runtime import Runtime
 from agent.context import RunContext
 from agent.dataset import iter_rows
 from agent.estimate import describe, estimate_final_labels
-from agent.labeler_runtime import LABEL
-from agent.learning import LEARNED_KINDS
+from agent.labeler_runtime import LABEL, LEARNED_KINDS, output_text_column
 from agent.rounds.schedule import (
     StopCheck,
     round_rows,
@@ -148,7 +147,7 @@ def _saved_or_chosen(state, number, size, spent, heldout, share) -> dict:
         gain_rows=gain_rows,
         heldout_rows=heldout_rows,
         seed=f"{state.dataset.sha256}:round-{number}",
-        text_column=_text_column(state),
+        text_column=output_text_column(state),
         voters=tuple(voter.name for voter in state.voters),
         learned=tuple(v.name for v in state.voters if v.kind in LEARNED_KINDS),
     )
@@ -200,12 +199,6 @@ def _open_round(
             "records_path": str(path),
         }
     )
-
-
-def _text_column(state: RunState) -> str:
-    from agent.labeler_runtime import output_text_column
-
-    return output_text_column(state)
 
 
 def _progress_line(record: RoundRecord, state: RunState, estimate, verifier: str, left) -> str:
