@@ -21,7 +21,13 @@ from tests.support.packages import copy_package, emit_package
 pytestmark = pytest.mark.slow
 
 MODULE = "toxicity_labeler"
-VOTER = "model_0"
+
+
+def voter_of(package: Path) -> str:
+    """The package's one voter (named after its model's folder, which the session numbers)."""
+    lock = json.loads((package / "models.lock.json").read_text(encoding="utf-8"))
+    (voter,) = [entry["name"] for entry in lock["voters"]]
+    return voter
 
 
 def write_examples(path: Path, rows, source: str = "verified", flip: bool = False) -> Path:
@@ -84,17 +90,18 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def test_a_stage_that_helps_is_promoted_and_the_package_labels_with_it(package, tmp_path):
+    voter = voter_of(package)
     train = write_examples(tmp_path / "verified.jsonl", sentences(120, seed=1))
     holdout = tmp_path / "holdout.jsonl"
     before = label(package, sentences(40, seed=2), tmp_path / "before.csv")
     result = finetune(package, train, holdout, tmp_path / "adapters", "--install")
 
     (stage,) = result["stages"]
-    assert stage["voter"] == VOTER and stage["promoted"] and stage["version"] == "v1"
+    assert stage["voter"] == voter and stage["promoted"] and stage["version"] == "v1"
     assert stage["holdout_accuracy_after"] > stage["holdout_accuracy_before"]
     assert stage["holdout_rows"] == 24 and stage["verified_rows"] == 96
     assert holdout.is_file() and sum(1 for _ in open(holdout)) == 24
-    installed = package / MODULE / "adapters" / VOTER
+    installed = package / MODULE / "adapters" / voter
     assert (installed / "CURRENT").read_text().strip() == "v1"
     assert sorted(p.name for p in (installed / "v1").iterdir()) == [
         "adapter.json", "adapter_config.json", "adapter_model.safetensors",
@@ -114,16 +121,17 @@ def test_a_stage_that_helps_is_promoted_and_the_package_labels_with_it(package, 
     assert after == again
 
     def accuracy(rows):
-        return sum(r[f"label_{VOTER}"] == g for r, (_, g) in zip(rows, test_rows, strict=True)) / 40
+        return sum(r[f"label_{voter}"] == g for r, (_, g) in zip(rows, test_rows, strict=True)) / 40
 
     assert accuracy(after) > accuracy(before)
     held = [json.loads(line) for line in open(holdout)]
     held_rows = label(package, [(h["text"], h["label"]) for h in held], tmp_path / "held.csv")
-    measured = sum(r[f"label_{VOTER}"] == h["label"] for r, h in zip(held_rows, held, strict=True))
+    measured = sum(r[f"label_{voter}"] == h["label"] for r, h in zip(held_rows, held, strict=True))
     assert measured / len(held) == pytest.approx(stage["holdout_accuracy_after"], abs=1e-4)
 
 
 def test_a_stage_that_hurts_is_rolled_back_and_outputs_do_not_change(package, tmp_path):
+    voter = voter_of(package)
     holdout = tmp_path / "holdout.jsonl"
     good = write_examples(tmp_path / "good.jsonl", sentences(120, seed=1))
     finetune(package, good, holdout, tmp_path / "first", "--install")
@@ -141,12 +149,13 @@ def test_a_stage_that_hurts_is_rolled_back_and_outputs_do_not_change(package, tm
     assert holdout.read_bytes() == frozen
     log = [json.loads(line) for line in open(tmp_path / "second" / "stages.jsonl")]
     assert [entry["promoted"] for entry in log] == [False]
-    assert (package / MODULE / "adapters" / VOTER / "CURRENT").read_text().strip() == "v1"
-    assert not (tmp_path / "second" / VOTER).exists()
+    assert (package / MODULE / "adapters" / voter / "CURRENT").read_text().strip() == "v1"
+    assert not (tmp_path / "second" / voter).exists()
     assert label(package, test_rows, tmp_path / "after.csv") == before
 
 
 def test_stages_continue_from_the_promoted_adapter_and_are_deterministic(package, tmp_path):
+    voter = voter_of(package)
     rows = sentences(120, seed=1) + sentences(60, seed=4)
     examples = write_examples(tmp_path / "verified.jsonl", rows)
     consensus = tmp_path / "consensus.jsonl"
@@ -177,7 +186,7 @@ def test_stages_continue_from_the_promoted_adapter_and_are_deterministic(package
     assert without_timings(first) == without_timings(second)
     assert first["promoted"] == second["promoted"]
     for version in first["promoted"].values():
-        assert digest(tmp_path / "a" / VOTER / version) == digest(tmp_path / "b" / VOTER / version)
+        assert digest(tmp_path / "a" / voter / version) == digest(tmp_path / "b" / voter / version)
 
 
 def test_bad_examples_exit_2_with_one_line_and_write_nothing(package, tmp_path):
