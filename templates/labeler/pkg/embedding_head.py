@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import VoterConfig
 from .encoders import Encoder, EncoderVoter, shared_encoder
-from .learned import LearnedModel, current_model, uniform
+from .learned import LearnedVoter, uniform
 from .voters import Runtime, VoterLoadError
 
 
@@ -32,16 +32,11 @@ def head_probabilities(arrays: dict[str, np.ndarray], embeddings: np.ndarray) ->
     return softmax(embeddings @ arrays["weights"].T + arrays["bias"])
 
 
-class EmbeddingHeadVoter(EncoderVoter):
+class EmbeddingHeadVoter(EncoderVoter, LearnedVoter):
     """Abstains until a version is installed; then the head over the shared encoder."""
 
-    learned = True
-
     def __init__(self, config: VoterConfig, labels: Sequence[str], runtime: Runtime) -> None:
-        self.config = config
-        self.labels = list(labels)
-        self.stored: LearnedModel | None = current_model(runtime.package_root, config, labels)
-        self.version = None if self.stored is None else self.stored.version
+        self.load_stored(config, labels, runtime.package_root)
         self.encoder: Encoder | None = None
         if self.stored is not None:
             shape = self.stored.arrays.get("weights", np.zeros((0, 0))).shape

@@ -44,6 +44,20 @@ class LearnedModel:
     """sha256 of each file: what the version is, whatever its name."""
 
 
+class LearnedVoter:
+    """What every learned voter shares: its config and labels, and the stored version in use
+    (None while untrained: the voter abstains and loads nothing)."""
+
+    learned = True
+
+    def load_stored(self, config: VoterConfig, labels: Sequence[str], runtime_root: Path) -> None:
+        self.config = config
+        self.labels = list(labels)
+        # Not ``model``: that name is for torch models (int8).
+        self.stored: LearnedModel | None = current_model(runtime_root, config, labels)
+        self.version = None if self.stored is None else self.stored.version
+
+
 def learned_folder(package_root: Path, voter: str) -> Path:
     return package_root / LEARNED / voter
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .config import VoterConfig
-from .learned import LearnedModel, current_model, uniform
+from .learned import LearnedVoter, uniform
 from .voters import Runtime, VoterLoadError
 
 WORD = re.compile(r"(?u)\b\w\w+\b")
@@ -144,17 +144,11 @@ def max_features(options: dict) -> int:
     return value
 
 
-class TfidfVoter:
+class TfidfVoter(LearnedVoter):
     """Abstains until a version is installed; then the stored model's probabilities."""
 
-    learned = True
-
     def __init__(self, config: VoterConfig, labels: Sequence[str], runtime: Runtime) -> None:
-        self.config = config
-        self.labels = list(labels)
-        # Not ``model``: that name is for torch models (int8), and this is none.
-        self.stored: LearnedModel | None = current_model(runtime.package_root, config, labels)
-        self.version = None if self.stored is None else self.stored.version
+        self.load_stored(config, labels, runtime.package_root)
         if self.stored is not None:
             self.vocabularies = self.stored.record.get("vocabulary", {})
             if sorted(self.vocabularies) != sorted(VIEWS):
