@@ -26,8 +26,8 @@ from agent.packaging.spec import PackageSpec, Provenance, VoterEntry, slug
 from agent.settings import Settings
 from agent.state import Candidate, RunState, TaskPlan
 
-BASE_DISTRIBUTIONS = ("numpy", "tqdm")
-"""What every generated labeler imports."""
+BASE_DISTRIBUTIONS = ("numpy", "tqdm", "starlette", "uvicorn")
+"""What every generated labeler imports (starlette and uvicorn: its ``serve`` command)."""
 TRANSFORMER_DISTRIBUTIONS = (
     "torch",
     "transformers",

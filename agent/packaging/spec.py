@@ -51,6 +51,12 @@ class VoterEntry(BaseModel):
     """The promoted LoRA adapter (version, stage, held-out accuracy, file hashes), if tuned."""
     learned: dict[str, Any] | None = None
     """A learned voter's version in use and its files' sha256 (None while untrained)."""
+    bundled: str | None = None
+    """Folder inside the package module holding a Hub voter's pinned files (``models/<name>``);
+    None when the package only references the Hub revision (``--no-bundle-weights``)."""
+    precision: str | None = None
+    """CPU precision decided once at build time by the pilot (``int8`` or ``fp32``) for a
+    transformer voter; None for voters without a choice. CUDA always runs bf16."""
 
     @field_validator("name")
     @classmethod
@@ -132,6 +138,8 @@ class PackageSpec(BaseModel):
                 | {"weight": voter.weight, "origin": voter.origin, "files": voter.files}
                 | ({"adapter": voter.adapter} if voter.adapter else {})
                 | ({"learned": voter.learned} if voter.learned else {})
+                | ({"bundled": voter.bundled} if voter.bundled else {})
+                | ({"precision": voter.precision} if voter.precision else {})
                 for voter in self.voters
             ],
         } | ({"learned_vote": self.learned_vote} if self.learned_vote else {})

@@ -30,6 +30,11 @@ class VoterConfig:
     """Vote weight."""
     options: dict[str, object] = field(default_factory=dict)
     """Kind-specific settings (e.g. maximum sequence length)."""
+    bundled: str | None = None
+    """Folder inside the package holding a Hub voter's pinned files (``models/<name>``), or
+    None when only the Hub revision is referenced."""
+    precision: str | None = None
+    """CPU precision decided at build time (``int8`` or ``fp32``); None: no choice to make."""
 
 
 @dataclass(frozen=True)
