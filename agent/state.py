@@ -91,6 +91,8 @@ class Candidate(Record):
     """PyPI distributions the labeler needs for this voter."""
     label_map_note: str = ""
     """How the label map was decided when names did not say (the LLM, a recorded mapping)."""
+    precision: str | None = None
+    """CPU precision the pilot decided for a transformer voter (``int8`` or ``fp32``)."""
 
 
 class Rejection(Record):

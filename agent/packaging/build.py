@@ -110,6 +110,7 @@ def voter_entry(
         files=candidate.files,
         adapter=adapter,
         learned=learned,
+        precision=candidate.precision,
     )
 
 
