@@ -16,8 +16,9 @@ from pathlib import Path
 from . import ray_engine
 from .commands import PACKAGE_ROOT, guarded, load_spec, resolve_device
 from .config import LabelerSpec
-from .engine import QUANTIZE_MODES, Labeler, LabelingSummary, label_file
+from .engine import Labeler, LabelingSummary, label_file
 from .feature_cache import FeatureCache
+from .precision import DEFAULT_QUANTIZE, INT8_MIN_AGREEMENT, INT8_SAMPLE_ROWS, QUANTIZE_MODES
 from .transformer import Int8Decision
 from .voters import Runtime
 
@@ -39,9 +40,8 @@ def build_parser(spec: LabelerSpec) -> argparse.ArgumentParser:
     parser.add_argument(
         "--quantize",
         choices=QUANTIZE_MODES,
-        default="auto",
-        help="int8 transformer voters on CPU; auto: each voter whose int8 labels agree with "
-        "fp32 on 99.5%% of the first rows",
+        default=DEFAULT_QUANTIZE,
+        help=QUANTIZE_HELP,
     )
     parser.add_argument(
         "--min-agreement",
@@ -69,6 +69,18 @@ def build_parser(spec: LabelerSpec) -> argparse.ArgumentParser:
         help="progress display on stderr; json prints one event per line",
     )
     return parser
+
+
+QUANTIZE_HELP = (
+    "CPU precision of the transformer voters (CUDA runs bf16 whatever this says). pinned "
+    "(default): the precision chosen for each voter when the package was built (int8 where "
+    "its int8 labels agreed with fp32 on the pilot rows, else fp32; fp32 for a voter with none "
+    "pinned): nothing is measured, so a text gets the same label in every file; auto: measure "
+    f"int8 against fp32 on the file's first {INT8_SAMPLE_ROWS} rows (when it is longer) and "
+    f"keep int8 for each voter whose labels agree on {INT8_MIN_AGREEMENT:.1%}%; measure: the "
+    "same check on every row of the first chunk, however few (what the agent's pilot runs; "
+    "local engine only); int8: every voter in int8; none: every voter in fp32"
+)
 
 
 def add_engine_options(parser: argparse.ArgumentParser, spec: LabelerSpec) -> None:
@@ -136,16 +148,16 @@ class Progress:
             self.bar.update(done - self.bar.n)
 
     def int8(self, decision: Int8Decision) -> None:
+        """One precision decision: a ``quantize`` event (the agent's pilot reads these) or a
+        log line."""
+        chosen = "int8" if decision.int8 else "fp32"
         if self.style == "json":
-            event = {"event": "quantize", "voter": decision.voter}
+            event = {"event": "quantize", "voter": decision.voter, "precision": chosen}
             event.update(agreement=decision.agreement, int8=decision.int8, rows=decision.rows)
             event["reason"] = decision.reason
             print(json.dumps(event), file=sys.stderr, flush=True)
             return
-        measured = "" if decision.agreement is None else f" on {decision.agreement:.1%}"
-        measured += f" of {decision.rows} rows" if decision.rows else ""
-        chosen = "int8" if decision.int8 else "fp32"
-        print(f"voter {decision.voter}: {chosen} ({decision.reason}{measured})", file=sys.stderr)
+        print(f"voter {decision.voter}: {chosen} ({decision.reason})", file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -182,6 +194,8 @@ def flag_error(args: argparse.Namespace) -> str | None:
     ray_flags = (args.ray_address, args.ray_actors, args.ray_batch_size)
     if args.engine == "ray" and args.cache is not None:
         return "--cache works with --engine local only"
+    if args.engine == "ray" and args.quantize == "measure":
+        return "--quantize measure works with --engine local only"
     if args.engine != "ray" and any(flag is not None for flag in ray_flags):
         return "--ray-address, --ray-actors and --ray-batch-size need --engine ray"
     if any(count is not None and count < 1 for count in ray_flags[1:]):
