@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import ray_engine
+from . import ray_engine, weights
 from .commands import PACKAGE_ROOT, guarded, load_spec, resolve_device
 from .config import LabelerSpec
 from .engine import Labeler, LabelingSummary, label_file
@@ -205,6 +205,8 @@ def flag_error(args: argparse.Namespace) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     spec = load_spec()
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["verify"]:  # weights vs the lock
+        return weights.main((sys.argv[1:] if argv is None else argv)[1:])
     args = build_parser(spec).parse_args(argv)
     error = flag_error(args)
     if error is not None:
