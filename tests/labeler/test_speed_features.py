@@ -281,6 +281,7 @@ def events(stderr: str) -> list[dict]:
 def test_cli_reports_int8_decisions_as_json_events(cli, tmp_path, capsys):
     table = write_table(tmp_path / "input.csv", 120)
     args = [str(table), "-o", str(tmp_path / "out.csv"), "--chunk-size", "50", "--progress", "json"]
+    args += ["--quantize", "auto"]
 
     assert cli.main(args) == 0
 
@@ -289,6 +290,7 @@ def test_cli_reports_int8_decisions_as_json_events(cli, tmp_path, capsys):
     assert [(event["voter"], event["rows"]) for event in quantize] == [(v.name, 50) for v in VOTERS]
     for event in quantize:
         assert event["int8"] == (event["agreement"] >= 0.995)
+        assert event["precision"] == ("int8" if event["int8"] else "fp32")
     progress = [event for event in stream if event["event"] == "progress"]
     assert progress[-1]["rows"] == 120 and progress[-1]["rows_per_s"] > 0
     assert stream[-1]["event"] == "done"
@@ -306,10 +308,17 @@ def test_cli_progress_bar_shows_rows_per_second(cli, tmp_path, capsys):
     table = write_table(tmp_path / "input.csv", 120)
     args = [str(table), "-o", str(tmp_path / "out.csv"), "--chunk-size", "50"]
 
-    assert cli.main(args + ["--progress", "bar"]) == 0
+    assert cli.main(args + ["--progress", "bar", "--quantize", "auto"]) == 0
 
     err = capsys.readouterr().err
-    assert re.search(r"voter plain: (int8|fp32) \(int8 labels (agree with|differ from) fp32", err)
+    # The share is the rows where int8 and fp32 agree, whatever was chosen.
+    line = (
+        r"voter plain: (int8|fp32) \(int8 labels agree with fp32 on ([\d.]+)% of 50 rows, "
+        r"(at least|below the) 99.5% needed\)"
+    )
+    shown = re.search(line, err)
+    assert shown is not None
+    assert (shown[1] == "int8") == (float(shown[2]) >= 99.5) == (shown[3] == "at least")
     assert "labeling: 100%" in err and " rows/s]" in err
     assert "labeled 120 rows" in err
 

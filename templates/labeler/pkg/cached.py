@@ -6,13 +6,16 @@ model source and revision, options, label map, its LoRA adapter and its learned 
 encoder's identity (:attr:`.encoders.Encoder.identity`). Batch size is not part of either:
 it changes results by rounding at most.
 
-int8 decisions are taken once per voter (identity without precision) and then replayed,
-whatever rows the later files start with: a relabeling with a cache runs no frozen model.
+Each labeling records the precision it ran each model at (identity without precision):
+``--quantize auto`` and ``int8`` replay their own decision, whatever rows the later files
+start with (a relabeling with a cache runs no frozen model), and ``learn`` replays the last
+one, whichever mode took it, so it computes what the labeler computed. ``pinned`` needs no
+replay: the spec decides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -46,10 +49,16 @@ def voter_identity(
 
 
 def cached_probabilities(
-    voters: Sequence[Voter], texts: Sequence[str], cache: FeatureCache, identities: list[dict]
+    voters: Sequence[Voter],
+    texts: Sequence[str],
+    cache: FeatureCache,
+    identities: list[dict],
+    predict: Callable[[Voter, Sequence[str]], np.ndarray] | None = None,
 ) -> list[np.ndarray]:
-    """Each voter's probabilities for ``texts``: stored ones, else computed (embeddings
-    read from the cache when an encoder stored them) and stored."""
+    """Each voter's probabilities for ``texts``: stored ones, else computed (``predict``,
+    by default ``voter.predict``; embeddings read from the cache when an encoder stored
+    them) and stored."""
+    predict = predict or (lambda voter, texts: voter.predict(texts))
     results = [cache.get("probabilities", identity, texts) for identity in identities]
     encoders = {}
     for voter, result in zip(voters, results, strict=True):
@@ -65,7 +74,7 @@ def cached_probabilities(
             encoder.remember(texts, stored)
     for index, voter in enumerate(voters):
         if results[index] is None:
-            results[index] = voter.predict(texts)
+            results[index] = predict(voter, texts)
             cache.put("probabilities", identities[index], texts, results[index])
     current = tuple(texts)
     for encoder in fresh:

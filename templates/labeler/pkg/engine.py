@@ -6,9 +6,8 @@ duplicated. The output itself is assembled, atomically, only at the end.
 Within a chunk, texts go to the voters in slices, so progress shows before a
 whole chunk is done.
 
-On CPU, transformer voters can run in int8 (``quantize``): ``int8`` for all of
-them, ``auto`` for each one whose labels on the file's first rows agree with
-its fp32 labels (see :data:`INT8_MIN_AGREEMENT`).
+On CPU, transformer voters can run in int8 (``quantize``, see :mod:`.precision`): by
+default at the precision pinned for each when the package was built, measured on no row.
 """
 
 from __future__ import annotations
@@ -23,13 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import adapters, tabular
-from .cached import (
-    cached_probabilities,
-    decision_identity,
-    replay_decision,
-    save_decision,
-    voter_identity,
-)
+from .cached import cached_probabilities, decision_identity, replay_decision, voter_identity
 from .columns import (
     AGREEMENT,
     CONFIDENCE,
@@ -42,9 +35,21 @@ from .columns import (
 )
 from .config import LabelerSpec
 from .feature_cache import FeatureCache
-from .kinds import is_learned, load_voter
+from .kinds import load_voter
 from .part_store import PartStore
-from .transformer import Int8Decision, torch_model, try_int8, use_int8
+from .precision import (
+    DEFAULT_QUANTIZE,
+    INT8_MIN_AGREEMENT,
+    NOT_MEASURED_ON_CUDA,
+    QUANTIZE_MODES,
+    apply_pinned,
+    int8_candidates,
+    not_measured,
+    record_precision,
+    replay_or_pin,
+    sample_rows,
+)
+from .transformer import Int8Decision, try_int8, use_int8
 from .vote import LearnedVote, current_vote, pooled_vote, vote
 from .voters import Runtime, Voter
 
@@ -52,11 +57,6 @@ PROBABILITY_DECIMALS = 6
 ProgressCallback = Callable[[int, int], None]
 Int8Callback = Callable[[Int8Decision], None]
 
-QUANTIZE_MODES = ("auto", "int8", "none")
-INT8_SAMPLE_ROWS = 200
-"""``auto`` compares int8 with fp32 on this many of the file's first rows."""
-INT8_MIN_AGREEMENT = 0.995
-"""``auto`` keeps int8 for a voter whose labels agree with fp32 on at least this share."""
 SLICE_ROWS = 2048
 """Texts given to the voters at once (at least 8 batches): progress is reported per slice."""
 
@@ -64,7 +64,9 @@ SLICE_ROWS = 2048
 class Labeler:
     """The voters of one spec, loaded once, labeling lists of texts."""
 
-    def __init__(self, spec: LabelerSpec, runtime: Runtime, quantize: str = "none") -> None:
+    def __init__(
+        self, spec: LabelerSpec, runtime: Runtime, quantize: str = DEFAULT_QUANTIZE
+    ) -> None:
         if quantize not in QUANTIZE_MODES:
             raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, not {quantize!r}")
         if quantize == "int8" and runtime.device != "cpu":
@@ -79,47 +81,62 @@ class Labeler:
         self.cache: FeatureCache | None = runtime.cache
         """Where probabilities, embeddings and int8 decisions are kept between runs."""
         self._identities: tuple[dict[str, str], list[dict]] | None = None
+        self._measured: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+        """The probabilities the int8 check computed for its rows, per voter, with the model
+        kept: the first slice, when it holds those rows, is not computed again."""
 
     def use_cache(self, cache: FeatureCache) -> None:
         """Keep and reuse the voters' probabilities in ``cache`` from now on."""
         self.cache = cache
 
-    def settle_precision(self, sample: Sequence[str]) -> list[Int8Decision]:
-        """Apply ``quantize`` once, before labeling; ``sample`` holds the texts ``auto`` checks."""
+    def settle_precision(self, sample: Sequence[str] = ()) -> list[Int8Decision]:
+        """Apply ``quantize`` once, before labeling; ``sample`` holds the texts ``auto`` and
+        ``measure`` check. With a cache, the precision applied is recorded there."""
         if self.int8_decisions is None:
             self.int8_decisions = self._decide_int8(sample)
+            self._record_precision(self.int8_decisions)
         return self.int8_decisions
 
     def _decide_int8(self, sample: Sequence[str]) -> list[Int8Decision]:
-        if self.quantize == "none" or self.runtime.device != "cpu":
+        if self.runtime.device != "cpu":
+            measure = self.quantize == "measure"
+            return not_measured(self.voters, NOT_MEASURED_ON_CUDA) if measure else []
+        if self.quantize == "none":
             return []
+        if self.quantize == "pinned":
+            return apply_pinned(self.voters)
         return [self._decide_one(voter, sample) for voter in int8_candidates(self.voters)]
 
     def _decide_one(self, voter: Voter, sample: Sequence[str]) -> Int8Decision:
-        """``quantize`` for one voter; with a cache, the decision taken the first time."""
-        identity = decision_identity(voter, self.spec.labels, self.runtime.package_root)
-        if self.cache is not None:
-            replayed = replay_decision(voter, self.cache, identity, self.quantize)
+        """``auto``, ``measure`` or ``int8`` for one voter; with a cache, ``auto`` and ``int8``
+        replay the decision they took the first time."""
+        if self.cache is not None and self.quantize != "measure":
+            replayed = replay_decision(voter, self.cache, self._decision_key(voter), self.quantize)
             if replayed is not None:
                 return replayed
-        if self.quantize == "auto":
-            decision = try_int8(voter, sample, INT8_MIN_AGREEMENT)
-        else:
+        if self.quantize == "int8":
             use_int8(voter)
-            decision = Int8Decision(voter.config.name, True, None, 0, "int8 requested")
-        if self.cache is not None:
-            save_decision(self.cache, identity, self.quantize, decision)
+            return Int8Decision(voter.config.name, True, None, 0, "int8 requested")
+        decision, probabilities = try_int8(voter, sample, INT8_MIN_AGREEMENT)
+        if probabilities is not None:
+            self._measured[voter.config.name] = (tuple(sample), probabilities)
         return decision
 
-    def replay_precision(self) -> None:
-        """Apply the int8 decisions the cache holds, whatever ``quantize`` took them (``learn``
-        computes what the labeler computed)."""
-        decisions = []
+    def _decision_key(self, voter: Voter) -> dict:
+        return decision_identity(voter, self.spec.labels, self.runtime.package_root)
+
+    def _record_precision(self, decisions: Sequence[Int8Decision]) -> None:
+        """Keep in the cache the precision each model runs at (``learn`` replays it)."""
         if self.cache is not None and self.runtime.device == "cpu":
-            for voter in int8_candidates(self.voters):
-                identity = decision_identity(voter, self.spec.labels, self.runtime.package_root)
-                replayed = replay_decision(voter, self.cache, identity, None)
-                decisions += [] if replayed is None else [replayed]
+            record_precision(self.voters, decisions, self.cache, self._decision_key, self.quantize)
+
+    def replay_precision(self) -> None:
+        """Apply the precisions the last labeling with the cache ran at, whatever ``quantize``
+        chose them (``learn`` computes what the labeler computed); the pinned ones where the
+        cache holds none."""
+        decisions = []
+        if self.runtime.device == "cpu":
+            decisions = replay_or_pin(self.voters, self.cache, self._decision_key)
         self.int8_decisions = decisions
 
     def learned(self) -> dict[str, str | None]:
@@ -159,8 +176,17 @@ class Labeler:
     def probabilities(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Each voter's probabilities for ``texts``, through the cache when there is one."""
         if self.cache is None:
-            return [voter.predict(texts) for voter in self.voters]
-        return cached_probabilities(self.voters, texts, self.cache, self.identities())
+            return [self._predict(voter, texts) for voter in self.voters]
+        return cached_probabilities(
+            self.voters, texts, self.cache, self.identities(), self._predict
+        )
+
+    def _predict(self, voter: Voter, texts: Sequence[str]) -> np.ndarray:
+        """``voter.predict(texts)``, or what the int8 check computed when it ran on ``texts``."""
+        measured = self._measured.pop(voter.config.name, None)
+        if measured is not None and measured[0] == tuple(texts):
+            return measured[1]
+        return voter.predict(texts)
 
     def label_in_slices(
         self,
@@ -247,10 +273,10 @@ def label_file(
     """Label every row of ``input_path`` into ``output_path``; resumable chunk by chunk.
 
     ``on_progress(rows done, total)`` is called once before labeling (rows done are
-    those of resumed chunks) and after every slice; ``on_int8`` once per voter that
-    could run in int8, with the decision taken. With ``cache`` (a folder), the voters'
-    probabilities, embeddings and int8 decisions are kept there and reused
-    (:mod:`.feature_cache`): the output is the same, only what changed is computed.
+    those of resumed chunks) and after every slice; ``on_int8`` once per precision
+    decision (:mod:`.precision`: per model measured, or pinned). With ``cache`` (a
+    folder), the voters' probabilities, embeddings and int8 decisions are kept there and
+    reused (:mod:`.feature_cache`): the output is the same, only what changed is computed.
     """
     if cache is not None:
         labeler.use_cache(FeatureCache(cache))
@@ -261,8 +287,8 @@ def label_file(
         )
     total = count_rows(input_path)
     # The first rows decide int8 even when resuming, so a resumed run decides alike.
-    sample_rows = min(INT8_SAMPLE_ROWS, chunk_size)
-    sample = _first_texts(input_path, text_column, sample_rows) if total > sample_rows else []
+    rows = sample_rows(labeler.quantize, total, chunk_size)
+    sample = _first_texts(input_path, text_column, rows) if rows else []
     for decision in labeler.settle_precision(sample):
         if on_int8 is not None:
             on_int8(decision)
@@ -291,21 +317,6 @@ def label_file(
     _assemble(labeler.spec, input_path, input_columns, output_path, parts, chunk_size)
     parts.remove()
     return LabelingSummary(done, needs_review, chunks, min(resumed, chunks), str(output_path))
-
-
-def int8_candidates(voters: Sequence[Voter]) -> list[Voter]:
-    """The voters whose torch model could run in int8, one per model (voters sharing an
-    encoder share its precision), frozen voters first: a learned voter's decision would be
-    taken again with each of its versions."""
-    ordered = sorted(voters, key=is_learned)
-    seen: set[int] = set()
-    candidates = []
-    for voter in ordered:
-        model = torch_model(voter)
-        if model is not None and id(model) not in seen:
-            seen.add(id(model))
-            candidates.append(voter)
-    return candidates
 
 
 def _first_texts(input_path: Path, text_column: str, rows: int) -> list[str]:

@@ -23,14 +23,8 @@ from . import tabular
 from .columns import added_columns, arrow_type, input_renames
 from .commands import PACKAGE_ROOT
 from .config import LabelerSpec
-from .engine import (
-    INT8_SAMPLE_ROWS,
-    Int8Callback,
-    Labeler,
-    LabelingSummary,
-    ProgressCallback,
-    text_of,
-)
+from .engine import Int8Callback, Labeler, LabelingSummary, ProgressCallback, text_of
+from .precision import DEFAULT_QUANTIZE, INT8_SAMPLE_ROWS, PINNED
 from .ray_tables import csv_header, first_line, input_files, read_table, worker_error, write_labeled
 from .transformer import Int8Decision, use_int8
 from .voters import Runtime, VoterLoadError
@@ -55,7 +49,8 @@ class RayOptions:
     device: str = "auto"
     """``auto`` (CUDA when the cluster has GPUs), ``cpu`` or ``cuda``."""
     batch_size: int = 32
-    quantize: str = "none"
+    quantize: str = DEFAULT_QUANTIZE
+    """As the single-process engine's, ``measure`` aside (:mod:`.precision`)."""
     package_root: Path | None = None
     """Folder of bundled models on the workers; None: this package, where each worker has it."""
 
@@ -111,6 +106,7 @@ def label_file_ray(
             spec=spec,
             runtime=(options.package_root, device, options.batch_size),
             int8_voters=tuple(decision.voter for decision in decisions if decision.int8),
+            pinned=options.quantize == "pinned",
             text_column=text_column,
             min_agreement=min_agreement,
             renames=renames,
@@ -205,9 +201,18 @@ def _settle_precision(ray, spec, options, device, dataset, text_column, total):
     """Decide int8 once, on one worker, so that every actor labels at the same precision.
 
     As the single-process engine does: on the first rows, unless the input is that short.
+    ``pinned`` decides nothing: each actor applies the spec's precisions, reported here.
     """
+    if options.quantize == "measure":
+        raise RayEngineError("--quantize measure works with --engine local only")
     if options.quantize == "none" or device != "cpu":
         return []
+    if options.quantize == "pinned":
+        return [
+            Int8Decision(voter.name, voter.precision == "int8", None, 0, PINNED)
+            for voter in spec.voters
+            if voter.precision is not None
+        ]
     sample = []
     if total > INT8_SAMPLE_ROWS:
         first = dataset.select_columns([text_column]).take(INT8_SAMPLE_ROWS)
@@ -229,18 +234,28 @@ class BlockLabeler:
     """One actor of the pool: loads the voters once, then labels the blocks it is given."""
 
     def __init__(
-        self, spec, runtime, int8_voters, text_column, min_agreement, renames, min_confidence=0.0
+        self,
+        spec,
+        runtime,
+        int8_voters,
+        text_column,
+        min_agreement,
+        renames,
+        min_confidence=0.0,
+        pinned=False,
     ) -> None:
         # Ray keeps only the text of an error raised while an actor starts: a voter that cannot
         # load is raised from the first call instead, which hands the error itself to the driver.
         self.load_error: VoterLoadError | None = None
         try:
-            self.labeler = Labeler(spec, _runtime(*runtime))
+            self.labeler = Labeler(spec, _runtime(*runtime), "pinned" if pinned else "none")
         except VoterLoadError as error:
             self.load_error = error
             return
+        if pinned:
+            self.labeler.settle_precision()
         for voter in self.labeler.voters:
-            if voter.config.name in int8_voters:
+            if voter.config.name in int8_voters and not pinned:
                 use_int8(voter)
         self.text_column = text_column
         self.min_agreement = min_agreement

@@ -314,20 +314,26 @@ def use_int8(voter: Voter) -> None:
     voter.model = int8_copy(torch_model(voter))  # type: ignore[attr-defined]
 
 
-def try_int8(voter: Voter, sample: Sequence[str], min_agreement: float) -> Int8Decision:
-    """Keep int8 for ``voter`` if its labels agree with fp32 on ``min_agreement`` of ``sample``."""
+def try_int8(
+    voter: Voter, sample: Sequence[str], min_agreement: float
+) -> tuple[Int8Decision, np.ndarray | None]:
+    """Keep int8 for ``voter`` if its labels agree with fp32 on ``min_agreement`` of ``sample``;
+    the decision, and the probabilities for ``sample`` of the model kept (None: none run)."""
     name = voter.config.name
     if not sample:
-        return Int8Decision(name, False, None, 0, "too few rows for int8 to pay off")
+        return Int8Decision(name, False, None, 0, "too few rows for int8 to pay off"), None
     fp32_model = torch_model(voter)
-    fp32_labels = voter.predict(sample).argmax(axis=1)
+    fp32 = voter.predict(sample)
     try:
         use_int8(voter)
     except Int8Unavailable as error:
-        return Int8Decision(name, False, None, 0, str(error))
-    int8_labels = voter.predict(sample).argmax(axis=1)
-    agreement = float(np.mean(fp32_labels == int8_labels))
+        return Int8Decision(name, False, None, 0, str(error)), fp32
+    int8 = voter.predict(sample)
+    agreement = float(np.mean(fp32.argmax(axis=1) == int8.argmax(axis=1)))
+    measured = f"int8 labels agree with fp32 on {agreement:.1%} of {len(sample)} rows"
     if agreement >= min_agreement:
-        return Int8Decision(name, True, agreement, len(sample), "int8 labels agree with fp32")
+        reason = f"{measured}, at least {min_agreement:.1%} needed"
+        return Int8Decision(name, True, agreement, len(sample), reason), int8
     voter.model = fp32_model  # type: ignore[attr-defined]
-    return Int8Decision(name, False, agreement, len(sample), "int8 labels differ from fp32")
+    reason = f"{measured}, below the {min_agreement:.1%} needed"
+    return Int8Decision(name, False, agreement, len(sample), reason), fp32
