@@ -108,6 +108,13 @@ def label_command(
         bool | None,
         Opt("--learn-vote/--no-learn-vote", help="learn vote weights from verified rows [on]"),
     ] = None,
+    bundle_weights: Annotated[
+        bool | None,
+        Opt(
+            "--bundle-weights/--no-bundle-weights",
+            help="copy Hub voters' pinned files into the package; off: reference them only [on]",
+        ),
+    ] = None,
     voters: Annotated[int | None, Opt(help="voters discovery keeps [3]")] = None,
     pilot_rows: Annotated[int | None, Opt(help="pilot sample size [200]")] = None,
     pilot_verify: Annotated[
@@ -168,6 +175,7 @@ def label_command(
         "min_round_yield": min_round_yield,
         "learned_voters": learned_voters,
         "learn_vote": learn_vote,
+        "bundle_weights": bundle_weights,
         "voters": voters,
         "pilot_rows": pilot_rows,
         "pilot_verify_rows": pilot_verify,

@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     """Consensus rows replayed per verified row when fine-tuning."""
     finetune_epochs: int = Field(default=3, ge=1)
     finetune_learning_rate: float = Field(default=1e-3, gt=0)
+    bundle_weights: bool = True
+    """Copy every Hub voter's pinned files into the package, so it labels with no network;
+    False (``--no-bundle-weights``, for very large voters): reference the pinned revisions
+    only, which the package's Dockerfile fetches at build time."""
     models_dir: Path | None = None
     """A folder of local model folders the offline catalog offers."""
     voters: int = 3

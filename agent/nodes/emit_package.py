@@ -33,7 +33,7 @@ from agent.packaging.build import (
     provenance,
     selection_notes,
 )
-from agent.packaging.render import render_package
+from agent.packaging.render import module_lock, render_package
 from agent.reporting.report import write_report
 from agent.state import LearnedVoterRecord, RunState
 from agent.verification.store import VERDICTS_FILE, resolve
@@ -72,7 +72,7 @@ def emit_package(state: RunState, runtime: Runtime[RunContext]) -> dict:
     rendered["manifest.json"] = render_package(spec.model_copy(update={"metrics": {}}), origin)[
         "manifest.json"
     ]
-    for name in RERENDERED:
+    for name in (*RERENDERED, module_lock(spec.module)):
         (package_dir / name).write_text(rendered[name], encoding="utf-8")
     package_path = emit(package_dir, Path(settings.out) / spec.name)
     report = {"metrics": metrics, "output": str(output_path), "package": str(package_path)}

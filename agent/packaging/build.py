@@ -2,9 +2,10 @@
 
 Rendered files go to a staging folder; only after the lint gate passes is the
 staging folder renamed into the run's package folder, so nothing unlinted is
-ever used or emitted. Local models are bundled into the package (hard links
-in the run folder, real copies when emitted); Hub models are referenced by
-id and pinned commit.
+ever used or emitted. Local models, and by default the Hub voters' pinned files,
+are bundled into the package (hard links in the run folder, real copies when
+emitted); a Hub voter keeps its id and pinned commit as its source, and with
+``--no-bundle-weights`` it is only referenced by them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from agent.context import RunContext
+from agent.errors import UserInputError
 from agent.labeler_runtime import VOTE_RECORD, VOTES
 from agent.packaging.lint import format_and_lint
 from agent.packaging.render import render_package
@@ -36,6 +38,14 @@ TRANSFORMER_DISTRIBUTIONS = (
     "huggingface_hub",
 )
 """What a Hugging Face classifier voter adds."""
+RUN_SPECIFIC_METRICS = frozenset(
+    {"labeling time", "LLM calls", "LLM tokens (prompt / completion)", "LLM cost"}
+)
+"""Figures that differ between two runs on the same inputs (timings; LLM calls a cache may
+spare): they go to the run report, never into the package, which stays reproducible."""
+STAMP = ".verified-weights.json"
+"""The labeler's stamp of weights it checked (:mod:`templates.labeler.pkg.weights`): it
+belongs to one install, never to an emitted package."""
 SAMPLE_TEXTS = (
     "Thank you so much, this was really helpful!",
     "This is the worst service I have ever had, you idiots.",
@@ -69,6 +79,7 @@ def runtime_extras() -> dict[str, tuple[str, ...]]:
         "parquet": (pinned("pyarrow", ">=17"),),
         "ray": (pinned("ray", ">=2.60,<3").replace("ray", "ray[data]", 1),),
         "test": (pinned("pytest", ">=8"),),
+        "lint": (pinned("black", ">=24"), pinned("ruff", ">=0.5")),
     }
 
 
@@ -88,8 +99,13 @@ def package_names(plan: TaskPlan) -> tuple[str, str]:
 
 
 def voter_entry(
-    candidate: Candidate, adapter: dict | None = None, learned: dict | None = None
+    candidate: Candidate,
+    adapter: dict | None = None,
+    learned: dict | None = None,
+    bundle: bool = True,
 ) -> VoterEntry:
+    """The package's record of a voter; with ``bundle``, a Hub voter's pinned files go into
+    the package (``models/<name>``), its source staying the Hub id and pinned commit."""
     if candidate.origin == "hub":
         source = f"hub:{candidate.ref}"
     elif candidate.origin == "specialist":
@@ -111,7 +127,15 @@ def voter_entry(
         adapter=adapter,
         learned=learned,
         precision=candidate.precision,
+        bundled=bundled_folder(candidate) if bundle else None,
     )
+
+
+def bundled_folder(candidate: Candidate) -> str | None:
+    """Where a Hub voter's pinned files go in the package module; None for other voters."""
+    if candidate.origin != "hub" or not candidate.files:
+        return None
+    return f"models/{candidate.name}"
 
 
 def build_spec(
@@ -130,6 +154,7 @@ def build_spec(
     ``learned``: voter -> its learned version in use and file hashes."""
     name, module = package_names(plan)
     adapters = adapters or {}
+    bundle = settings.bundle_weights
     requirements = runtime_requirements(voters, tuned=bool(adapters))
     return PackageSpec(
         name=name,
@@ -142,7 +167,8 @@ def build_spec(
         min_agreement=settings.min_agreement,
         min_confidence=settings.min_confidence,
         voters=tuple(
-            voter_entry(v, adapters.get(v.name), (learned or {}).get(v.name)) for v in voters
+            voter_entry(v, adapters.get(v.name), (learned or {}).get(v.name), bundle)
+            for v in voters
         ),
         learned_vote=learned_vote,
         requirements=requirements,
@@ -150,7 +176,7 @@ def build_spec(
         base_image=default_base_image(requirements),
         sample_texts=SAMPLE_TEXTS,
         selection_notes=tuple(selection_notes),
-        metrics=metrics or {},
+        metrics={k: v for k, v in (metrics or {}).items() if k not in RUN_SPECIFIC_METRICS},
     )
 
 
@@ -217,7 +243,8 @@ def write_tree(
     *,
     link: bool,
 ) -> Path:
-    """Render the package into ``folder`` (replaced if present) and bundle local models."""
+    """Render the package into ``folder`` (replaced if present) and bundle the voters' model
+    files: local models' and, unless the spec only references them, Hub voters' pinned ones."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -225,12 +252,27 @@ def write_tree(
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")
+    entries = {entry.name: entry for entry in spec.voters}
     for candidate in voters:
+        entry = entries.get(candidate.name)
         if candidate.origin == "local":
-            destination = folder / spec.module / "models" / candidate.name
-            destination.mkdir(parents=True)
-            for relative in candidate.files:
-                _place(Path(candidate.path) / relative, destination / relative, link=link)
+            inside = f"models/{candidate.name}"
+        elif entry is not None and entry.bundled:
+            inside = entry.bundled
+        else:
+            continue
+        destination = folder / spec.module / inside
+        destination.mkdir(parents=True)
+        for relative in sorted(candidate.files):
+            # The Hub cache's snapshot files are symlinks to blobs: link or copy the blob.
+            source = (Path(candidate.path) / relative).resolve()
+            if not source.is_file():
+                raise UserInputError(
+                    f"voter {candidate.name}: {source} is gone (its model files were moved or "
+                    "the Hugging Face cache was cleared); run again to fetch them"
+                )
+            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+            _place(source, destination / relative, link=link)
     return folder
 
 
@@ -277,7 +319,7 @@ def emit(package_dir: Path, destination: Path) -> Path:
             package_dir,
             temporary,
             dirs_exist_ok=True,
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", STAMP),
         )
         if destination.exists():
             retired = destination.with_name(f".{destination.name}.old-{os.getpid()}")

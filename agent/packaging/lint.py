@@ -2,8 +2,10 @@
 
 Python files are formatted with black, then must parse (``ast.parse``),
 compile, and pass ``ruff check`` (pyflakes and pycodestyle rules); TOML and
-JSON files must parse. A failure here is a bug in our templates, reported as a
-:class:`TemplateError` naming the file and the problem.
+JSON files must parse. The package's ``pyproject.toml`` must carry exactly these black
+and ruff settings (:func:`tool_settings`), so ``black --check .`` and ``ruff check .``
+pass inside the package with its own configuration. A failure here is a bug in our
+templates, reported as a :class:`TemplateError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -22,10 +24,34 @@ LINE_LENGTH = 100
 RUFF_RULES = ("F", "E", "W")
 RUFF_IGNORED = ("E501",)  # black decides line length; long string literals are fine
 SKIPPED_FOLDERS = frozenset({"models", "learned", "adapters", "__pycache__"})
+TARGET_VERSION = "py310"
+
+
+def tool_settings() -> dict[str, dict]:
+    """The gate's settings as the package's ``pyproject.toml`` states them (``[tool.*]``)."""
+    return {
+        "black": {"line-length": LINE_LENGTH, "target-version": [TARGET_VERSION]},
+        "ruff": {
+            "line-length": LINE_LENGTH,
+            "extend-exclude": sorted(SKIPPED_FOLDERS - {"__pycache__"}),
+            "lint": {"select": list(RUFF_RULES), "ignore": list(RUFF_IGNORED)},
+        },
+    }
+
+
+def check_tool_settings(pyproject: dict, name: str = "pyproject.toml") -> None:
+    """The package's black and ruff settings must be the gate's (else its checks differ)."""
+    declared = pyproject.get("tool", {})
+    for tool, expected in tool_settings().items():
+        if declared.get(tool) != expected:
+            raise TemplateError(
+                f"{name}: [tool.{tool}] is {declared.get(tool)!r}, the lint gate uses {expected!r}"
+            )
 
 
 def black_mode() -> black.Mode:
-    return black.Mode(line_length=LINE_LENGTH, target_versions={black.TargetVersion.PY310})
+    target = black.TargetVersion[TARGET_VERSION.upper()]
+    return black.Mode(line_length=LINE_LENGTH, target_versions={target})
 
 
 def format_python(source: str, name: str) -> str:
@@ -92,9 +118,11 @@ def format_and_lint(folder: Path) -> list[str]:
             path.write_text(formatted, encoding="utf-8")
         elif path.suffix == ".toml":
             try:
-                tomllib.loads(path.read_text(encoding="utf-8"))
+                parsed = tomllib.loads(path.read_text(encoding="utf-8"))
             except tomllib.TOMLDecodeError as error:
                 raise TemplateError(f"{name}: invalid TOML ({error})") from None
+            if name == "pyproject.toml":
+                check_tool_settings(parsed, name)
         elif path.suffix == ".json":
             try:
                 json.loads(path.read_text(encoding="utf-8"))

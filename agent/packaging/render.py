@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
@@ -30,6 +32,10 @@ SOURCE_TREE_ONLY = frozenset({"__pycache__", "__init__.py"})
 (a package's own ``__init__.py`` is rendered from ``__init__.py.jinja``)."""
 _SAFE_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]#|<>&~]|^[-+])")
+_REQUIREMENT = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*\])?"
+    r"((===?|~=|!=|<=?|>=?)[A-Za-z0-9.*+!_-]+(,(===?|~=|!=|<=?|>=?)[A-Za-z0-9.*+!_-]+)*)?"
+)
 
 
 def python_literal(value: Any) -> str:
@@ -88,6 +94,28 @@ def safe_word(value: Any) -> str:
     return text
 
 
+def shell_word(value: Any) -> str:
+    """One word of a shell command, quoted as needed (a Dockerfile ``RUN`` line); a value
+    with a line break, which would end the instruction, is refused."""
+    text = str(value)
+    if not text or any(char in text for char in "\n\r\0"):
+        raise TemplateError(f"refusing to emit {text!r} as a shell word")
+    return shlex.quote(text)
+
+
+def url_path(value: Any) -> str:
+    """A URL path, percent-encoded (``/`` kept), safe in a Markdown link."""
+    return quote(str(value), safe="/")
+
+
+def requirement(value: Any) -> str:
+    """A requirement line (``name[extra]==1.0``) for a requirements file; nothing else."""
+    text = str(value)
+    if not _REQUIREMENT.fullmatch(text):
+        raise TemplateError(f"refusing to emit {text!r} as a requirement")
+    return text
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined,
@@ -96,7 +124,15 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters.update(py=python_literal, toml=toml_literal, md=markdown_text, word=safe_word)
+    env.filters.update(
+        py=python_literal,
+        toml=toml_literal,
+        md=markdown_text,
+        word=safe_word,
+        req=requirement,
+        sh=shell_word,
+        url=url_path,
+    )
     return env
 
 
@@ -136,8 +172,15 @@ def render_package(
                 raise TemplateError(f"template {relative}: {error}") from error
         files[target] = source
     files["models.lock.json"] = _json(spec.lock())
+    # The labeler checks bundled weights against the lock, so it ships inside the module too.
+    files[module_lock(spec.module)] = files["models.lock.json"]
     files["manifest.json"] = _json(provenance.manifest(spec))
     return files
+
+
+def module_lock(module: str) -> str:
+    """Where the module's copy of ``models.lock.json`` is, in the package."""
+    return f"{module}/models.lock.json"
 
 
 def _json(data: Any) -> str:
