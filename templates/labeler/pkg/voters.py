@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from .config import IGNORE, VoterConfig
-from .weights import WeightsError, verify_bundled
+from .weights import WeightsError, ensure_bundled
 
 if TYPE_CHECKING:
     from .feature_cache import FeatureCache
@@ -85,7 +85,7 @@ def model_location(config: VoterConfig, package_root: Path) -> tuple[str, str | 
     """
     if config.bundled is not None:
         try:
-            verify_bundled(package_root, config.name, config.bundled)
+            ensure_bundled(package_root, config.name, config.bundled)
         except WeightsError as error:
             raise VoterLoadError(str(error)) from None
         return str(package_root / config.bundled), None

@@ -181,6 +181,23 @@ def verify_bundled(
     return Verification(voter, len(pinned), size, True, bundled)
 
 
+_verified: set[tuple[Path, str]] = set()
+"""(package folder, voter) checked in this process."""
+
+
+def ensure_bundled(package_root: Path, voter: str, bundled: str) -> None:
+    """Before a voter with bundled files loads: on the first call in a process, every bundled
+    voter of the lock is checked, so a mismatch stops the labeler before any model loads."""
+    if not any(root == package_root for root, _ in _verified):
+        for entry in read_lock(package_root)["voters"]:
+            if isinstance(entry, dict) and entry.get("bundled"):
+                verify_bundled(package_root, entry["name"], entry["bundled"])
+                _verified.add((package_root, entry["name"]))
+    if (package_root, voter) not in _verified:
+        verify_bundled(package_root, voter, bundled)
+        _verified.add((package_root, voter))
+
+
 def _size(folder: Path, pinned: dict[str, str]) -> int:
     return sum((folder / relative).stat().st_size for relative in pinned)
 
