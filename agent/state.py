@@ -123,6 +123,11 @@ class PilotRun(Record):
     """The sample's texts, in pilot order."""
     output_path: str
     """The pilot labeler's output: every candidate's label and probability on each row."""
+    precisions: dict[str, str] = Field(default_factory=dict)
+    """CPU precision the pilot measured per transformer candidate (``int8`` where its int8
+    labels agreed with fp32 on the pilot rows, else ``fp32``; ``fp32`` on a CUDA pilot)."""
+    precision_notes: dict[str, str] = Field(default_factory=dict)
+    """Why, per candidate: the labeler's own reason (the measured agreement)."""
 
 
 class PilotVerification(Record):

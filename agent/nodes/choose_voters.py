@@ -7,7 +7,9 @@ the verified pilot rows when there are at least
 :data:`~agent.discovery.calibration.MIN_ROWS` of them, else by leave-one-out consensus
 (:mod:`agent.discovery.pilot_scoring`). Voters the user named are all kept; discovered ones
 are chosen by score, skipping near-duplicates, up to ``--voters``. The chosen voters' pilot
-votes are kept for the cost estimate, and their expected disagreement rate reported.
+votes are kept for the cost estimate, and their expected disagreement rate reported. Each
+candidate takes the CPU precision the pilot measured for it (:mod:`agent.nodes.run_pilot`),
+and a chosen voter's note says which and why.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from agent.discovery.pilot_scoring import (
 )
 from agent.errors import UserInputError
 from agent.labeler_runtime import voter_label_column, voter_probability_column
-from agent.state import Candidate, PilotReport, Rejection, RunState, VoterScore
+from agent.state import Candidate, PilotReport, PilotRun, Rejection, RunState, VoterScore
 from agent.verification.pilot import pilot_labels, why_unverified
 
 VOTES_FILE = "votes.json"
@@ -50,7 +52,7 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
         truth = verified_reference(pilot_labels(Path(checked.verdicts_path), pilot.rows))
     calibration = calibrate_label_maps(candidates, votes, state.plan.label_names, truth)
     _report_calibration(calibration, context)
-    candidates, votes = calibration.candidates, calibration.votes
+    candidates, votes = _with_precision(calibration.candidates, pilot), calibration.votes
     agreement = {name: consensus_agreement(name, votes) for name in votes}
     accuracy = {name: verified_accuracy(votes[name], truth) for name in votes} if truth else {}
     dropped = chance_level(candidates, votes, truth) if truth else {}
@@ -67,7 +69,7 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
             "--verifier none): pass --model or a verifier"
         )
     verified_rows = checked.verified if checked else 0
-    verdict = {c.name: "selected" for c in chosen} | skipped
+    verdict = {c.name: _selected(c, pilot) for c in chosen} | skipped
     verdict |= {name: f"dropped, {reason}" for name, reason in dropped.items()}
     scores = tuple(
         _score(
@@ -112,6 +114,27 @@ def _flag_rate(chosen, chosen_votes, output_rows, state: RunState, settings) -> 
         settings.min_agreement,
         settings.min_confidence,
     )
+
+
+def _with_precision(candidates, pilot: PilotRun) -> list[Candidate]:
+    """The candidates, each transformer one with the CPU precision the pilot measured for it:
+    the spec and the lock pin it, and the labeler applies it without measuring again."""
+    return [
+        (
+            c.model_copy(update={"precision": pilot.precisions[c.name]})
+            if c.name in pilot.precisions
+            else c
+        )
+        for c in candidates
+    ]
+
+
+def _selected(candidate: Candidate, pilot: PilotRun) -> str:
+    """A chosen voter's verdict, with the CPU precision it will run at and why."""
+    if candidate.precision is None:
+        return "selected"
+    why = pilot.precision_notes.get(candidate.name)
+    return f"selected, {candidate.precision} on CPU" + (f" ({why})" if why else "")
 
 
 def _learned(state: RunState, candidates, context: RunContext) -> list[Candidate]:

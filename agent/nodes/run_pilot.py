@@ -4,6 +4,11 @@ The pilot is the labeler itself, rendered with all candidates and run in the san
 reproducible sample of the data (``--pilot-rows``, seeded by the data's content), so the
 candidates are judged by the code that will label the data. Its output holds every
 candidate's label and probability on each pilot row; the nodes after it read them there.
+
+It also decides, once, each transformer candidate's CPU precision: the labeler runs with
+``--quantize measure`` (int8 against fp32 on every pilot row) and the precision it reports
+for each voter, as a ``quantize`` event, is kept; the chosen voters carry it into the spec
+and the lock, so the labeler applies it without measuring again.
 """
 
 from __future__ import annotations
@@ -44,14 +49,21 @@ def run_pilot(state: RunState, runtime: Runtime[RunContext]) -> dict:
         output_path=pilot_dir / "work" / "output.jsonl",
         workdir=pilot_dir / "work",
         text_column=plan.text_column,
+        quantize="measure",
     )
-    run_labeler_job(
+    outcome = run_labeler_job(
         context.sandbox,
         job,
         settings,
         lambda done, total: context.reporter.progress("pilot", done, total),
     )
+    names = {candidate.name for candidate in candidates}
+    measured = [e for e in outcome.precisions if e.get("voter") in names]
     pilot = PilotRun(
-        rows=len(sample), input_path=str(pilot_input), output_path=str(job.output_path)
+        rows=len(sample),
+        input_path=str(pilot_input),
+        output_path=str(job.output_path),
+        precisions={e["voter"]: "int8" if e.get("int8") is True else "fp32" for e in measured},
+        precision_notes={e["voter"]: str(e.get("reason", "")) for e in measured},
     )
     return {"pilot_run": pilot}
