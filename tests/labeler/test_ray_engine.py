@@ -142,6 +142,14 @@ def tiny_spec() -> LabelerSpec:
     return LabelerSpec("ray-labeler", "label toxicity", LABELS, "text", 1.0, configs)
 
 
+def pinned_spec() -> LabelerSpec:
+    """:func:`tiny_spec` with CPU precisions pinned at build time: int8, fp32, none."""
+    pins = {"plain": "int8", "shouty": "fp32"}
+    spec = tiny_spec()
+    voters = tuple(replace(v, precision=pins.get(v.name)) for v in spec.voters)
+    return replace(spec, voters=voters)
+
+
 def read(path: Path) -> list[dict]:
     return [row for chunk in tabular.iter_chunks(path, 10_000) for row in chunk]
 
@@ -161,15 +169,17 @@ def assert_same_labels(first: list[dict], second: list[dict]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("suffix", "quantize"), [(".csv", "auto"), (".jsonl", "none"), (".parquet", "none")]
+    ("suffix", "quantize"),
+    [(".csv", "auto"), (".jsonl", "none"), (".parquet", "none"), (".tsv", "pinned")],
 )
 def test_ray_gives_the_labels_of_the_single_process_engine(
     ray_cluster, models, tmp_path, suffix, quantize
 ):
     table = write_input(tmp_path / f"input{suffix}", 300)
     local_decisions, ray_decisions = [], []
+    spec = pinned_spec() if quantize == "pinned" else tiny_spec()
     reference = label_file(
-        Labeler(tiny_spec(), Runtime(models, "cpu", 8), quantize=quantize),
+        Labeler(spec, Runtime(models, "cpu", 8), quantize=quantize),
         table,
         tmp_path / f"reference{suffix}",
         text_column="text",
@@ -181,7 +191,7 @@ def test_ray_gives_the_labels_of_the_single_process_engine(
         actors=2, block_rows=64, device="cpu", batch_size=8, quantize=quantize, package_root=models
     )
     summary = label_file_ray(
-        tiny_spec(),
+        spec,
         table,
         tmp_path / f"ray{suffix}",
         text_column="text",
@@ -192,13 +202,19 @@ def test_ray_gives_the_labels_of_the_single_process_engine(
 
     assert (summary.rows, summary.needs_review) == (reference.rows, reference.needs_review)
     assert ray_decisions == local_decisions
-    assert len(local_decisions) == (3 if quantize == "auto" else 0)
+    assert len(local_decisions) == {"auto": 3, "pinned": 2}.get(quantize, 0)
+    if quantize == "pinned":
+        assert [(d.voter, d.int8, d.rows) for d in ray_decisions] == [
+            ("plain", True, 0),
+            ("shouty", False, 0),
+        ]
     labeled = read(tmp_path / f"ray{suffix}")
     assert_same_labels(labeled, read(tmp_path / f"reference{suffix}"))
     assert [row["id"] for row in labeled] == [f"{index:04d}" for index in range(300)]
     assert labeled[0]["label_input"] in ("gold", "") and labeled[0]["text"] == ""
-    if suffix == ".csv":
-        assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "reference.csv").read_bytes()
+    if suffix in (".csv", ".tsv"):
+        ray_bytes = (tmp_path / f"ray{suffix}").read_bytes()
+        assert ray_bytes == (tmp_path / f"reference{suffix}").read_bytes()
 
 
 @pytest.mark.slow

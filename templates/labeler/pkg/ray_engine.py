@@ -95,9 +95,8 @@ def label_file_ray(
         _check_text_column(source, columns, text_column)
         device, actors, cpus_per_actor = _pool_size(ray, options)
         decisions = _settle_precision(ray, spec, options, device, dataset, text_column, total)
-        for decision in decisions:
-            if on_int8 is not None:
-                on_int8(decision)
+        for decision in decisions if on_int8 is not None else ():
+            on_int8(decision)
         # Blocks small enough that every actor has work, streamed as they are read.
         rows_per_block = max(1, min(options.block_rows, math.ceil(total / actors)))
         added = added_columns([voter.name for voter in spec.voters])
