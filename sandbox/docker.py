@@ -6,12 +6,18 @@ path), read-only mounts at their own paths (under ``/tmp`` too: the engine mount
 the tmpfs, and nothing else of the host's ``/tmp`` is there), no capabilities,
 ``no-new-privileges``, an unprivileged user (65534 by default), a cgroup memory limit without
 swap (an overrun is OOM-killed), a process-count limit, and the same scrubbed environment as
-the process backend. The container is always removed. The engine's host paths are used for
-mounts, so the engine must run on this machine (a local socket), not a remote host.
+the process backend, with the image's own ``PATH`` (its interpreter's folder). The command
+replaces the image's entrypoint. The container is always removed. The engine's host paths are
+used for mounts, so the engine must run on this machine (a local socket), not a remote host.
 
-Bind mounts keep host owners and modes, so every read-only input is checked first: one the
-container user could not read fails before the start, naming the file and the fix, rather
-than as a puzzling error inside the container.
+Bind mounts keep host owners and modes, so every read-only input is checked first
+(:mod:`sandbox.container_files`): one the container user could not read fails before the
+start, naming the file and the fix, rather than as a puzzling error inside the container.
+
+Which image: the one given, whose interpreter runs the commands; :meth:`DockerSandbox.in_image`
+gives the same engine and policy over another image (the agent builds each labeler package's
+own image and runs it there). ``mount_host_python`` instead mounts this process's interpreter
+read-only into a bare image (for the backend's own tests).
 
 GPUs: ``Limits(gpus=True)`` adds a device request for all GPUs, which needs the NVIDIA
 Container Toolkit on the engine host (``nvidia-ctk runtime configure --runtime=docker`` and
@@ -29,7 +35,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,12 +47,23 @@ from sandbox.capture import (
     list_output_files,
     looks_out_of_memory,
 )
+from sandbox.container_files import first_unreadable, host_python_mounts, open_to_user
 from sandbox.env import DEFAULT_PATH, scrubbed_env
-from sandbox.isolation import runtime_mounts
-from sandbox.masks import default_credential_paths, listening_unix_sockets, masks_for
 
 if TYPE_CHECKING:
     from docker import DockerClient
+
+__all__ = [
+    "DockerSandbox",
+    "connect",
+    "container_kwargs",
+    "first_unreadable",
+    "host_python_mounts",
+    "image_path",
+    "open_to_user",
+    "registry_error",
+    "require_image",
+]
 
 DEFAULT_IMAGE = "autoannotator-labeler:latest"
 SANDBOX_LABEL = "autoannotator.sandbox"
@@ -58,8 +75,6 @@ GPU_HINT = (
     "or run on the CPU (--device cpu)"
 )
 DEFAULT_LIMITS = Limits()
-# Host folders that the image has its own of: mounting the host's would replace the image's.
-_SYSTEM_FOLDERS = tuple(Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc"))
 
 
 def _docker_module() -> Any:
@@ -96,31 +111,32 @@ def require_image(client: DockerClient, image: str) -> None:
         ) from error
 
 
-def host_python_mounts(python: str | None = None) -> list[Path]:
-    """What ``python`` (default: this interpreter) runs from, mounted at the same paths.
+def registry_error(client: DockerClient, image: str) -> str | None:
+    """Why the engine could not pull ``image`` (one line), or None when its registry knows it.
 
-    The venv, the base interpreter's prefix and the import path entries outside them
-    (:func:`sandbox.isolation.runtime_mounts`), under ``/tmp`` too: the container's ``/tmp``
-    tmpfs is mounted first and these over it. Only for interpreters in a prefix of their own
-    (pyenv, uv, a venv over them): mounting a system ``/usr`` over the image's would replace
-    the image. Nothing is masked in a container, so a mount holding a credential file or a
-    listening unix socket (a Docker socket in a checkout) is refused too.
+    Asks the registry for the image's manifest through the engine (nothing is downloaded), so
+    the engine's own registry settings and credentials apply.
     """
-    mounts = runtime_mounts(python or sys.executable)
-    for mount in mounts:
-        if any(mount == system or system in mount.parents for system in _SYSTEM_FOLDERS):
-            raise ValueError(
-                f"cannot mount the host interpreter from {mount}: it is not self-contained"
-            )
-    hidden = masks_for([*default_credential_paths(), *listening_unix_sockets()], [])
-    for mask in hidden:
-        holder = next((m for m in mounts if mask.path == m or m in mask.path.parents), None)
-        if holder is not None:
-            raise ValueError(
-                f"cannot mount {holder} into containers: it holds {mask.path}, "
-                "which a container cannot be kept from"
-            )
-    return mounts
+    docker = _docker_module()
+    import requests
+
+    try:
+        client.images.get_registry_data(image)
+    except docker.errors.APIError as error:
+        return " ".join(str(error.explanation or error).split())
+    except (docker.errors.DockerException, requests.RequestException) as error:
+        return " ".join(str(error).split())
+    return None
+
+
+def image_path(client: DockerClient, image: str) -> str:
+    """The ``PATH`` the image sets (where its interpreter is), else the usual system one."""
+    environment = client.images.get(image).attrs.get("Config", {}).get("Env") or []
+    for entry in environment:
+        name, _, value = entry.partition("=")
+        if name == "PATH" and value:
+            return value
+    return DEFAULT_PATH
 
 
 def container_kwargs(
@@ -150,7 +166,9 @@ def container_kwargs(
         ulimits.append(docker.types.Ulimit(name="cpu", soft=cpu, hard=cpu + 5))
     kwargs: dict[str, Any] = {
         "image": image,
-        "command": list(command),
+        # The command replaces the image's entrypoint (a labeler image's is its console script).
+        "entrypoint": list(command[:1]),
+        "command": list(command[1:]),
         "working_dir": str(workdir),
         "environment": dict(environment),
         "user": user,
@@ -175,74 +193,6 @@ def container_kwargs(
     return kwargs
 
 
-def open_to_user(workdir: Path, user: str | None) -> None:
-    """Make the work folder writable by the container user, who owns nothing on the host.
-
-    Folders get mode a+rwx and files a+rw unless the user is the folder's owner (or root).
-    Files the command creates then belong to that uid on the host.
-    """
-    uid = (user or "0").split(":")[0]
-    if uid in ("0", "root", str(workdir.stat().st_uid)):
-        return
-    for folder, _dirs, files in os.walk(workdir):
-        os.chmod(folder, os.stat(folder).st_mode | 0o777)
-        for name in files:
-            path = os.path.join(folder, name)
-            if not os.path.islink(path):
-                os.chmod(path, os.stat(path).st_mode | 0o666)
-
-
-def _user_ids(user: str | None) -> tuple[int, int | None] | None:
-    """Numeric uid and gid of a ``uid[:gid]`` user; None for root, names or the image's user."""
-    uid, _, gid = (user or "").partition(":")
-    if not uid.isdigit() or int(uid) == 0:
-        return None
-    return int(uid), int(gid) if gid.isdigit() else None
-
-
-def _permits(info: os.stat_result, uid: int, gid: int | None, need: int) -> bool:
-    if info.st_uid == uid:
-        bits = info.st_mode >> 6
-    elif gid is not None and info.st_gid == gid:
-        bits = info.st_mode >> 3
-    else:
-        bits = info.st_mode
-    return bits & need == need
-
-
-def _entries(mount: Path) -> Iterator[tuple[Path, int]]:
-    """Every path under ``mount``, with the permission bits that reading it needs."""
-    if not mount.is_dir():
-        yield mount, 0o4
-        return
-    yield mount, 0o5
-    for folder, dirs, files in os.walk(mount):
-        yield from ((Path(folder, name), 0o5) for name in dirs)
-        yield from ((Path(folder, name), 0o4) for name in files)
-
-
-def first_unreadable(paths: Sequence[Path], user: str | None) -> tuple[Path, Path] | None:
-    """The first (mount, path) under ``paths`` that the container ``user`` could not read.
-
-    Bind mounts keep host owners and modes, and the container user owns nothing on the host,
-    so it reads only what the group or "other" permission bits allow. Files need read,
-    folders read and search permission; symlinks are judged by their targets.
-    """
-    ids = _user_ids(user)
-    if ids is None:
-        return None
-    uid, gid = ids
-    for mount in paths:
-        for path, need in _entries(mount):
-            try:
-                info = path.stat()
-            except OSError:
-                continue  # a dangling link: nothing to read either way
-            if not _permits(info, uid, gid, need):
-                return mount, path
-    return None
-
-
 class DockerSandbox:
     """Runs each command in a new container of ``image``; see the module docstring."""
 
@@ -259,17 +209,24 @@ class DockerSandbox:
         user: str | None = NOBODY,
         tmpfs_size: str = "1g",
         client: DockerClient | None = None,
+        require: bool = True,
+        log: OutputCallback | None = None,
     ) -> None:
         """Connects and checks the image now, so a misconfiguration fails before any work.
 
         ``python`` is the interpreter inside the image. ``mount_host_python`` mounts this
         process's interpreter, venv and import path read-only instead (for a bare base image
         in tests; ``python`` is then this interpreter's path; see :func:`host_python_mounts`).
-        ``extra_mounts`` are host paths mounted read-only into every run.
+        ``extra_mounts`` are host paths mounted read-only into every run. ``require=False``
+        leaves the image to be pulled or built later (a run then needs it). ``log`` receives
+        notes on the backend's own work around the commands (images built for them).
         """
         self._client = client or connect(base_url)
-        require_image(self._client, image)
+        if require:
+            require_image(self._client, image)
         self.image = image
+        self.base_url = base_url
+        self.log = log
         self._python = sys.executable if mount_host_python else python
         self._extra_mounts = [Path(p) for p in extra_mounts]
         # Kept as named, not resolved: a link under /tmp must be mounted at its own path.
@@ -280,6 +237,23 @@ class DockerSandbox:
     @property
     def python(self) -> str:
         return self._python
+
+    @property
+    def client(self) -> DockerClient:
+        return self._client
+
+    @property
+    def mounts_host_python(self) -> bool:
+        """Whether commands run this process's interpreter, mounted, rather than the image's."""
+        return bool(self._runtime_mounts)
+
+    def in_image(self, image: str) -> DockerSandbox:
+        """The same engine, policy and interpreter name, running containers of ``image``."""
+        require_image(self._client, image)
+        other = object.__new__(DockerSandbox)
+        other.__dict__.update(self.__dict__)
+        other.image = image
+        return other
 
     def run(
         self,
@@ -300,7 +274,7 @@ class DockerSandbox:
         open_to_user(workdir, self._user)
         self._check_readable(inputs)
         environment = scrubbed_env(
-            env, home=str(workdir), tmpdir="/tmp", limits=limits, path=DEFAULT_PATH
+            env, home=str(workdir), tmpdir="/tmp", limits=limits, path=self._path()
         )
         kwargs = container_kwargs(
             image=self.image,
@@ -333,6 +307,18 @@ class DockerSandbox:
         if callback_error is not None:
             raise callback_error
         return result
+
+    def _path(self) -> str:
+        """The image's PATH (a mounted host interpreter is named by its full path)."""
+        if self._runtime_mounts:
+            return DEFAULT_PATH
+        docker = _docker_module()
+        try:
+            return image_path(self._client, self.image)
+        except docker.errors.ImageNotFound as error:
+            raise SandboxUnavailable(
+                f"image {self.image} not found on the Docker engine: pull, build or load it first"
+            ) from error
 
     def _check_readable(self, inputs: Sequence[Path]) -> None:
         """Fail before starting when the container user could not read an input."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from sandbox.base import SandboxUnavailable
-from sandbox.docker import DEFAULT_IMAGE, connect, require_image
+from sandbox.docker import DEFAULT_IMAGE, connect, registry_error, require_image
 from sandbox.isolation import check_bubblewrap, check_unshare
 
 
@@ -32,7 +32,8 @@ class BackendStatus:
 
 
 def probe_docker(base_url: str | None = None, image: str = DEFAULT_IMAGE) -> BackendStatus:
-    """Engine reachable, its version, whether ``image`` is present and a GPU runtime exists."""
+    """Engine reachable, its version, whether ``image`` is present (else whether the engine
+    could pull it) and whether a GPU runtime exists."""
     try:
         client = connect(base_url)
     except SandboxUnavailable as error:
@@ -43,8 +44,13 @@ def probe_docker(base_url: str | None = None, image: str = DEFAULT_IMAGE) -> Bac
         gpu = "nvidia runtime registered" if "nvidia" in runtimes else "no nvidia runtime"
         try:
             require_image(client, image)
-        except SandboxUnavailable as error:
-            return BackendStatus("docker", False, f"engine {version} reachable, but {error}")
+        except SandboxUnavailable:
+            reason = registry_error(client, image)
+            if reason is not None:
+                detail = f"engine {version} reachable, but image {image} is not on it and "
+                return BackendStatus("docker", False, f"{detail}cannot be pulled: {reason}")
+            pullable = f"image {image} not on the engine, pullable from its registry"
+            return BackendStatus("docker", True, f"engine {version}, {pullable}, {gpu}")
         return BackendStatus("docker", True, f"engine {version}, image {image} present, {gpu}")
     finally:
         client.close()

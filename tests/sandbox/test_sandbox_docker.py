@@ -175,3 +175,69 @@ def test_gpu_run_without_the_nvidia_runtime_says_what_to_install(
     with pytest.raises(SandboxError, match="NVIDIA Container Toolkit"):
         docker_sandbox.run([docker_sandbox.python, "-c", "pass"], workdir, limits=Limits(gpus=True))
     assert docker_client.containers.list(all=True, filters={"label": SANDBOX_LABEL}) == []
+
+
+def test_the_command_replaces_the_image_entrypoint() -> None:
+    kwargs = kwargs_for(Limits())
+    assert kwargs["entrypoint"] == ["python3"] and kwargs["command"] == ["label.py"]
+
+
+def test_an_absent_image_may_be_left_for_later(tmp_path: Path) -> None:
+    """A sandbox over a base image the first package build pulls: no check at start."""
+
+    class Engine:
+        def ping(self) -> bool:
+            return True
+
+    box = make_sandbox("docker", image="local/later:1", client=Engine(), require=False)
+    assert box.image == "local/later:1" and not box.mounts_host_python
+
+
+@pytest.mark.docker
+def test_commands_run_in_the_image_with_its_own_path_and_interpreter(
+    docker_client: object, base_image: str, workdir: Path
+) -> None:
+    """An image whose interpreter is on its own PATH (as a Python image's is) and whose
+    entrypoint is a labeler's console script: the command runs, not the entrypoint."""
+    from sandbox.docker import DockerSandbox, image_path
+
+    container = docker_client.containers.create(base_image, command=["true"])
+    tag = unique("autoannotator-test/with-path")
+    try:
+        container.commit(
+            repository=tag,
+            tag="1",
+            changes=["ENV PATH=/opt/tools:/usr/bin:/bin", 'ENTRYPOINT ["false"]'],
+        )
+    finally:
+        container.remove(force=True)
+    try:
+        assert image_path(docker_client, f"{tag}:1") == "/opt/tools:/usr/bin:/bin"
+        bare = DockerSandbox(base_image, client=docker_client, python="sh")
+        assert bare.mounts_host_python is False
+        box = bare.in_image(f"{tag}:1")
+        assert (box.image, bare.image) == (f"{tag}:1", base_image)
+        result = box.run(["sh", "-c", 'echo "$PATH" $(id -u)'], workdir)
+        assert result.ok, result.stderr
+        assert result.stdout == "/opt/tools:/usr/bin:/bin 65534\n"
+        with pytest.raises(SandboxUnavailable, match="image local/absent:1 not found"):
+            bare.in_image("local/absent:1")
+    finally:
+        docker_client.images.remove(f"{tag}:1", force=True)
+
+
+@pytest.mark.docker
+def test_a_run_in_an_absent_image_says_so(docker_client: object, workdir: Path) -> None:
+    box = make_sandbox("docker", image="local/absent:1", client=docker_client, require=False)
+    with pytest.raises(SandboxUnavailable, match="image local/absent:1 not found on the Docker"):
+        box.run(["true"], workdir)
+    assert docker_client.containers.list(all=True, filters={"label": SANDBOX_LABEL}) == []
+
+
+@pytest.mark.docker
+def test_the_registry_is_asked_without_pulling(docker_client: object) -> None:
+    from sandbox.docker import registry_error
+
+    reason = registry_error(docker_client, "local/absent:1")
+    assert reason is not None and "\n" not in reason  # no registry is reachable here
+    assert not docker_client.images.list(name="local/absent")
