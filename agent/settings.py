@@ -20,6 +20,23 @@ DeviceKind = Literal["auto", "cpu", "cuda"]
 VERIFIER_KINDS = ("llm", "human", "none")
 
 
+RETIRED_VARIABLES = {
+    "AUTOANNOTATOR_DOCKER_IMAGE": "--sandbox docker builds each package's own image; "
+    "set its base with --docker-base-image",
+    "AUTOANNOTATOR_DOCKER_MOUNT_HOST_PYTHON": "--sandbox docker runs each package in its own "
+    "image, with the image's interpreter",
+}
+"""Environment variables earlier versions read, and why they are refused now."""
+
+
+def retired_variable() -> str | None:
+    """One line naming a retired variable that is set, or None."""
+    for name, reason in RETIRED_VARIABLES.items():
+        if name in os.environ:
+            return f"{name} is no longer read: {reason} (unset it)"
+    return None
+
+
 def default_verdict_cache() -> Path:
     """``$XDG_CACHE_HOME/autoannotator-agent/verdicts.sqlite`` (``~/.cache`` by default)."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -91,13 +108,14 @@ class Settings(BaseSettings):
     preflight_cache: Path = Field(default_factory=default_preflight_cache)
     """Sandbox probes that passed on this machine, so a run probes again only when the
     sandbox, its interpreter, torch or the machine changed (:mod:`agent.preflight`)."""
-    docker_image: str = "autoannotator-labeler:latest"
     docker_host: str | None = None
+    docker_base_image: str | None = None
+    """``BASE_IMAGE`` of the package images ``--sandbox docker`` builds (None: each package's
+    Dockerfile default, CUDA PyTorch for Hugging Face voters)."""
     docker_python: str = "python3"
-    """Interpreter inside ``docker_image`` (ignored with ``docker_mount_host_python``)."""
-    docker_mount_host_python: bool = False
-    """Mount this interpreter and its venv read-only into each container, so a bare base image
-    without Python works; the interpreter must live in a prefix of its own (pyenv, uv)."""
+    """``PYTHON`` of the package images: the interpreter that installs and runs the labeler."""
+    docker_pip_args: str = ""
+    """``PIP_INSTALL_ARGS`` of the package images (``--no-index ...`` for offline builds)."""
     min_agreement: float = 1.0
     """A row is a disagreement when the winning vote share is below this (1.0 = not unanimous)."""
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
