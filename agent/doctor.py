@@ -4,8 +4,10 @@ Each sandbox backend gets the real probe (:mod:`agent.packaging.probe`): the lab
 interpreter starting, importing torch, reading a mounted input and writing its work folder,
 and failing to reach a loopback listener, run through that backend's own ``Sandbox.run``
 exactly as a labeler runs. A backend is ``ok`` only if all of that holds, so ``none`` (no
-network isolation, by design) is always ``no``, with the reason. The docker backend is
-probed with the configured image and interpreter. Nothing here is cached: the agent's
+network isolation, by design) is always ``no``, with the reason. The docker backend runs each
+package in an image built for it, so its line says whether such images can be built: the
+engine, their base image (present, when the probe runs in it, or pullable) and pip's
+arguments. Nothing here is cached: the agent's
 preflight (:mod:`agent.preflight`) caches, the doctor always looks.
 """
 
@@ -47,17 +49,13 @@ def run_checks(settings: Settings) -> list[Check]:
 def sandbox_check(backend: str, settings: Settings) -> Check:
     """Whether ``backend`` starts here, then the real probe in it; one line either way."""
     from agent.packaging.probe import probe_sandbox
-    from agent.runs import sandbox_options
     from sandbox import SandboxUnavailable, make_sandbox
     from sandbox.isolation import check_bubblewrap, check_unshare
-    from sandbox.probe import probe_docker
 
     name = f"sandbox: {backend}"
     if backend == "docker":
-        engine = probe_docker(settings.docker_host, settings.docker_image)
-        starts, detail = engine.available, engine.detail
-        options = sandbox_options(settings.model_copy(update={"sandbox": "docker"}))
-    elif backend == "none":
+        return _docker_check(settings)
+    if backend == "none":
         starts, detail, options = True, "", {}
     else:
         starts, detail = check_bubblewrap() if backend == "bubblewrap" else check_unshare()
@@ -68,13 +66,42 @@ def sandbox_check(backend: str, settings: Settings) -> Check:
         with warnings.catch_warnings():
             # "none" warns that isolation is off; its row says so already.
             warnings.simplefilter("ignore", RuntimeWarning)
-            box = make_sandbox(backend if backend in ("docker", "none") else "process", **options)
+            box = make_sandbox("none" if backend == "none" else "process", **options)
     except SandboxUnavailable as error:
         return Check(name, False, str(error))
     probe = probe_sandbox(box, settings)
     if not probe.ok:
         return Check(name, False, probe.detail)
     return Check(name, True, f"{detail}; {probe.detail}" if detail else probe.detail)
+
+
+def _docker_check(settings: Settings) -> Check:
+    """The engine, then the package images' build path: their base image present (the probe
+    runs in it) or pullable, and the pip arguments the builds use."""
+    from agent.packaging.image import check_build_path, docker_sandbox_options, probe_base_image
+    from agent.packaging.probe import probe_sandbox
+    from sandbox import SandboxUnavailable, make_sandbox
+    from sandbox.probe import probe_docker
+
+    name = "sandbox: docker"
+    engine = probe_docker(settings.docker_host, probe_base_image(settings))
+    if not engine.available:
+        return Check(name, False, engine.detail)
+    try:
+        box = make_sandbox("docker", **docker_sandbox_options(settings))
+    except SandboxUnavailable as error:
+        return Check(name, False, str(error))
+    build = check_build_path(box.client, settings)  # type: ignore[attr-defined]
+    if not build.ok:
+        return Check(name, False, f"{engine.detail}; {build.detail}")
+    if not build.base_present:
+        detail = f"{engine.detail} (the first build pulls it); {build.pip}"
+        return Check(name, True, f"package images buildable: {detail}")
+    probe = probe_sandbox(box, settings)
+    if not probe.ok:
+        return Check(name, False, probe.detail)
+    detail = f"{engine.detail}; {probe.detail}; {build.pip}"
+    return Check(name, True, f"package images buildable: {detail}")
 
 
 def _llm_check(settings: Settings) -> Check:

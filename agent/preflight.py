@@ -29,6 +29,7 @@ import sandbox as sandbox_package
 from agent import __version__
 from agent.context import RunContext
 from agent.errors import SandboxCheckError
+from agent.packaging.image import BuildPath, check_build_path, uses_package_images
 from agent.packaging.probe import SandboxProbe, probe_sandbox
 from agent.settings import Settings
 from sandbox import Sandbox
@@ -39,6 +40,7 @@ CACHE_ENTRIES = 32
 # and the probe itself. Any change to it is a new probe.
 _PROBE_CODE = (
     "packaging/runner.py",
+    "packaging/image.py",
     "packaging/probe.py",
     "packaging/probe_inside.py",
     "preflight.py",
@@ -56,10 +58,15 @@ _NAMESPACE_SWITCHES = (
 def preflight(context: RunContext, run_dir: Path) -> SandboxProbe | None:
     """Probe ``context.sandbox`` unless a pass for the same machine state is remembered.
 
-    Returns the fresh probe (None when remembered); raises :class:`SandboxCheckError` with
-    the probe's line when the sandbox cannot run the labeler or leaks the network.
+    Returns the fresh probe (None when remembered, or when there is nothing to run it in
+    yet: a Docker base image the first package build will pull); raises
+    :class:`SandboxCheckError` with the probe's line when the sandbox cannot run the labeler
+    or leaks the network, or when package images could not be built (:func:`_build_path`).
     """
     box, settings = context.sandbox, context.settings
+    build = _build_path(context)
+    if build is not None and not build.base_present:
+        return None
     key = preflight_key(box, settings)
     cache = Path(settings.preflight_cache)
     if key in _read(cache):
@@ -68,8 +75,25 @@ def preflight(context: RunContext, run_dir: Path) -> SandboxProbe | None:
     if not probe.usable or (not probe.isolated and box.name != "none"):
         raise SandboxCheckError(f"sandbox {box.name}: {probe.detail}")
     _remember(cache, key, probe)
-    context.reporter.info(f"sandbox {box.name}: {probe.detail}")
+    built_on = f"; {build.detail}" if build is not None else ""
+    context.reporter.info(f"sandbox {box.name}: {probe.detail}{built_on}")
     return probe
+
+
+def _build_path(context: RunContext) -> BuildPath | None:
+    """With package images (Docker): whether they can be built; None for other sandboxes.
+
+    A base image that is neither on the engine nor pullable stops the run; a pullable one is
+    noted (the probe runs in it once a build has pulled it).
+    """
+    if not uses_package_images(context.sandbox):
+        return None
+    build = check_build_path(context.sandbox.client, context.settings)  # type: ignore[attr-defined]
+    if not build.ok:
+        raise SandboxCheckError(f"sandbox docker: {build.detail}")
+    if not build.base_present:
+        context.reporter.info(f"sandbox docker: {build.detail}")
+    return build
 
 
 def preflight_key(box: Sandbox, settings: Settings) -> str:
@@ -100,6 +124,7 @@ def key_parts(box: Sandbox, settings: Settings) -> dict[str, Any]:
     if isinstance(image, str):
         parts["image"] = image
         parts["image_id"] = _image_id(image, settings.docker_host)
+        parts["pip_args"] = settings.docker_pip_args
     if Path(box.python).is_absolute() or box.name != "docker":
         parts["interpreter"] = _file_state(shutil.which(box.python) or box.python)
     tool = {"bubblewrap": "bwrap", "unshare": "unshare"}.get(box.name)

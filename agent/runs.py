@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from agent.hub.client import HfHub
 from agent.llm.batch import BatchClient, OpenAIBatchClient
 from agent.llm.cache import CachedLanguageModel, ResponseCache
 from agent.llm.client import OpenAIChatModel
+from agent.packaging.image import docker_sandbox_options
 from agent.preflight import preflight
 from agent.settings import Settings
 from agent.state import RunInput, RunOutput
@@ -35,16 +37,12 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def sandbox_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments of ``make_sandbox(settings.sandbox, ...)`` beyond its defaults."""
+def sandbox_options(settings: Settings, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``make_sandbox(settings.sandbox, ...)`` beyond its defaults
+    (``log``: where the Docker sandbox notes the package images it builds)."""
     if settings.sandbox != "docker":
         return {}
-    return {
-        "image": settings.docker_image,
-        "base_url": settings.docker_host,
-        "python": settings.docker_python,
-        "mount_host_python": settings.docker_mount_host_python,
-    }
+    return docker_sandbox_options(settings, log)
 
 
 def default_context(settings: Settings, reporter: Reporter) -> RunContext:
@@ -71,7 +69,7 @@ def default_context(settings: Settings, reporter: Reporter) -> RunContext:
     hub = None if settings.offline else HfHub(settings.hf_endpoint)
     return RunContext(
         settings=settings,
-        sandbox=make_sandbox(settings.sandbox, **sandbox_options(settings)),
+        sandbox=make_sandbox(settings.sandbox, **sandbox_options(settings, reporter.info)),
         reporter=reporter,
         llm=llm,
         batch=batch,

@@ -19,6 +19,7 @@ from agent.cli import main
 from sandbox.isolation import check_bubblewrap, check_unshare
 from tests.sandbox.sandbox_helpers import BASE_IMAGE, docker_base_url, docker_client_or_skip
 from tests.support.broken_sandboxes import SHM, venv_copy
+from tests.support.docker_images import OFFLINE_PIP_ARGS, dependencies_image
 
 BACKENDS = ("bubblewrap", "unshare", "docker", "none", "gpu")
 ROW = re.compile(r"^│ (?P<name>[^│]+?) +│ (?P<verdict>ok|no): (?P<detail>.+?) +│$")
@@ -118,31 +119,52 @@ def test_names_an_interpreter_the_sandbox_cannot_see(tmp_path: Path) -> None:
 
 
 @pytest.mark.docker
-def test_reports_the_engine_and_the_configured_image(
+@pytest.mark.slow
+def test_reports_that_package_images_can_be_built(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The base image present: the probe runs in it (pip, not torch: the build installs it)."""
     docker_client_or_skip().close()
+    deps = dependencies_image(docker_base_url(), BASE_IMAGE)
     monkeypatch.setenv("AUTOANNOTATOR_DOCKER_HOST", docker_base_url())
-    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_IMAGE", BASE_IMAGE)
-    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_MOUNT_HOST_PYTHON", "1")  # the image has none
+    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_BASE_IMAGE", deps)
+    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_PIP_ARGS", OFFLINE_PIP_ARGS)
 
     ok, reason = doctor(capsys, monkeypatch)["sandbox: docker"]
 
     assert ok, reason
-    assert f"image {BASE_IMAGE} present" in reason and "nvidia runtime" in reason
-    assert WORKS.search(reason), reason
+    assert reason.startswith("package images buildable: engine ")
+    assert f"image {deps} present" in reason and "nvidia runtime" in reason
+    assert re.search(r"; python3 starts, pip \S+, work folder writable, network cut; ", reason)
+    assert reason.endswith(f"network cut; PIP_INSTALL_ARGS '{OFFLINE_PIP_ARGS}'")
 
 
 @pytest.mark.docker
-def test_names_an_image_without_the_configured_python(
+def test_names_a_base_image_that_cannot_be_had(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     docker_client_or_skip().close()
     monkeypatch.setenv("AUTOANNOTATOR_DOCKER_HOST", docker_base_url())
-    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_IMAGE", BASE_IMAGE)
+    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_BASE_IMAGE", "local/absent:1")
+
+    ok, reason = doctor(capsys, monkeypatch)["sandbox: docker"]
+
+    assert not ok
+    assert "image local/absent:1 is not on it and cannot be pulled: " in reason
+
+
+@pytest.mark.docker
+def test_names_a_base_image_without_the_configured_python(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docker_client_or_skip().close()
+    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_HOST", docker_base_url())
+    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_BASE_IMAGE", BASE_IMAGE)
 
     ok, reason = doctor(capsys, monkeypatch)["sandbox: docker"]
 
     assert not ok
     assert reason.startswith(f'no python3 in image {BASE_IMAGE}: exec: "python3": executable')
-    assert reason.endswith("or AUTOANNOTATOR_DOCKER_MOUNT_HOST_PYTHON=1 to mount this one")
+    assert reason.endswith(
+        "(--docker-base-image) or name its interpreter (AUTOANNOTATOR_DOCKER_PYTHON)"
+    )

@@ -281,7 +281,7 @@ def test_cli_with_an_image_without_python_stops_with_one_line(
     docker_client_or_skip().close()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AUTOANNOTATOR_DOCKER_HOST", docker_base_url())
-    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_IMAGE", BASE_IMAGE)
+    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_BASE_IMAGE", BASE_IMAGE)
     args = ["label tweets for toxicity", "--data", str(tweets_csv), "--offline", "--yes"]
     args += ["--model", str(toxic_voters["plain"]), "--sandbox", "docker"]
 

@@ -1,10 +1,10 @@
 """The same end-to-end CLI run in each isolating backend gives the same labeled data.
 
 ``--sandbox process`` (bubblewrap, else unshare) and ``--sandbox docker`` (the private engine
-of scripts/docker-engine.sh, the bare ``local/debian:bookworm`` image with this venv mounted
-read-only through ``AUTOANNOTATOR_DOCKER_MOUNT_HOST_PYTHON``) run the agent over the same
-tweets with the same tiny voters and the same scripted LLM judge. The labeler is one
-implementation, so every output cell must match: labels, sources, confidences and each
+of scripts/docker-engine.sh; each package in its own image, built on the dependencies image
+of tests/support/docker_images.py with the Dockerfile's offline pip arguments) run the agent
+over the same tweets with the same tiny voters and the same scripted LLM judge. The labeler is
+one implementation, so every output cell must match: labels, sources, confidences and each
 voter's label and probability (the three named voters and the two learned ones the LLM
 verifier adds).
 """
@@ -20,6 +20,7 @@ import pytest
 from agent.cli import main
 from tests.sandbox.sandbox_helpers import BASE_IMAGE, docker_base_url, docker_client_or_skip
 from tests.support.datasets import read_csv
+from tests.support.docker_images import OFFLINE_PIP_ARGS, dependencies_image
 from tests.support.hub_fixtures import TOXIC_WORDS
 from tests.support.llm_scripts import keyword_judge, toxicity_plan
 from tests.support.openai_server import ScriptedOpenAI
@@ -36,8 +37,8 @@ def backend_environment(backend: str) -> dict[str, str]:
         return {}
     return {
         "AUTOANNOTATOR_DOCKER_HOST": docker_base_url(),
-        "AUTOANNOTATOR_DOCKER_IMAGE": BASE_IMAGE,
-        "AUTOANNOTATOR_DOCKER_MOUNT_HOST_PYTHON": "1",
+        "AUTOANNOTATOR_DOCKER_BASE_IMAGE": dependencies_image(docker_base_url(), BASE_IMAGE),
+        "AUTOANNOTATOR_DOCKER_PIP_ARGS": OFFLINE_PIP_ARGS,
     }
 
 

@@ -4,9 +4,11 @@ That bubblewrap can create namespaces says nothing about whether the labeler's i
 exists inside (a virtualenv under /tmp is hidden by the sandbox's private /tmp), imports
 torch, or can write its work folder. So the probe is a labeler run in miniature: a
 throwaway package holding :mod:`agent.packaging.probe_inside`, run by
-:func:`agent.packaging.runner.run_package` (the same mounts, environment and limits as the pilot
+:func:`agent.packaging.runner.run_mounted` (the same mounts, environment and limits as the pilot
 and the full run) through the sandbox's real ``Sandbox.run``. Inside, it reports each step;
-a loopback listener opened here must stay unreachable from inside.
+a loopback listener opened here must stay unreachable from inside. With the Docker sandbox,
+where each package runs in an image built for it, the probe runs in the base image those
+builds start from and checks pip there (the build installs torch) instead of torch.
 
 The result is one line per backend naming what failed and how to fix it, used by
 ``autoannotator-agent doctor`` and by the agent's preflight (:mod:`agent.preflight`).
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import LabelerRunError, SandboxLimitError
-from agent.packaging.runner import run_package
+from agent.packaging.image import uses_package_images
+from agent.packaging.probe_inside import BASE_IMAGE_MODE
+from agent.packaging.runner import run_mounted
 from agent.settings import Settings
 from sandbox import Sandbox, SandboxError
 from sandbox.probe import LoopbackListener
@@ -80,8 +84,9 @@ def _probe_in(sandbox: Sandbox, settings: Settings, scratch: Path) -> SandboxPro
     failure: str | None = None
     with LoopbackListener() as listener:
         arguments = [PROBE_MODULE, str(input_path), str(listener.port)]
+        arguments += [BASE_IMAGE_MODE] if uses_package_images(sandbox) else []
         try:
-            run_package(
+            run_mounted(
                 sandbox,
                 package_dir,
                 arguments,
@@ -117,7 +122,8 @@ def _probe_in(sandbox: Sandbox, settings: Settings, scratch: Path) -> SandboxPro
     if network is None:
         detail = f"the probe inside {sandbox.name} ended before its network check; {UPDATE}"
         return SandboxProbe(sandbox.name, False, False, detail)
-    works = f"{sandbox.python} starts, {steps['torch']['detail']}, work folder writable"
+    imported = steps.get("torch") or steps["pip"]
+    works = f"{sandbox.python} starts, {imported['detail']}, work folder writable"
     if reached or not network["ok"]:
         return SandboxProbe(sandbox.name, True, False, _network_open(sandbox, listener.port))
     return SandboxProbe(sandbox.name, True, True, f"{works}, network cut")
@@ -144,9 +150,9 @@ def _not_started(sandbox: Sandbox, reason: str) -> str:
         if found is None:
             return f"the Docker engine could not start {python} in image {image}: {reason}"
         return (
-            f"no {python} in image {image}: {found.group(0)}; build the labeler image (Python "
-            "and torch) or set AUTOANNOTATOR_DOCKER_PYTHON to its interpreter, or "
-            "AUTOANNOTATOR_DOCKER_MOUNT_HOST_PYTHON=1 to mount this one"
+            f"no {python} in image {image}: {found.group(0)}; package images are built on "
+            "it with that interpreter: choose a base image with Python and pip "
+            "(--docker-base-image) or name its interpreter (AUTOANNOTATOR_DOCKER_PYTHON)"
         )
     start = f"interpreter {python} cannot start inside {sandbox.name}: {reason}"
     host = Path(shutil.which(python) or python)
@@ -191,6 +197,12 @@ def _failed_step(sandbox: Sandbox, event: dict, workdir: Path) -> str:
         if image is None:
             fix = f"install torch for {sandbox.python} (its pip install 'torch>=2.11')"
         return f"{sandbox.python} cannot import torch inside {where}: {reason}; {fix}"
+    if step == "pip":
+        return (
+            f"{sandbox.python} in image {_image(sandbox)} has no pip: {reason}; package images "
+            f"install their dependencies with {sandbox.python} -m pip: choose a base image "
+            "with pip (--docker-base-image)"
+        )
     if step == "input":
         return (
             f"the labeler's input cannot be read inside {where}: {reason}; read-only mounts "

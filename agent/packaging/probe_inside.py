@@ -6,9 +6,11 @@
 (``{"event": "probe", "step": ..., "ok": ..., "detail": ...}``) and stops at the first step
 that fails, so the parent can name exactly what broke.
 
-Usage: ``python -m autoannotator_sandbox_probe INPUT PORT``: INPUT is a read-only file holding
-a token to copy into the work folder (the current folder); PORT is a TCP listener the parent
-opened on 127.0.0.1, which a sandbox that cuts the network must not let us reach.
+Usage: ``python -m autoannotator_sandbox_probe INPUT PORT [base-image]``: INPUT is a read-only
+file holding a token to copy into the work folder (the current folder); PORT is a TCP listener
+the parent opened on 127.0.0.1, which a sandbox that cuts the network must not let us reach.
+``base-image``: the probe runs in the base image package images are built on (Docker), which
+needs pip to install the package's dependencies, not torch (the build installs it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 
 MARKER = "probe-marker.txt"
 """The file written into the work folder; the parent reads it back on the host."""
+BASE_IMAGE_MODE = "base-image"
 
 
 def emit(step: str, ok: bool, detail: str) -> None:
@@ -31,12 +34,13 @@ def emit(step: str, ok: bool, detail: str) -> None:
 def main(argv: list[str]) -> int:
     input_path, port = argv[0], int(argv[1])
     emit("interpreter", True, f"Python {platform.python_version()} at {sys.executable}")
+    module = "pip" if argv[2:] == [BASE_IMAGE_MODE] else "torch"
     try:
-        import torch
+        imported = __import__(module)
     except BaseException as error:  # noqa: BLE001 - whatever stops the import is the finding
-        emit("torch", False, f"{type(error).__name__}: {error}")
+        emit(module, False, f"{type(error).__name__}: {error}")
         return 3
-    emit("torch", True, f"torch {torch.__version__}")
+    emit(module, True, f"{module} {imported.__version__}")
     try:
         with open(input_path, encoding="utf-8") as source:
             token = source.read()
