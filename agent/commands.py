@@ -17,10 +17,11 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from agent.context import RunContext
 from agent.errors import AgentError, AwaitingReview, InternalError, UserInputError
 from agent.reporting.console import ConsoleReporter
 from agent.reporting.summary import summary_json, summary_rows
-from agent.settings import Settings
+from agent.settings import Settings, retired_variable
 from agent.state import RunOutput
 from sandbox import SandboxError
 
@@ -68,12 +69,34 @@ def guarded(call, run_id: str) -> RunOutput:
 
 def settings_from(flags: dict[str, Any]) -> Settings:
     """Settings from environment variables, overridden by the flags that were given."""
+    retired = retired_variable()
+    if retired is not None:
+        raise UserInputError(retired)
     try:
         return Settings(**{name: value for name, value in flags.items() if value is not None})
     except ValidationError as error:
         problem = error.errors()[0]
         field = str(problem["loc"][0]).replace("_", "-") if problem["loc"] else "settings"
         raise UserInputError(f"--{field}: {problem['msg']}") from None
+
+
+def note_package_image(context: RunContext, result: RunOutput, run_dir: Path, run_id: str) -> None:
+    """With ``--sandbox docker``: the emitted package's image (built, or found by its content
+    address), in the run log and in the run folder (``package-image.json``)."""
+    from agent.packaging.image import emitted_package_image, uses_package_images
+
+    if not uses_package_images(context.sandbox) or not result.package_path:
+        return
+    package = Path(result.package_path)
+    try:
+        image = emitted_package_image(context.sandbox, package, context.settings, run_dir)
+    except AgentError as error:
+        error.args = (f"{error} [run {run_id}: the labeled data and {package} are written]",)
+        raise
+    context.reporter.info(
+        f'package image: {image.tag} (docker run --rm --network none -v "$PWD:/data" '
+        f"{image.tag} /data/input.csv --output /data/labeled.csv)"
+    )
 
 
 def doctor_command(
