@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from agent import __version__
-from agent.commands import Opt, guarded, register_subcommands, settings_from
+from agent.commands import Opt, guarded, note_package_image, register_subcommands, settings_from
 from agent.errors import AgentError, InternalError, UserInputError
 from agent.reporting.console import ConsoleReporter
 from agent.reporting.summary import summary_json, summary_rows
@@ -72,6 +72,14 @@ def label_command(
     ] = False,
     verifier: Annotated[str | None, Opt(help="llm | human | column:NAME | none")] = None,
     sandbox: Annotated[str | None, Opt(help="process | docker | none")] = None,
+    docker_base_image: Annotated[
+        str | None,
+        Opt(help="--sandbox docker: base of the package images [each package's Dockerfile's]"),
+    ] = None,
+    docker_pip_args: Annotated[
+        str | None,
+        Opt(help='--sandbox docker: pip arguments of the image builds, e.g. "--no-index ..."'),
+    ] = None,
     min_agreement: Annotated[
         float | None, Opt(help="rows with a lower winning vote share are disagreements [1.0]")
     ] = None,
@@ -166,6 +174,8 @@ def label_command(
         "llm_batch": llm_batch or None,
         "verifier": verifier,
         "sandbox": sandbox,
+        "docker_base_image": docker_base_image,
+        "docker_pip_args": docker_pip_args,
         "min_agreement": min_agreement,
         "min_confidence": min_confidence,
         "max_verified": max_verified,
@@ -214,6 +224,7 @@ def _start_run(
     run = prepare_run(task, data, settings)
     reporter.stage("run", f"{run.run_id} ({run.run_dir})")
     result = guarded(lambda: execute(run, run.run_id, Path(run.run_dir), context), run.run_id)
+    note_package_image(context, result, Path(run.run_dir), run.run_id)
     return result, settings
 
 
@@ -240,6 +251,7 @@ def _resume_run(
     check_llm_endpoint(context)
     reporter.stage("resume", run_id)
     result = guarded(lambda: execute(None, run_id, run_dir, context), run_id)
+    note_package_image(context, result, run_dir, run_id)
     return result, settings
 
 
