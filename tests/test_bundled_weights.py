@@ -288,3 +288,69 @@ def test_without_bundled_weights_the_dockerfile_fetches_the_pinned_revisions_and
     done = run_labeler(package, [str(emitted.data), "--output", str(output)], env, tmp_path)
     assert done.returncode == 0, done.stderr
     assert read_csv(output) == read_csv(emitted.raw_output)
+
+
+def network_cut() -> list[str]:
+    """A command prefix that runs its command with no network (a namespace of its own)."""
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare -n is not available here: {probe.stderr.decode().strip()}")
+    return ["unshare", "-n"]
+
+
+def fresh_venv(folder: Path) -> Path:
+    """A new virtual environment whose only extra path is this one's site-packages, for the
+    package's dependencies (torch and transformers are not installed again); the package
+    itself is installed into it with pip, which must find every pinned requirement met."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    python = folder / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python
+
+
+def test_installed_with_pip_in_a_fresh_venv_it_labels_with_no_network_like_the_agent(
+    emitted: Emitted, tmp_path: Path
+):
+    cut = network_cut()
+    source = private_copy(emitted, tmp_path)
+    python = fresh_venv(tmp_path / "venv")
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index"]
+    install += ["--no-build-isolation", "--no-cache-dir", "--quiet", str(source)]
+    subprocess.run(install, check=True, capture_output=True, cwd=tmp_path)
+    shutil.rmtree(source)  # nothing is read from the source folder any more
+    where = subprocess.run(
+        [str(python), "-c", f"import {MODULE}; print({MODULE}.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout.strip()
+    installed = Path(where).parent
+    assert installed.is_relative_to(tmp_path / "venv")
+    assert (installed / "models.lock.json").is_file()
+
+    env = offline_env(tmp_path / "empty-hf-home")
+    del env["HF_HUB_OFFLINE"]  # no pretending: the network is gone
+    output = tmp_path / "labeled.csv"
+    script = tmp_path / "venv" / "bin" / "toxicity-labeler"
+    done = subprocess.run(
+        [*cut, str(script), str(emitted.data), "--output", str(output), "--progress", "none"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert read_csv(output) == read_csv(emitted.raw_output)
+    assert (installed / STAMP).is_file()  # checked once, at the first start of this install
+    assert not list((tmp_path / "empty-hf-home").rglob("*.safetensors"))
