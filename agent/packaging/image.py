@@ -55,6 +55,8 @@ IMAGE_RECORD = "package-image.json"
 """Written into the run folder: the emitted package's image, its digest and how it was got."""
 _BASE_ARG = re.compile(r"^ARG\s+BASE_IMAGE=(\S+)\s*$", re.MULTILINE)
 _STEP = re.compile(r"^Step \d+/\d+ : ")
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+"""Colour codes the engine puts around a RUN step's stderr."""
 
 
 class ImageBuildError(AgentError):
@@ -267,7 +269,7 @@ class _Transcript:
             self.error = " ".join(str(detail.get("message") or chunk["error"]).split())
             self._write(f"error: {self.error}")
             return
-        for line in str(chunk.get("stream", "")).splitlines():
+        for line in _TERMINAL_CODES.sub("", str(chunk.get("stream", ""))).splitlines():
             line = line.rstrip()
             if not line:
                 continue
