@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -284,3 +285,95 @@ def test_a_changed_package_rebuilds_only_its_code_and_failures_are_one_line(
     absent = ImageRecipe("local/absent:1", "python3", OFFLINE_PIP_ARGS)
     with pytest.raises(ImageBuildError, match=r"^base image local/absent:1 is not on the Dock"):
         package_image(engine, package, absent)
+
+
+class FakeImages:
+    """The two questions check_build_path asks an engine, answered from two sets."""
+
+    def __init__(self, present: set[str], in_registry: set[str]) -> None:
+        self.present, self.in_registry = present, in_registry
+
+    def get(self, name: str) -> object:
+        import docker
+
+        if name not in self.present:
+            raise docker.errors.ImageNotFound(f"No such image: {name}")
+        return object()
+
+    def get_registry_data(self, name: str) -> object:
+        import docker
+
+        if name not in self.in_registry:
+            raise docker.errors.APIError("500", explanation=f"manifest for {name} not found")
+        return object()
+
+
+class FakeEngine:
+    def __init__(self, present: set[str] = frozenset(), in_registry: set[str] = frozenset()):
+        self.images = FakeImages(set(present), set(in_registry))
+
+
+def test_the_build_path_says_whether_the_base_image_can_be_had() -> None:
+    pytest.importorskip("docker")
+    from agent.packaging.image import check_build_path, probe_base_image
+
+    settings = Settings(docker_base_image="my/deps:1", docker_pip_args="--no-index")
+    present = check_build_path(FakeEngine(present={"my/deps:1"}), settings)
+    assert (present.ok, present.base_present) == (True, True)
+    assert present.detail == "base image my/deps:1 present, PIP_INSTALL_ARGS '--no-index'"
+    pullable = check_build_path(FakeEngine(in_registry={"my/deps:1"}), settings)
+    assert (pullable.ok, pullable.base_present) == (True, False)
+    assert pullable.detail.startswith("base image my/deps:1 pullable (the first build pulls it)")
+    missing = check_build_path(FakeEngine(), settings)
+    assert not missing.ok
+    assert missing.detail == (
+        "package images cannot be built: base image my/deps:1 is not on the engine and cannot "
+        "be pulled (manifest for my/deps:1 not found); pull or load it, or choose one with "
+        "--docker-base-image"
+    )
+    # No base image given: the CUDA PyTorch image of a package with Hugging Face voters.
+    default = probe_base_image(Settings())
+    assert default.startswith("pytorch/pytorch:") and default.endswith("-runtime")
+    assert (
+        "pip installs from the package index"
+        in check_build_path(FakeEngine(present={default}), Settings()).detail
+    )
+
+
+@pytest.mark.docker
+def test_a_base_image_that_cannot_be_had_stops_the_run_with_one_line(
+    engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_HOST", docker_base_url())
+    data = tmp_path / "reviews.csv"
+    shutil.copy(EXAMPLES / "reviews.csv", data)
+    args = ["label reviews by sentiment", "--data", str(data), "--offline", "--verifier", "none"]
+    args += ["--sandbox", "docker", "--docker-base-image", "local/absent:1"]
+
+    assert main(args) == 1
+
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        "error: sandbox docker: package images cannot be built: base image local/absent:1 is not "
+        "on the engine and cannot be pulled ("
+    )
+    (run_dir,) = (tmp_path / ".autoannotator" / "runs").iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["request.json"]
+
+
+@pytest.mark.docker
+def test_sandbox_exec_runs_in_the_base_image_with_its_interpreter(
+    deps_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    os.chmod(tmp_path, 0o777)
+    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_HOST", docker_base_url())
+    monkeypatch.setenv("AUTOANNOTATOR_DOCKER_BASE_IMAGE", deps_image)
+    code = "import os, sys; print(sys.version_info[:2], os.getuid()); open('made', 'w')"
+
+    assert main(["sandbox", "exec", "--sandbox", "docker", "--", "python3", "-c", code]) == 0
+
+    assert capfd.readouterr().out == f"{tuple(sys.version_info[:2])} 65534\n"
+    assert (tmp_path / "made").stat().st_uid == 65534
