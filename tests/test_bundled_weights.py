@@ -354,3 +354,79 @@ def test_installed_with_pip_in_a_fresh_venv_it_labels_with_no_network_like_the_a
     assert read_csv(output) == read_csv(emitted.raw_output)
     assert (installed / STAMP).is_file()  # checked once, at the first start of this install
     assert not list((tmp_path / "empty-hf-home").rglob("*.safetensors"))
+
+
+def build_image(client, context: Path, deps: str, tag: str) -> dict[str, bool]:
+    """Build ``context`` offline FROM the dependencies image; each step -> taken from the
+    build cache."""
+    from tests.support.docker_images import OFFLINE_PIP_ARGS
+
+    _image, log = client.images.build(
+        path=str(context),
+        tag=tag,
+        buildargs={"BASE_IMAGE": deps, "PIP_INSTALL_ARGS": OFFLINE_PIP_ARGS},
+        network_mode="none",
+        rm=True,
+        forcerm=True,
+    )
+    cached: dict[str, bool] = {}
+    step = None
+    for line in (entry.get("stream", "") for entry in log):
+        if line.startswith("Step "):
+            step = line.split(" : ", 1)[1].strip()
+            cached[step] = False
+        elif "Using cache" in line and step is not None:
+            cached[step] = True
+    return cached
+
+
+@pytest.mark.docker
+def test_the_image_keeps_weights_in_a_layer_of_their_own_checked_at_build_and_labels_with_no_network(  # noqa: E501
+    emitted: Emitted, tmp_path: Path
+):
+    from tests.sandbox.sandbox_helpers import (
+        BASE_IMAGE,
+        docker_base_url,
+        docker_client_or_skip,
+        unique,
+    )
+    from tests.support.docker_images import dependencies_image
+
+    client = docker_client_or_skip()
+    if not client.images.list(name=BASE_IMAGE):
+        pytest.fail(f"image {BASE_IMAGE} not found: run scripts/docker-engine.sh")
+    deps = dependencies_image(docker_base_url(), BASE_IMAGE)
+    package = private_copy(emitted, tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(emitted.data, data / "tweets.csv")
+    os.chmod(data, 0o777)  # the image's user, 65534, writes the output here
+    tags = [f"{unique('autoannotator-test-weights')}:{n}" for n in (1, 2)]
+    try:
+        build_image(client, package, deps, tags[0])
+        # As its user, with no network: the build's check left a stamp, nothing is hashed.
+        logs = client.containers.run(
+            tags[0], ["verify"], network_mode="none", remove=True, stdout=False, stderr=True
+        ).decode()
+        assert logs.count("(the stamp of an earlier check, not hashed again)") == 2, logs
+        client.containers.run(
+            tags[0],
+            ["/data/tweets.csv", "--output", "/data/labeled.csv", "--progress", "none"],
+            volumes={str(data): {"bind": "/data", "mode": "rw"}},
+            network_mode="none",
+            remove=True,
+        )
+        assert read_csv(data / "labeled.csv") == read_csv(emitted.raw_output)
+
+        # A new round changes code and model card, not the voters: only the code layer builds.
+        (package / "README.md").write_text("changed\n", encoding="utf-8")
+        steps = build_image(client, package, deps, tags[1])
+        requirements = next(s for s in steps if s.startswith("RUN") and "requirements.txt" in s)
+        weights = next(s for s in steps if s.startswith(f"COPY {MODULE}/models"))
+        code = next(s for s in steps if "--editable" in s)
+        assert steps[requirements] and steps[weights] and not steps[code], steps
+    finally:
+        for tag in reversed(tags):
+            if client.images.list(name=tag):
+                client.images.remove(tag, force=True)
+        client.close()
