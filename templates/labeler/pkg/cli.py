@@ -207,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec()
     if (sys.argv[1:] if argv is None else argv)[:1] == ["verify"]:  # weights vs the lock
         return weights.main((sys.argv[1:] if argv is None else argv)[1:])
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["serve"]:  # the HTTP service
+        from .serve import main as serve  # starlette and uvicorn load only for it
+
+        return serve((sys.argv[1:] if argv is None else argv)[1:])
     args = build_parser(spec).parse_args(argv)
     error = flag_error(args)
     if error is not None:
