@@ -204,7 +204,9 @@ def test_auto_keeps_int8_only_for_voters_whose_labels_agree_with_fp32(
     monkeypatch.setattr(
         transformer,
         "int8_copy",
-        lambda model: flip_labels(model) if model is broken else copy.deepcopy(model),
+        lambda model, in_place=False: (
+            flip_labels(model) if model is broken else copy.deepcopy(model)
+        ),
     )
     table = write_table(tmp_path / "input.csv", 120)
     decisions = []

@@ -242,8 +242,9 @@ def torch_model(voter: Voter) -> Any | None:
     return model if isinstance(model, torch.nn.Module) else None
 
 
-def int8_copy(model):
-    """A copy of ``model`` whose ``nn.Linear`` layers compute in int8.
+def int8_copy(model, in_place: bool = False):
+    """A copy of ``model`` whose ``nn.Linear`` layers compute in int8 (``in_place``: ``model``
+    itself, converted without a copy of its fp32 weights, when nothing needs them again).
 
     Weights are scaled per output channel and activations per token, so one outlier
     token does not cost the others their precision. (``torch.ao``'s dynamic
@@ -256,7 +257,7 @@ def int8_copy(model):
         torch._int_mm(torch.ones(1, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
     except (AttributeError, RuntimeError) as error:
         raise Int8Unavailable(f"this torch build has no CPU int8 matmul ({error})") from error
-    quantized = copy.deepcopy(model)
+    quantized = model if in_place else copy.deepcopy(model)
     linears = [(n, m) for n, m in quantized.named_modules() if isinstance(m, torch.nn.Linear)]
     for name, linear in linears:
         parent, _, child = name.rpartition(".")
@@ -284,13 +285,16 @@ def _int8_linear_class() -> type:
 
         def forward(self, inputs: torch.Tensor) -> torch.Tensor:
             rows = inputs.reshape(-1, inputs.shape[-1])
-            # In-place steps: on CPU these elementwise passes cost as much as the matmul.
-            scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12).div_(127)
+            # Few passes over the activations: on CPU each costs about as much as the matmul.
+            scale = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True)
+            scale = scale.clamp_(min=1e-12).div_(127)
             quantized = torch.div(rows, scale).round_().to(torch.int8)
-            output = torch._int_mm(quantized, self.weight_int8).float()
-            output.mul_(scale).mul_(self.weight_scale)
-            if self.bias is not None:
-                output.add_(self.bias)
+            # int32 times the per-token scales: float in one pass.
+            output = torch.mul(torch._int_mm(quantized, self.weight_int8), scale)
+            if self.bias is None:
+                output.mul_(self.weight_scale)
+            else:
+                torch.addcmul(self.bias, output, self.weight_scale, out=output)
             return output.reshape(*inputs.shape[:-1], self.out_features)
 
     return Int8Linear
@@ -309,9 +313,11 @@ class Int8Decision:
     reason: str
 
 
-def use_int8(voter: Voter) -> None:
-    """Swap a transformer voter's model for its int8 copy."""
-    voter.model = int8_copy(torch_model(voter))  # type: ignore[attr-defined]
+def use_int8(voter: Voter, keep_fp32: bool = False) -> None:
+    """Swap a transformer voter's model for its int8 version: converted in place, unless
+    ``keep_fp32`` (the fp32 model is still wanted: :func:`try_int8` may go back to it)."""
+    model = torch_model(voter)
+    voter.model = int8_copy(model, in_place=not keep_fp32)  # type: ignore[attr-defined]
 
 
 def try_int8(
@@ -325,7 +331,7 @@ def try_int8(
     fp32_model = torch_model(voter)
     fp32 = voter.predict(sample)
     try:
-        use_int8(voter)
+        use_int8(voter, keep_fp32=True)
     except Int8Unavailable as error:
         return Int8Decision(name, False, None, 0, str(error)), fp32
     int8 = voter.predict(sample)
