@@ -194,7 +194,9 @@ def test_pilot_rows_verified_by_the_llm_score_the_candidates_are_paid_once_and_a
     assert voters[CIVILITY]["label_map"] == CIVILITY_MAP
     readme = (tmp_path / "first" / PACKAGE / "README.md").read_text().replace("\\", "")
     assert "by accuracy against the 40 of them verified by the LLM (gpt-4o-mini)" in readme
-    mona_note = next(line for line in readme.splitlines() if line.startswith("- toxic_civility"))
+    # The voter's line under "Why these voters" (the licences list names it first).
+    why = readme.split("Why these voters", 1)[1]
+    mona_note = next(line for line in why.splitlines() if line.startswith("- toxic_civility"))
     assert "verified pilot rows" in mona_note and "mapped by the LLM (search_models/v1" in mona_note
     # Every tweet is a pilot row: each was judged once, without the votes, in the pilot, and
     # the run kept those verdicts, so the full run asked nothing new.
