@@ -5,7 +5,9 @@ Requests queue their rows; one collector task on the event loop takes up to
 has waited ``max_wait`` seconds, and hands them to the single worker thread that runs the
 voters (the event loop never runs a model). Results go back to each request in its own
 order; a request larger than a batch is spread over several. While the worker is busy, new
-rows gather, so under load batches fill without waiting.
+rows gather, so under load batches fill without waiting. Rows that waited through a batch still
+wait ``max_wait`` after it ends: the clients it just answered are sending their next rows, and a
+batch that takes them too costs far less than one more batch.
 
 The queue is bounded in rows (``max_queue_rows``, rows waiting or in the running batch): a
 request that would overflow it is refused at once with :class:`Overloaded`, never parked.
@@ -85,6 +87,8 @@ class MicroBatcher:
         """Recent throughput of the voters, for Retry-After."""
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._batch_ended = 0.0
+        """When the worker last finished a batch (monotonic seconds)."""
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
@@ -135,16 +139,19 @@ class MicroBatcher:
                 results = await loop.run_in_executor(self.executor, self.label_rows, texts)
             except Exception as error:  # the requests in this batch answer 500, others go on
                 self._fail(batch, error)
+                self._batch_ended = time.monotonic()
                 continue
             self._record(len(texts), time.perf_counter() - started)
             self._answer(batch, results)
+            self._batch_ended = time.monotonic()
 
     async def _gather(self) -> None:
-        """Wait for a batch's worth of rows, or for the oldest row's wait to run out."""
+        """Wait for a batch's worth of rows, or until the oldest row (or the worker, if it
+        finished a batch since) has waited ``max_wait``."""
         while not self.waiting:
             self._wakeup.clear()
             await self._wakeup.wait()
-        deadline = self.waiting[0].enqueued + self.max_wait
+        deadline = max(self.waiting[0].enqueued, self._batch_ended) + self.max_wait
         loop = asyncio.get_running_loop()
         while self._untaken() < self.max_batch_rows:
             remaining = deadline - time.monotonic()
