@@ -11,6 +11,10 @@ padding, one tokenization per distinct tokenizer), (d) the labeler with int8 vot
 the embedding voter, on the Pang & Lee movie-review sentences.
 
     python -m benchmarks.throughput [--rows N] [--device cpu|cuda] [--quick]
+    python -m benchmarks.throughput --whole-process [--rows 400] [--repeat 3]
+
+``--whole-process`` times whole processes instead, start to exit: the labeler's console
+script against a plain ``pipeline(batch_size=32)`` script (:mod:`benchmarks.whole_process`).
 
 Prints markdown tables and the machine they were measured on.
 """
@@ -391,7 +395,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--per-row-max", type=int, default=1000, help="rows for (a), which is the slowest"
     )
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the fastest is reported")
+    parser.add_argument(
+        "--whole-process",
+        action="store_true",
+        help="time whole processes: the console script against a pipeline script (CPU; "
+        "default 400 rows; medians of --repeat rounds)",
+    )
     return parser.parse_args(argv)
+
+
+def whole_process(args: argparse.Namespace) -> int:
+    from benchmarks.whole_process import measure
+
+    if args.device != "cpu":
+        print("error: --whole-process runs on CPU only", file=sys.stderr)
+        return 2
+    described = machine("cpu")
+    with tempfile.TemporaryDirectory() as temporary:
+        lines = measure(args.rows or 400, args.repeat, Path(temporary))
+    print(f"Machine: {described}\n")
+    print("\n".join(lines))
+    return 0
 
 
 def batch_sizes(device: str, quick: bool) -> list[int]:
@@ -429,6 +453,8 @@ def measure(args: argparse.Namespace, root: Path, table: Path, texts: list[str])
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.whole_process:
+        return whole_process(args)
     import torch
     import transformers
 
