@@ -397,3 +397,37 @@ def test_the_learn_command_then_install_then_relabel(keyword_task, package, tmp_
     assert {v["replayed"] for v in with_replay["voters"]} == {30}
     assert {v["examples"] for v in with_replay["voters"]} == {verified}
     assert with_replay["vote"]["examples"] == verified
+
+
+@pytest.mark.slow
+def test_one_pass_gives_the_embedding_and_the_upper_layer_view(keyword_task, package, tmp_path):
+    """The zero-shot voter reads the last layer's embedding; the head reads the upper layers'
+    pooled features by default, and a stored head says which view it was fitted on (one from
+    before views were recorded reads the embedding)."""
+    learned.install_learned(keyword_task[2], package)
+    labeler = Labeler(SPEC, runtime(package))
+    head = next(voter for voter in labeler.voters if voter.config.name == "head")
+    texts = [text for text, _ in keyword_rows(6, seed=9)]
+    both = head.encoder.features(texts)
+    width = head.encoder.dimension
+    assert both.shape == (6, 2 * width)
+    assert np.allclose(np.linalg.norm(both[:, :width], axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(both[:, width:], axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(head.encoder.embed(texts), both[:, :width])
+    assert not np.allclose(both[:, :width], both[:, width:])
+    assert head.view == encoders.UPPER_LAYERS
+    record_file = next((package / "learned" / "head").glob("v*/model.json"))
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    assert record["hyper"]["view"] == encoders.UPPER_LAYERS and record["hyper"]["standardized"]
+    del record["hyper"]["view"]  # as a version written before views existed
+    record_file.write_text(json.dumps(record), encoding="utf-8")
+    old = next(v for v in Labeler(SPEC, runtime(package)).voters if v.config.name == "head")
+    assert old.view == encoders.EMBEDDING
+    expected = learned_head_probabilities(old, old.encoder.embed(texts))
+    assert np.allclose(old.predict(texts), expected)
+
+
+def learned_head_probabilities(voter, features: np.ndarray) -> np.ndarray:
+    from templates.labeler.pkg.embedding_head import head_probabilities
+
+    return head_probabilities(voter.stored.arrays, features)

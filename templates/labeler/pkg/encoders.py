@@ -6,7 +6,14 @@ loaded :class:`Encoder`, and it embeds each slice of texts once: the embeddings 
 texts it was last given are kept. Its precision is shared too: when a voter switches it
 to int8 (or back), every voter using it follows.
 
-Texts are embedded with mean pooling over the tokens and L2-normalised.
+One pass of the model gives each text two views, kept side by side (one array, cached as
+one): its *embedding*, the mean over the tokens of the last layer's states, L2-normalised
+(what the model was trained to give, and what the zero-shot prototypes compare); and its
+*upper-layer features*, the same mean pooling of each of the upper half of the layers (the
+last included), each L2-normalised, averaged and L2-normalised again. A linear head learned
+from a few hundred rows does better on the second (:mod:`.embedding_head`): the last layer
+of a sentence encoder is tuned for similarity of meaning, and the layers below it keep
+more of the words and their tone.
 """
 
 from __future__ import annotations
@@ -24,6 +31,19 @@ from .transformer import load_transformer, max_length, run_batches
 from .voters import Runtime
 
 _shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+EMBEDDING, UPPER_LAYERS = "embedding", "upper-layers"
+VIEWS = (EMBEDDING, UPPER_LAYERS)
+"""The views of a text an encoder computes, in the order they sit side by side."""
+
+
+def view(features: np.ndarray, name: str) -> np.ndarray:
+    """One view's columns of an encoder's (texts, views * dim) features."""
+    if name not in VIEWS:
+        raise ValueError(f"an encoder's view is one of {list(VIEWS)}, not {name!r}")
+    width = features.shape[1] // len(VIEWS)
+    start = VIEWS.index(name) * width
+    return features[:, start : start + width]
 
 
 def precision_of(model) -> str:
@@ -58,7 +78,11 @@ class Encoder:
     @property
     def identity(self) -> dict:
         """What decides the embeddings: the cache's key for them."""
-        return {"encoder": self.base, "precision": self.precision}
+        return {"encoder": self.base, "precision": self.precision, "views": list(VIEWS)}
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.config.hidden_size)
 
     def set_model(self, model) -> None:
         """Swap the model (int8 or back) for every voter sharing this encoder."""
@@ -67,35 +91,53 @@ class Encoder:
         self.texts = self.embeddings = None
 
     def compute(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` with the model, (texts, dim)."""
+        """Both views of ``texts`` with one pass of the model, (texts, 2 * dim): the
+        embedding, then the upper-layer features."""
+        import torch
 
         def pooled(batch):
             self.forward_calls += 1
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-            return mean / mean.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            states = self.model(**batch, output_hidden_states=True).hidden_states
+            mask = batch["attention_mask"].unsqueeze(-1).to(states[-1].dtype)
+
+            def mean(hidden):
+                average = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+                return average / average.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+            layers = len(states) - 1  # states[0] is the embedding layer's output
+            upper = sum(mean(hidden) for hidden in states[layers // 2 :])
+            upper = upper / upper.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            return torch.cat([mean(states[-1]), upper], dim=-1)
 
         return run_batches(self.tokenizer, texts, self.max_length, self.runtime, pooled)
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embeddings of ``texts``; the same texts again are not embedded again."""
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        """Both views of ``texts`` (:meth:`compute`); the same texts again are not computed
+        again."""
         current = tuple(texts)
         if self.texts != current or self.embeddings is None:
             self.remember(current, self.compute(current))
         assert self.embeddings is not None
         return self.embeddings
 
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts`` (the last layer's view)."""
+        return view(self.features(texts), EMBEDDING)
+
+    def upper_layers(self, texts: Sequence[str]) -> np.ndarray:
+        """Upper-layer features of ``texts``."""
+        return view(self.features(texts), UPPER_LAYERS)
+
     def embed_phrasings(self, texts: Sequence[str], cache: FeatureCache | None) -> np.ndarray:
         """Embeddings of a few texts (prototypes' phrasings), through ``cache`` if given;
         they do not replace the slice's."""
         stored = None if cache is None else cache.get("embeddings", self.identity, texts)
-        if stored is not None:
-            return stored
-        computed = self.compute(texts)
-        if cache is not None:
-            cache.put("embeddings", self.identity, texts, computed)
-        return computed.astype(np.float32).astype(np.float64)
+        if stored is None:
+            stored = self.compute(texts)
+            if cache is not None:
+                cache.put("embeddings", self.identity, texts, stored)
+            stored = stored.astype(np.float32).astype(np.float64)
+        return view(stored, EMBEDDING)
 
     def remember(self, texts: Sequence[str], embeddings: np.ndarray) -> None:
         """Hold ``embeddings`` as those of ``texts`` (computed here, or read from a cache)."""

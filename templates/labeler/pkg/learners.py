@@ -5,7 +5,9 @@ subset of rows (all of them, or the training folds of a cross-validation) and pr
 with the same functions the voter runs at labeling time:
 
 - ``embedding-head``: softmax regression (L2, L-BFGS in float64, deterministic) on the
-  encoder's embeddings, with sample weights (torch);
+  encoder's features (its upper-layer view by default), each feature standardised by the
+  training rows' mean and deviation (folded into the stored weights), with sample weights
+  (torch): the weighted mean cross-entropy plus ``l2 * ||W||^2``;
 - ``tfidf``: the :mod:`.tfidf` features and scikit-learn's multinomial
   ``LogisticRegression`` (lbfgs, deterministic), with sample weights.
 """
@@ -20,9 +22,14 @@ import numpy as np
 
 from . import tfidf
 from .config import VoterConfig
-from .embedding_head import head_probabilities
+from .embedding_head import head_probabilities, head_view
+from .encoders import view
 
-HEAD_L2 = 1e-3
+HEAD_L2 = 0.3
+"""The head's L2 penalty on standardised features, against the mean cross-entropy. Measured
+in an offline replay of the rounds (Pang & Lee sentences, 5 seeds, both benchmark settings):
+0.3 beat 0.1 and 1.0 by 0.4-0.9 points, and beat a penalty that shrinks as rows grow
+(scikit-learn's C of 0.002-0.01) by 0.2-0.9 points (BENCHMARKS.md, issue 17)."""
 HEAD_MAX_ITERATIONS = 200
 TFIDF_C = 10.0
 TFIDF_MAX_ITERATIONS = 1000
@@ -43,7 +50,7 @@ def fit_softmax_regression(
     targets: np.ndarray,
     labels: int,
     weights: np.ndarray,
-    l2: float = HEAD_L2,
+    l2: float,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weights (labels, dim) and bias (labels,) minimising weighted cross-entropy + L2."""
@@ -71,10 +78,12 @@ def fit_softmax_regression(
 
 
 class HeadLearner:
-    """A softmax-regression head over precomputed embeddings (rows, dim)."""
+    """A softmax-regression head over an encoder's precomputed features (rows, views * dim),
+    reading the view its options name."""
 
-    def __init__(self, config: VoterConfig, embeddings: np.ndarray, labels: int, seed: int):
-        self.embeddings = np.asarray(embeddings, dtype=np.float64)
+    def __init__(self, config: VoterConfig, features: np.ndarray, labels: int, seed: int):
+        self.view = head_view(config.options)
+        self.features = np.asarray(view(np.asarray(features), self.view), dtype=np.float64)
         self.labels = labels
         self.seed = seed
         self.l2 = float(config.options.get("l2", HEAD_L2))
@@ -85,15 +94,27 @@ class HeadLearner:
         }
 
     def fit(self, rows: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> Fitted:
+        """Standardise on the training rows, fit, and fold the standardisation into the
+        weights, so the stored head reads the raw features."""
+        features = self.features[rows]
+        mean = np.average(features, axis=0, weights=weights)
+        scale = np.sqrt(np.average((features - mean) ** 2, axis=0, weights=weights)) + 1e-6
         weight, bias = fit_softmax_regression(
-            self.embeddings[rows], targets, self.labels, weights, self.l2, self.seed
+            (features - mean) / scale, targets, self.labels, weights, self.l2, self.seed
         )
-        hyper = {"l2": self.l2, "max_iterations": HEAD_MAX_ITERATIONS}
+        weight = weight / scale
+        bias = bias - weight @ mean
+        hyper = {
+            "view": self.view,
+            "l2": self.l2,
+            "standardized": True,
+            "max_iterations": HEAD_MAX_ITERATIONS,
+        }
         record = {"hyper": hyper, "encoder": self.encoder}
         return Fitted(record, {"weights": weight, "bias": bias})
 
     def predict(self, fitted: Fitted, rows: np.ndarray) -> np.ndarray:
-        return head_probabilities(fitted.arrays, self.embeddings[rows])
+        return head_probabilities(fitted.arrays, self.features[rows])
 
 
 class TfidfLearner:
