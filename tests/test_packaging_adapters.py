@@ -59,3 +59,18 @@ def test_installed_adapters_reads_current_versions(tmp_path):
 def test_peft_is_required_only_by_a_tuned_package():
     assert not any(r.startswith("peft") for r in runtime_requirements([]))
     assert any(r.startswith("peft==") for r in runtime_requirements([], tuned=True))
+
+
+def test_a_run_that_will_fine_tune_carries_peft_before_any_adapter_is_promoted():
+    """Its stages run where the package runs (the package's own Docker image included), so
+    PEFT is pinned from the first render, not only once an adapter exists."""
+    from agent.packaging.build import build_spec
+    from agent.settings import Settings
+    from tests.support.fakes import TOXICITY_PLAN
+    from tests.support.run_states import hub_voter
+
+    voters = [hub_voter("toxic_a")]
+    plain = build_spec(TOXICITY_PLAN, voters, Settings())
+    tuning = build_spec(TOXICITY_PLAN, voters, Settings(finetune_stages=2))
+    assert not any(r.startswith("peft") for r in plain.requirements)
+    assert any(r.startswith("peft==") for r in tuning.requirements)

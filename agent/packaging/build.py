@@ -65,7 +65,8 @@ def pinned(distribution: str, fallback: str) -> str:
 def runtime_requirements(voters: Sequence[Candidate], tuned: bool = False) -> tuple[str, ...]:
     """Pinned requirements: the base, plus what each voter needs, sorted, each once.
 
-    A package with LoRA adapters (``tuned``) needs PEFT to merge them when it loads.
+    A package with LoRA adapters, or one a run will fine-tune (``tuned``), needs PEFT: to merge
+    them when it loads, and to train them.
     """
     names = set(BASE_DISTRIBUTIONS) | ({"peft"} if tuned else set())
     for voter in voters:
@@ -155,7 +156,10 @@ def build_spec(
     name, module = package_names(plan)
     adapters = adapters or {}
     bundle = settings.bundle_weights
-    requirements = runtime_requirements(voters, tuned=bool(adapters))
+    # A run that fine-tunes needs PEFT where the package runs (its Docker image included)
+    # from the first stage on, not only once an adapter is promoted.
+    tuned = bool(adapters) or settings.finetune_stages > 0
+    requirements = runtime_requirements(voters, tuned=tuned)
     return PackageSpec(
         name=name,
         module=module,
