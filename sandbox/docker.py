@@ -67,7 +67,8 @@ __all__ = [
 
 DEFAULT_IMAGE = "autoannotator-labeler:latest"
 SANDBOX_LABEL = "autoannotator.sandbox"
-"""Label on every container we create, so leftovers can be found (``docker ps -a -f label=``)."""
+"""Label on every container we create, its value the id of the process that created it, so
+leftovers can be found (``docker ps -a -f label=autoannotator.sandbox``)."""
 NOBODY = "65534:65534"
 GPU_HINT = (
     "GPU containers need the NVIDIA Container Toolkit on the engine host "
@@ -180,7 +181,9 @@ def container_kwargs(
         "security_opt": ["no-new-privileges"],
         "pids_limit": limits.pids,
         "ulimits": ulimits,
-        "labels": {SANDBOX_LABEL: "1"},
+        # Which process started it: a container left behind is traced to its owner, and
+        # one process checks only its own.
+        "labels": {SANDBOX_LABEL: str(os.getpid())},
         "stdin_open": False,
         "tty": False,
     }

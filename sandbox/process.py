@@ -62,6 +62,8 @@ from sandbox.isolation import (
 from sandbox.masks import Mask, default_credential_paths, listening_unix_sockets, masks_for
 
 _KILLED = (-signal.SIGKILL, 128 + signal.SIGKILL)  # direct child, or reported by bwrap/init
+SETUP_ATTEMPTS = 3
+"""Starts of bubblewrap tried when it loses a race with a mount changing on the host."""
 _warned_no_isolation = False
 DEFAULT_LIMITS = Limits()
 
@@ -186,13 +188,12 @@ class ProcessSandbox:
             path=os.environ.get("PATH", DEFAULT_PATH),
         )
         try:
-            result, errors = self._execute(
-                self._argv(command, workdir, read_only, limits.gpus),
-                workdir,
-                full_env,
-                limits,
-                on_output,
-            )
+            argv = self._argv(command, workdir, read_only, limits.gpus)
+            for attempt in range(1, SETUP_ATTEMPTS + 1):
+                result, errors = self._execute(argv, workdir, full_env, limits, on_output)
+                if attempt == SETUP_ATTEMPTS or not self._mount_race(result):
+                    break
+                time.sleep(0.1 * attempt)
         finally:
             if private_tmp is not None:
                 shutil.rmtree(private_tmp, ignore_errors=True)
@@ -250,6 +251,18 @@ class ProcessSandbox:
             output_files=list_output_files(workdir),
         )
         return result, errors
+
+    def _mount_race(self, result: SandboxResult) -> bool:
+        """bubblewrap failed to re-bind the host's mounts because one appeared or vanished
+        while it copied them (a Docker container starting or stopping on the same host); the
+        command did not start, so running it again is safe."""
+        first = result.stderr.lstrip().split("\n", 1)[0]
+        return (
+            self.name == "bubblewrap"
+            and result.returncode == 1
+            and first.startswith("bwrap: Can't bind mount /oldroot/")
+            and ("Unable to apply mount flags" in first or "No such file or directory" in first)
+        )
 
     def _raise_setup_failure(self, result: SandboxResult) -> None:
         """Turn a failure of bwrap or the unshare init itself into an exception."""

@@ -59,7 +59,7 @@ def test_container_policy() -> None:
         "/data/work": {"bind": "/data/work", "mode": "rw"},
     }
     assert kwargs["working_dir"] == "/data/work" and "/tmp" in kwargs["tmpfs"]
-    assert kwargs["labels"] == {SANDBOX_LABEL: "1"}
+    assert kwargs["labels"] == {SANDBOX_LABEL: str(os.getpid())}
 
 
 def test_work_folder_opened_to_container_user(tmp_path: Path) -> None:
@@ -99,6 +99,10 @@ def test_unreachable_engine_is_unavailable(tmp_path: Path) -> None:
         make_sandbox("docker", base_url=url)
 
 
+OURS = f"{SANDBOX_LABEL}={os.getpid()}"
+"""Containers this test process started (other workers run Docker tests at the same time)."""
+
+
 @pytest.mark.docker
 def test_missing_image_is_unavailable(docker_client: object) -> None:
     with pytest.raises(SandboxUnavailable, match="image local/absent:1 not found"):
@@ -121,7 +125,7 @@ def test_runs_as_nobody_and_leaves_no_container(
         limits=Limits(wall_seconds=1),
     )
     assert timed.timed_out
-    left = docker_client.containers.list(all=True, filters={"label": SANDBOX_LABEL})
+    left = docker_client.containers.list(all=True, filters={"label": OURS})
     assert left == []
 
 
@@ -135,7 +139,7 @@ def test_unreadable_input_fails_before_any_container(
     secret.chmod(0o600)
     with pytest.raises(SandboxError, match=r"cannot read .*model.safetensors \(mode 0600\).*a\+rX"):
         docker_sandbox.run([docker_sandbox.python, "-c", "pass"], workdir, [host_dir])
-    assert docker_client.containers.list(all=True, filters={"label": SANDBOX_LABEL}) == []
+    assert docker_client.containers.list(all=True, filters={"label": OURS}) == []
     secret.chmod(0o644)
     result = docker_sandbox.run(
         [docker_sandbox.python, "-c", f"print(open({str(secret)!r}).read())"], workdir, [host_dir]
@@ -174,7 +178,7 @@ def test_gpu_run_without_the_nvidia_runtime_says_what_to_install(
         pytest.skip("this engine has the nvidia runtime: GPU containers can start")
     with pytest.raises(SandboxError, match="NVIDIA Container Toolkit"):
         docker_sandbox.run([docker_sandbox.python, "-c", "pass"], workdir, limits=Limits(gpus=True))
-    assert docker_client.containers.list(all=True, filters={"label": SANDBOX_LABEL}) == []
+    assert docker_client.containers.list(all=True, filters={"label": OURS}) == []
 
 
 def test_the_command_replaces_the_image_entrypoint() -> None:
@@ -231,7 +235,7 @@ def test_a_run_in_an_absent_image_says_so(docker_client: object, workdir: Path) 
     box = make_sandbox("docker", image="local/absent:1", client=docker_client, require=False)
     with pytest.raises(SandboxUnavailable, match="image local/absent:1 not found on the Docker"):
         box.run(["true"], workdir)
-    assert docker_client.containers.list(all=True, filters={"label": SANDBOX_LABEL}) == []
+    assert docker_client.containers.list(all=True, filters={"label": OURS}) == []
 
 
 @pytest.mark.docker

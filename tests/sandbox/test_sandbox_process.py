@@ -130,3 +130,38 @@ def test_bubblewrap_command_line_shape(workdir: Path) -> None:
     nested = sandbox.isolation.bubblewrap_argv(["python"], workdir, [inside], [], gpus=False)
     assert nested.index(str(inside)) > nested.index(str(workdir))
     assert nested[nested.index(str(inside)) - 1] == "--ro-bind"
+
+
+RACE = (
+    "bwrap: Can't bind mount /oldroot/ on /newroot/: Unable to apply mount flags: remount "
+    '"/newroot/var/lib/docker/overlay2/0123-init/merged": Invalid argument\n'
+)
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("races", [1, 2, 3])
+def test_bubblewrap_losing_a_race_with_a_host_mount_starts_again(
+    races: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Docker container starting or stopping beside bwrap can make its copy of the host's
+    mounts fail before the command starts: the start is tried again, up to three times."""
+    box = process_sandbox("bubblewrap")
+    real = box._execute
+    starts: list[int] = []
+
+    def racing(argv, workdir, env, limits, on_output):
+        starts.append(1)
+        if len(starts) <= races:
+            lost = sandbox.process.SandboxResult(1, "", RACE, False, False, 0.01, [])
+            return lost, []
+        return real(argv, workdir, env, limits, on_output)
+
+    monkeypatch.setattr(box, "_execute", racing)
+    (tmp_path / "work").mkdir()
+    if races < sandbox.process.SETUP_ATTEMPTS:
+        result = box.run(["/bin/echo", "ran"], tmp_path / "work")
+        assert result.ok and result.stdout == "ran\n" and len(starts) == races + 1
+    else:
+        with pytest.raises(sandbox.process.SandboxError, match="Unable to apply mount flags"):
+            box.run(["/bin/echo", "ran"], tmp_path / "work")
+        assert len(starts) == sandbox.process.SETUP_ATTEMPTS
