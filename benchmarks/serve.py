@@ -47,12 +47,9 @@ from benchmarks.serve_load import (
     wait_locust,
 )
 from benchmarks.throughput import (
-    LABEL_MAP,
-    VOTERS,
+    build_voters,
     labeler_spec,
     machine,
-    save_byte_level_bpe,
-    save_wordpiece,
     synthetic_tweets,
     write_table,
 )
@@ -63,43 +60,6 @@ MODULE = "serve_bench"
 SMALL = {"hidden": 256, "layers": 4, "heads": 4, "intermediate": 1024}
 
 
-def build_models(folder: Path, corpus: list[str], size: str) -> None:
-    """The three voters (random seeded weights) and their tokenizers under ``folder``."""
-    import torch
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        BertConfig,
-        DistilBertConfig,
-        RobertaConfig,
-    )
-
-    save_wordpiece(folder / "wordpiece", corpus)
-    save_byte_level_bpe(folder / "bpe", corpus)
-    small = SMALL if size == "small" else None
-    bert = {} if small is None else {
-        "hidden_size": small["hidden"], "num_hidden_layers": small["layers"],
-        "num_attention_heads": small["heads"], "intermediate_size": small["intermediate"],
-    }  # fmt: skip
-    distil = {} if small is None else {
-        "dim": small["hidden"], "n_layers": small["layers"], "n_heads": small["heads"],
-        "hidden_dim": small["intermediate"],
-    }  # fmt: skip
-    configs = {
-        "bert": (BertConfig(**bert), "wordpiece"),
-        "roberta": (RobertaConfig(vocab_size=50_265, max_position_embeddings=514, **bert), "bpe"),
-        "distilbert": (DistilBertConfig(**distil), "wordpiece"),
-    }
-    for seed, (name, (config, tokenizer)) in enumerate(configs.items()):
-        torch.manual_seed(seed)
-        config.num_labels = 2
-        AutoModelForSequenceClassification.from_config(config).save_pretrained(folder / name)
-        inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if name == "bert" else [])
-        loaded = AutoTokenizer.from_pretrained(folder / tokenizer, model_input_names=inputs)
-        loaded.save_pretrained(folder / name)
-    assert set(LABEL_MAP) == {"LABEL_0", "LABEL_1"} and set(VOTERS) == set(configs)
-
-
 def bundle_package(root: Path, corpus: list[str], size: str) -> Path:
     """``root/serve_bench``: the template's modules, the voters bundled, the benchmark spec."""
     package = root / MODULE
@@ -107,7 +67,7 @@ def bundle_package(root: Path, corpus: list[str], size: str) -> Path:
     for source in PACKAGE_SOURCE.glob("*.py"):
         shutil.copy(source, package / source.name)
     (package / "__init__.py").write_text("", encoding="utf-8")
-    build_models(package, corpus, size)
+    build_voters(package, corpus, SMALL if size == "small" else None)
     (package / "spec.py").write_text(
         f"from .config import LabelerSpec, VoterConfig\nSPEC = {labeler_spec()!r}\n",
         encoding="utf-8",

@@ -160,8 +160,9 @@ def save_byte_level_bpe(folder: Path, corpus: Sequence[str]) -> None:
     ).save_pretrained(folder)
 
 
-def build_voters(root: Path, corpus: Sequence[str]) -> None:
-    """bert-base, roberta-base and distilbert-base with random (seeded) weights, and tokenizers.
+def build_voters(root: Path, corpus: Sequence[str], small: dict[str, int] | None = None) -> None:
+    """bert-base, roberta-base and distilbert-base with random (seeded) weights, and tokenizers;
+    ``small`` (hidden, layers, heads, intermediate) shrinks all three for a quick run.
 
     distilbert gets bert's tokenizer, as distilbert-base-uncased has bert-base-uncased's.
     """
@@ -176,10 +177,18 @@ def build_voters(root: Path, corpus: Sequence[str]) -> None:
 
     save_wordpiece(root / "wordpiece", corpus)
     save_byte_level_bpe(root / "bpe", corpus)
+    bert = {} if small is None else {
+        "hidden_size": small["hidden"], "num_hidden_layers": small["layers"],
+        "num_attention_heads": small["heads"], "intermediate_size": small["intermediate"],
+    }  # fmt: skip
+    distil = {} if small is None else {
+        "dim": small["hidden"], "n_layers": small["layers"], "n_heads": small["heads"],
+        "hidden_dim": small["intermediate"],
+    }  # fmt: skip
     configs = {
-        "bert": (BertConfig(), "wordpiece"),
-        "roberta": (RobertaConfig(vocab_size=50_265, max_position_embeddings=514), "bpe"),
-        "distilbert": (DistilBertConfig(), "wordpiece"),
+        "bert": (BertConfig(**bert), "wordpiece"),
+        "roberta": (RobertaConfig(vocab_size=50_265, max_position_embeddings=514, **bert), "bpe"),
+        "distilbert": (DistilBertConfig(**distil), "wordpiece"),
     }
     for seed, (name, (config, tokenizer)) in enumerate(configs.items()):
         torch.manual_seed(seed)
