@@ -4,7 +4,6 @@ command writes, batches concurrent requests together, and describes itself (``/m
 
 from __future__ import annotations
 
-import csv
 import importlib
 import json
 import os
@@ -24,6 +23,7 @@ from templates.labeler.pkg import learn, learned, versions
 from templates.labeler.pkg.config import LabelerSpec, VoterConfig
 from templates.labeler.pkg.vote import votes_folder
 from templates.labeler.pkg.voters import Runtime
+from tests.support.datasets import read_csv, write_csv
 from tests.support.packages import PACKAGE_SOURCE, bundle_labeler
 from tests.support.serving import ServedLabeler, get, label, metrics, post_json, request, sample
 from tests.support.tiny_models import TOXIC_EXAMPLES
@@ -70,19 +70,6 @@ def keyword_rows(count: int, seed: int) -> list[tuple[str, str]]:
     return rows
 
 
-def write_table(path: Path, header: tuple[str, ...], rows) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def read_table(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
 def install_vote(package: Path) -> None:
     """A learned vote of our own weights, so the service must pool as the batch command does."""
     version = versions.following(votes_folder(package))
@@ -113,7 +100,7 @@ def learned_package(tiny_models, tmp_path_factory) -> Path:
         f"from .config import LabelerSpec, VoterConfig\nSPEC = {LEARNED_SPEC!r}\n",
         encoding="utf-8",
     )
-    examples = write_table(root / "verified.csv", ("text", "label"), keyword_rows(200, seed=0))
+    examples = write_csv(root / "verified.csv", ("text", "label"), keyword_rows(200, seed=0))
     loaded = learn.Examples(examples, ("text", "label", None), LEARNED_SPEC)
     runtime = Runtime(package, "cpu", 8)
     learn.learn_all(loaded, root / "learned", LEARNED_SPEC, runtime, seed=0)
@@ -130,7 +117,7 @@ def label_with_the_batch_command(package: Path, table: Path, output: Path) -> li
     command = [sys.executable, "-m", package.name, str(table), "-o", str(output)]
     done = subprocess.run(command + ["--progress", "none"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    return read_table(output)
+    return read_csv(output)
 
 
 def assert_same_row(served: dict, written: dict[str, str], voters: list[str]) -> None:
@@ -147,7 +134,7 @@ def test_answers_equal_the_batch_commands_learned_voters_and_vote_included(
     learned_package, tmp_path
 ):
     rows = keyword_rows(43, seed=3) + [(text, "A") for text in AWKWARD]
-    table = write_table(
+    table = write_csv(
         tmp_path / "data.csv", ("id", "text", "label"), [(i, t, g) for i, (t, g) in enumerate(rows)]
     )
     written = label_with_the_batch_command(learned_package, table, tmp_path / "labeled.csv")
