@@ -188,8 +188,9 @@ class ProcessSandbox:
             path=os.environ.get("PATH", DEFAULT_PATH),
         )
         try:
-            argv = self._argv(command, workdir, read_only, limits.gpus)
             for attempt in range(1, SETUP_ATTEMPTS + 1):
+                # Built again each time: the host's sockets to mask may have changed.
+                argv = self._argv(command, workdir, read_only, limits.gpus)
                 result, errors = self._execute(argv, workdir, full_env, limits, on_output)
                 if attempt == SETUP_ATTEMPTS or not self._mount_race(result):
                     break
@@ -253,16 +254,21 @@ class ProcessSandbox:
         return result, errors
 
     def _mount_race(self, result: SandboxResult) -> bool:
-        """bubblewrap failed to re-bind the host's mounts because one appeared or vanished
-        while it copied them (a Docker container starting or stopping on the same host); the
-        command did not start, so running it again is safe."""
+        """bubblewrap failed to set up because the host changed under it (a Docker container
+        starting or stopping on the same host): a mount appeared or vanished while it copied
+        the host's mounts, or a socket it was told to mask vanished (it then tries to create
+        the mask's target in a read-only folder). The command did not start, so running it
+        again, with the masks listed again, is safe."""
         first = result.stderr.lstrip().split("\n", 1)[0]
-        return (
-            self.name == "bubblewrap"
-            and result.returncode == 1
-            and first.startswith("bwrap: Can't bind mount /oldroot/")
-            and ("Unable to apply mount flags" in first or "No such file or directory" in first)
+        if self.name != "bubblewrap" or result.returncode != 1:
+            return False
+        copying_mounts = first.startswith("bwrap: Can't bind mount /oldroot/") and (
+            "Unable to apply mount flags" in first or "No such file or directory" in first
         )
+        masking_a_vanished_path = first.startswith("bwrap: Can't create file at ") and (
+            "Read-only file system" in first or "No such file or directory" in first
+        )
+        return copying_mounts or masking_a_vanished_path
 
     def _raise_setup_failure(self, result: SandboxResult) -> None:
         """Turn a failure of bwrap or the unshare init itself into an exception."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -165,3 +167,46 @@ def test_bubblewrap_losing_a_race_with_a_host_mount_starts_again(
         with pytest.raises(sandbox.process.SandboxError, match="Unable to apply mount flags"):
             box.run(["/bin/echo", "ran"], tmp_path / "work")
         assert len(starts) == sandbox.process.SETUP_ATTEMPTS
+
+
+@pytest.mark.sandbox
+def test_bubblewrap_starts_again_when_a_socket_to_mask_vanished(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A container stopping beside bwrap takes its socket away after the sandbox listed it to
+    mask: bwrap then cannot create the mask's target in the read-only host folder. The start
+    is tried again with the sockets listed again, and the command runs."""
+    host_folder = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="vanishing-socket-"))
+    path = host_folder / "shim.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    listings: list[int] = []
+
+    def listening() -> list[Path]:
+        listings.append(1)
+        return [path] if path.exists() else []
+
+    box = process_sandbox("bubblewrap")
+    box._mask_unix_sockets = True
+    real = box._execute
+    failures: list[str] = []
+
+    def vanishing(argv, workdir, env, limits, on_output):
+        listener.close()
+        path.unlink(missing_ok=True)
+        result, errors = real(argv, workdir, env, limits, on_output)
+        if not result.ok:
+            failures.append(result.stderr)
+        return result, errors
+
+    monkeypatch.setattr(sandbox.process, "listening_unix_sockets", listening)
+    monkeypatch.setattr(box, "_execute", vanishing)
+    (tmp_path / "work").mkdir()
+    try:
+        result = box.run(["/bin/echo", "ran"], tmp_path / "work")
+    finally:
+        host_folder.rmdir()
+    assert result.ok and result.stdout == "ran\n"
+    assert len(failures) == 1 and "Can't create file at" in failures[0]
+    assert len(listings) == 2
