@@ -11,6 +11,10 @@ INSTALLED := $(VENV)/.installed
 # (an emitted package, a Ray cluster) is built once; PYTEST_WORKERS=0 runs them in one process.
 PYTEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+# Each worker's torch (and the sandboxed labelers it starts, which inherit OMP_NUM_THREADS) gets
+# its share of the cores: two workers each spinning two OpenMP threads on two cores ran the
+# slowest files 28% slower (BENCHMARKS.md, "The test suite").
+TEST_THREADS ?= $(shell c=$$(nproc); w=$(PYTEST_WORKERS); [ "$$w" -gt 0 ] 2>/dev/null && c=$$((c / w)); [ "$$c" -ge 1 ] && echo $$c || echo 1)
 
 .PHONY: install demo test test-fast lint clean
 
@@ -34,10 +38,10 @@ demo: install
 # Installs bubblewrap and starts a private Docker engine first (as root), then runs everything.
 test: install
 	$(VENV)/bin/lint-imports
-	scripts/with-test-services.sh $(PYTEST)
+	OMP_NUM_THREADS=$(TEST_THREADS) scripts/with-test-services.sh $(PYTEST)
 
 test-fast: install
-	$(PYTEST) -m "not slow and not docker"
+	OMP_NUM_THREADS=$(TEST_THREADS) $(PYTEST) -m "not slow and not docker"
 
 lint: install
 	$(VENV)/bin/black --check agent sandbox templates tests benchmarks

@@ -66,6 +66,13 @@ def is_secret(name: str, value: str = "") -> bool:
     return bool(_SECRET_VALUE.match(value))
 
 
+def inherited_threads() -> int | None:
+    """The thread count this process was started with (``OMP_NUM_THREADS``), if any: a
+    user who limits the agent's threads limits its sandboxed commands too."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def scrubbed_env(
     env: Mapping[str, str] | None,
     *,
@@ -80,7 +87,7 @@ def scrubbed_env(
     ``env`` is applied last so the caller can point ``HF_HOME`` or ``HF_HUB_CACHE`` at a
     read-only mount, but secret-looking entries are dropped (and logged by name only).
     """
-    threads = str(limits.threads or os.cpu_count() or 1)
+    threads = str(limits.threads or inherited_threads() or os.cpu_count() or 1)
     result = {
         "PATH": path,
         "HOME": home,

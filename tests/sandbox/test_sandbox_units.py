@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,18 @@ def test_base_environment() -> None:
     assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == "1"
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
     assert env["LC_ALL"] == "C.UTF-8" and env["TOKENIZERS_PARALLELISM"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("inherited", "limit", "expected"),
+    [("1", None, "1"), ("4", 2, "2"), ("", None, None), ("zero", None, None), ("0", None, None)],
+)
+def test_threads_follow_the_limit_then_the_callers_omp_num_threads_then_the_cores(
+    monkeypatch: pytest.MonkeyPatch, inherited: str, limit: int | None, expected: str | None
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", inherited)
+    env = scrubbed_env(None, home="/w", tmpdir="/t", limits=Limits(threads=limit))
+    assert env["OMP_NUM_THREADS"] == (expected or str(os.cpu_count() or 1))
 
 
 def test_capture_splits_lines_across_chunks() -> None:
