@@ -101,7 +101,13 @@ def test_the_pilot_decides_each_voters_precision_and_the_package_pins_it(
     origins = {voter["name"]: Path(voter["origin"]) for voter in lock["voters"]}
     assert len(pinned) == 3 and set(pinned.values()) == {"int8", "fp32"}
     assert pinned[next(n for n, o in origins.items() if o == fragile)] == "fp32"
-    assert pinned == {name: expected_precision(origins[name], texts) for name in pinned}
+    # The others' precision recomputed here, a text at a time. Not the fragile copy's: its
+    # logits tie to 1e-5, so which side fp32 puts a text on depends on the order of the sums
+    # (batch shapes, thread count); the pilot's own measurement keeps it in fp32 (above).
+    robust = [name for name in pinned if origins[name] != fragile]
+    assert {name: pinned[name] for name in robust} == {
+        name: expected_precision(origins[name], texts) for name in robust
+    }
     assert spec_precisions(package) == pinned
     shown = " ".join(log.split())  # the run log wraps its lines
     for name, precision in pinned.items():
