@@ -85,6 +85,20 @@ def wait_for_queue(url: str, rows: int, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
+def wait_for_accepted(url: str, rows: int, timeout: float = 30) -> None:
+    """Until the service has taken ``rows`` rows, some of them still queued or running (the
+    first batches may be answered before the last request arrives)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        families = metrics(url)
+        queued = sample(families, "labeler_queue_rows", "labeler_queue_rows")
+        answered = sample(families, "labeler_rows", "labeler_rows_total")
+        if queued and queued + answered == rows:
+            return
+        assert time.monotonic() < deadline, f"the service never held {rows} rows at once"
+        time.sleep(0.02)
+
+
 def test_a_full_queue_sheds_requests_with_503_and_retry_after(package):
     options = ["--max-queue-rows", "4", "--max-texts", "4", "--max-wait-ms", "1500"]
     service = serve(package, *options)
@@ -113,7 +127,8 @@ def test_sigterm_answers_every_accepted_request_then_exits_0(package):
     try:
         with ThreadPoolExecutor(len(requests)) as pool:
             pending = [pool.submit(post_json, url + "/v1/label", {"texts": t}) for t in requests]
-            wait_for_queue(url, 30)
+            # 24 rows run in three full batches; the last 6 wait 1.5 s for company.
+            wait_for_accepted(url, 30)
             service.signal(signal.SIGTERM)
             answers = [future.result(120) for future in pending]
         assert service.wait(60) == 0
