@@ -100,13 +100,14 @@ class Encoder:
             states = self.model(**batch, output_hidden_states=True).hidden_states
             mask = batch["attention_mask"].unsqueeze(-1).to(states[-1].dtype)
 
+            def unit(vectors):
+                return vectors / vectors.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
             def mean(hidden):
-                average = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-                return average / average.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+                return unit((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1))
 
             layers = len(states) - 1  # states[0] is the embedding layer's output
-            upper = sum(mean(hidden) for hidden in states[layers // 2 :])
-            upper = upper / upper.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            upper = unit(sum(mean(hidden) for hidden in states[layers // 2 :]))
             return torch.cat([mean(states[-1]), upper], dim=-1)
 
         return run_batches(self.tokenizer, texts, self.max_length, self.runtime, pooled)
@@ -123,10 +124,6 @@ class Encoder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``texts`` (the last layer's view)."""
         return view(self.features(texts), EMBEDDING)
-
-    def upper_layers(self, texts: Sequence[str]) -> np.ndarray:
-        """Upper-layer features of ``texts``."""
-        return view(self.features(texts), UPPER_LAYERS)
 
     def embed_phrasings(self, texts: Sequence[str], cache: FeatureCache | None) -> np.ndarray:
         """Embeddings of a few texts (prototypes' phrasings), through ``cache`` if given;
