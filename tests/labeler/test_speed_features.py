@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from templates.labeler.pkg import transformer
+from templates.labeler.pkg import packing, transformer
 from templates.labeler.pkg.config import LabelerSpec, VoterConfig
 from templates.labeler.pkg.engine import Labeler, label_file
 from templates.labeler.pkg.voters import Runtime
@@ -96,9 +96,9 @@ def test_voters_with_the_same_tokenizer_tokenize_the_texts_once(models, monkeypa
         separate.append(alone.predict(TEXTS))
     encoded: list[str] = []
 
-    def counting(tokenizer, texts, length, batch_size):
+    def counting(tokenizer, *args):
         encoded.append(transformer.tokenizer_fingerprint(tokenizer))
-        return original(tokenizer, texts, length, batch_size)
+        return original(tokenizer, *args)
 
     original = transformer.encode_batches
     monkeypatch.setattr(transformer, "encode_batches", counting)
@@ -158,23 +158,23 @@ def test_batches_cover_the_sorted_texts_in_order_within_the_batch_size():
     rng = np.random.default_rng(0)
     for lengths in ([], [7], [10] * 70, sorted(rng.integers(3, 200, 333).tolist())):
         for size in (1, 4, 32):
-            bounds = transformer.batch_bounds(lengths, size)
+            bounds = packing.batch_bounds(lengths, size)
             covered = [row for start, end in bounds for row in range(start, end)]
             assert covered == list(range(len(lengths)))
             assert all(0 < end - start <= size for start, end in bounds)
     # Equal lengths: as few passes as the batch size allows.
-    assert len(transformer.batch_bounds([10] * 70, 32)) == 3
+    assert len(packing.batch_bounds([10] * 70, 32)) == 3
 
 
 def test_a_few_texts_of_mixed_lengths_run_as_tighter_batches():
     """The service's case: rows of unrelated requests, short and long, are not all padded to
     the longest; texts of near-equal lengths stay in one pass."""
     lengths = [5, 6, 6, 7, 30, 31, 33, 120]
-    bounds = transformer.batch_bounds(lengths, 64)
+    bounds = packing.batch_bounds(lengths, 64)
     assert bounds == [(0, 4), (4, 7), (7, 8)]
     padded = sum((end - start) * lengths[end - 1] for start, end in bounds)
     assert padded < 0.5 * len(lengths) * max(lengths)
-    assert transformer.batch_bounds([20, 20, 21, 21, 22], 64) == [(0, 5)]
+    assert packing.batch_bounds([20, 20, 21, 21, 22], 64) == [(0, 5)]
 
 
 def test_int8_linear_layers_stay_close_to_fp32_despite_an_outlier_token():

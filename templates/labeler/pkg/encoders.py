@@ -95,10 +95,10 @@ class Encoder:
         embedding, then the upper-layer features."""
         import torch
 
-        def pooled(batch):
+        def pooled(inputs, batch):
             self.forward_calls += 1
-            states = self.model(**batch, output_hidden_states=True).hidden_states
-            mask = batch["attention_mask"].unsqueeze(-1).to(states[-1].dtype)
+            states = self.model(**inputs, output_hidden_states=True).hidden_states
+            mask = inputs["attention_mask"].unsqueeze(-1).to(states[-1].dtype)
 
             def unit(vectors):
                 return vectors / vectors.norm(dim=-1, keepdim=True).clamp(min=1e-12)

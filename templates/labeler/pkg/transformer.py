@@ -1,8 +1,9 @@
 """Hugging Face sequence classifiers as voters, and what transformer voters share.
 
 Shared: batching (length-sorted, each batch padded only to its own longest
-text), one tokenization per distinct tokenizer for the texts all voters are
-given, and the int8 mode for CPU.
+text; on CPU, classifiers of the families :mod:`.packing` knows take short texts
+packed several to a row), one tokenization per distinct tokenizer for the texts
+all voters are given, and the int8 mode for CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .config import VoterConfig
+from .packing import PackedBatch, batch_bounds, packed_batches, packed_head, packed_logits
 from .voters import (
     Runtime,
     Voter,
@@ -101,8 +103,11 @@ def pad_batch(tokenizer, encoded: dict[str, list], rows: list[int]) -> Batch:
     return Batch(rows, features)
 
 
-def encode_batches(tokenizer, texts: Sequence[str], length: int, batch_size: int) -> list[Batch]:
-    """Tokenize, sort by length and pad each batch to its own longest text."""
+def encode_batches(
+    tokenizer, texts: Sequence[str], length: int, batch_size: int, packed: bool = False
+) -> list[Batch] | list[PackedBatch]:
+    """Tokenize, sort by length and pad each batch to its own longest text (``packed``:
+    texts end to end in rows, :mod:`.packing`)."""
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no padding token, so texts cannot be batched")
     # Every input any model could take: voters sharing these batches pick theirs.
@@ -115,43 +120,14 @@ def encode_batches(tokenizer, texts: Sequence[str], length: int, batch_size: int
             return_attention_mask=True,
         )
     )
+    if packed:
+        return packed_batches(encoded, tokenizer.pad_token_id, batch_size)
     order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
     lengths = [len(encoded["input_ids"][i]) for i in order]
     return [
         pad_batch(tokenizer, encoded, order[start:end])
         for start, end in batch_bounds(lengths, batch_size)
     ]
-
-
-PASS_OVERHEAD = 1.3
-"""What one forward pass costs beyond its padded tokens, in rows of its length. Measured on a
-2-core CPU with three base-size models: 4-row batches ran at 0.78-0.82 of the rate of 32-row
-ones (the same sorted texts), which an overhead of 1.3 rows per pass reproduces; 1.3 to 4
-gave the same service throughput, larger values pad more (BENCHMARKS.md, issue 19)."""
-
-
-def batch_bounds(lengths: Sequence[int], batch_size: int) -> list[tuple[int, int]]:
-    """[start, end) of each batch over texts sorted by ``lengths`` (ascending), at most
-    ``batch_size`` texts each, cut where the padded tokens plus each pass's overhead
-    (:data:`PASS_OVERHEAD`) are least (dynamic programming; a batch's longest text is its
-    last). Over a whole file's sorted chunk neighbours have nearly equal lengths, so batches
-    stay full; a few texts of mixed lengths (the service's batch, gathered from unrelated
-    requests) run as several tighter batches instead of one padded to its longest text."""
-    count = len(lengths)
-    best = [0.0] + [float("inf")] * count
-    cut = [0] * (count + 1)
-    for end in range(1, count + 1):
-        longest = lengths[end - 1]
-        for start in range(max(0, end - batch_size), end):
-            cost = best[start] + longest * (end - start + PASS_OVERHEAD)
-            if cost < best[end]:
-                best[end], cut[end] = cost, start
-    bounds = []
-    end = count
-    while end > 0:
-        bounds.append((cut[end], end))
-        end = cut[end]
-    return bounds[::-1]
 
 
 class EncodingCache:
@@ -163,17 +139,17 @@ class EncodingCache:
 
     def __init__(self) -> None:
         self.texts: tuple[str, ...] = ()
-        self.batches: dict[tuple[str, int, int], list[Batch]] = {}
+        self.batches: dict[tuple[str, int, int, bool], list] = {}
 
     def batches_for(
-        self, tokenizer, texts: Sequence[str], length: int, batch_size: int
-    ) -> list[Batch]:
+        self, tokenizer, texts: Sequence[str], length: int, batch_size: int, packed: bool
+    ) -> list[Batch] | list[PackedBatch]:
         current = tuple(texts)
         if current != self.texts:
             self.texts, self.batches = current, {}
-        key = (tokenizer_fingerprint(tokenizer), length, batch_size)
+        key = (tokenizer_fingerprint(tokenizer), length, batch_size, packed)
         if key not in self.batches:
-            self.batches[key] = encode_batches(tokenizer, current, length, batch_size)
+            self.batches[key] = encode_batches(tokenizer, current, length, batch_size, packed)
         return self.batches[key]
 
 
@@ -181,14 +157,20 @@ ENCODINGS = EncodingCache()
 
 
 def run_batches(
-    tokenizer, texts: Sequence[str], length: int, runtime: Runtime, forward: Callable
+    tokenizer,
+    texts: Sequence[str],
+    length: int,
+    runtime: Runtime,
+    forward: Callable,
+    packed: bool = False,
 ) -> np.ndarray:
-    """``forward(batch)`` over length-sorted, dynamically padded batches, in input order."""
+    """``forward(inputs, batch)`` over length-sorted, dynamically padded batches (``packed``:
+    :class:`PackedBatch` passes), in input order."""
     import torch
 
     if not texts:
         return np.zeros((0, 0))
-    batches = ENCODINGS.batches_for(tokenizer, texts, length, runtime.batch_size)
+    batches = ENCODINGS.batches_for(tokenizer, texts, length, runtime.batch_size, packed)
     wanted = set(tokenizer.model_input_names)
     cuda = runtime.device == "cuda"
     outputs = []
@@ -204,7 +186,7 @@ def run_batches(
                     k: v.pin_memory().to("cuda", non_blocking=True) for k, v in inputs.items()
                 }
             # Outputs stay on the device until the end: no synchronisation per batch.
-            outputs.append(forward(inputs))
+            outputs.append(forward(inputs, batch))
         stacked = torch.cat(outputs).float().cpu().numpy()
     results = np.zeros(stacked.shape, dtype=stacked.dtype)
     results[[row for batch in batches for row in batch.rows]] = stacked
@@ -248,6 +230,13 @@ class SequenceClassifierVoter:
         model_labels = [id2label[index] for index in range(len(id2label))]
         self.matrix = label_map_matrix(model_labels, config.label_map, labels)
         self.max_length = max_length(config, self.model, self.tokenizer)
+        self.family = packed_head(self.model, self.tokenizer, runtime.device)
+        """How texts are packed into rows for this model (None: padded batches)."""
+
+    def logits(self, inputs, batch):
+        if self.family is None:
+            return self.model(**inputs).logits
+        return packed_logits(self.model, self.family, inputs, batch)
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         probabilities = run_batches(
@@ -255,7 +244,8 @@ class SequenceClassifierVoter:
             texts,
             self.max_length,
             self.runtime,
-            lambda batch: self.model(**batch).logits.softmax(dim=-1),
+            lambda inputs, batch: self.logits(inputs, batch).softmax(dim=-1),
+            packed=self.family is not None,
         )
         return to_task_probabilities(probabilities, self.matrix)
 
