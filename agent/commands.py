@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -46,7 +47,10 @@ def register_subcommands(app: typer.Typer) -> None:
     app.add_typer(cache_app, name="cache")
 
 
-def guarded(call, run_id: str) -> RunOutput:
+Outcome = TypeVar("Outcome")
+
+
+def guarded(call: Callable[[], Outcome], run_id: str) -> Outcome:
     """Run the graph; an error names the run so the user can resume it.
 
     Our own bugs too: the checkpoint holds every node that finished, so a fixed version (or
@@ -126,9 +130,11 @@ def finetune_command(
     reporter = ConsoleReporter()
     reporter.stage("finetune", run_id)
     overrides = {"yes": yes or base.yes, "json_summary": json_summary}
-    result = guarded(
+    result, context, run_dir = guarded(
         lambda: continue_finetuning(base.runs_dir, run_id, stages, reporter, overrides), run_id
     )
+    # The re-emitted package's image (with --sandbox docker), as after the run itself.
+    note_package_image(context, result, run_dir, run_id)
     reporter.summary(summary_rows(result))
     if json_summary:
         print(json.dumps(summary_json(result), indent=2))

@@ -179,8 +179,9 @@ def load_request(runs_dir: Path, run_id: str) -> tuple[Path, Settings]:
 
 def continue_finetuning(
     runs_dir: Path, run_id: str, stages: int, reporter: Reporter, overrides: dict[str, Any]
-) -> RunOutput:
-    """Run ``stages`` more fine-tuning stages on a finished run, then relabel and re-emit.
+) -> tuple[RunOutput, RunContext, Path]:
+    """Run ``stages`` more fine-tuning stages on a finished run, then relabel and re-emit;
+    the outcome, the context it ran in and the run's folder.
 
     The run's saved request is updated first, so an interruption continues with
     ``--resume`` like any other run.
@@ -213,4 +214,4 @@ def continue_finetuning(
     temporary.write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
     temporary.replace(request_path)
     result = graph.invoke(Command(goto="finetune_voters"), _config(run_id), context=context)
-    return RunOutput.model_validate(result)
+    return RunOutput.model_validate(result), context, run_dir

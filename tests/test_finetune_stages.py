@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import commands
 from agent.cli import main
 from tests.support.datasets import read_csv, read_jsonl, write_csv
 from tests.support.datasets import toxic_sentences as sentences
@@ -126,8 +127,17 @@ def test_finetune_command_continues_a_finished_run(
     assert before["finetune"] == []
     run_id = next((tmp_path / ".autoannotator" / "runs").iterdir()).name
 
+    noted = []  # the re-emitted package's image is noted as after a run (a no-op here)
+    original = commands.note_package_image
+
+    def note(context, result, run_dir, noted_run):
+        noted.append((result.package_path, run_dir.name, noted_run))
+        original(context, result, run_dir, noted_run)
+
+    monkeypatch.setattr(commands, "note_package_image", note)
     assert main(["finetune", run_id, "--stages", "1", "--json"]) == 0
     after = json.loads(capsys.readouterr().out)
+    assert noted == [(after["package"], run_id, run_id)]
     (stage,) = after["finetune"]
     assert stage["escalated_before"] == before["disagreements"]
     assert stage["escalated_after"] == after["disagreements"]
