@@ -185,10 +185,14 @@ def packed_logits(model, family: Family, inputs: dict, batch: PackedBatch):
     import torch
 
     segments = torch.from_numpy(batch.segments)
-    # Each token sees its own text; padding sees padding only, so no row is all masked.
-    allowed = segments[:, None, :, None] == segments[:, None, None, :]
-    dtype = model.dtype
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    if int(segments.max()) == 0:  # one text per row (long texts): the model's own padding mask
+        mask = (segments >= 0).long()
+    else:
+        # Each token sees its own text; padding sees padding only, so no row is all masked.
+        allowed = segments[:, None, :, None] == segments[:, None, None, :]
+        dtype = model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype)
+        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     positions = torch.from_numpy(batch.positions) + family.offset(model)
     states = model.base_model(**inputs, attention_mask=mask, position_ids=positions)
     firsts = torch.from_numpy(batch.firsts)
