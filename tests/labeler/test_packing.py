@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from templates.labeler.pkg import packing, transformer
+from templates.labeler.pkg import encoders, packing, transformer
 from templates.labeler.pkg.config import VoterConfig
 from templates.labeler.pkg.voters import Runtime
 from tests.support.tiny_models import build_tokenizer
@@ -130,8 +130,22 @@ def test_packed_passes_in_int8_stay_with_the_padded_ones(models):
     np.testing.assert_allclose(packed, voter.predict(TEXTS), atol=1e-4)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_packed_encoder_gives_the_padded_embeddings_and_features(models, family):
+    config = VoterConfig(family, "embedding", f"bundled:{family}", "r", {})
+    encoder = encoders.Encoder(config, Runtime(models, "cpu", 4), None)
+    assert encoder.offset is not None, f"{family} should run packed"
+    packed = encoder.compute(TEXTS)
+    encoder.offset = None
+    padded = encoder.compute(TEXTS)
+    assert packed.shape == padded.shape == (len(TEXTS), 2 * encoder.dimension)
+    np.testing.assert_allclose(packed, padded, atol=1e-5)
+
+
 def test_models_that_cannot_be_packed_run_padded(models, monkeypatch):
     assert load(models, "bert-relative").family is None
+    relative = VoterConfig("bert-relative", "embedding", "bundled:bert-relative", "r", {})
+    assert encoders.Encoder(relative, Runtime(models, "cpu", 4), None).offset is None
     voter = load(models, "bert")
     assert packing.packed_head(voter.model, voter.tokenizer, "cuda") is None
     # The load-time check catches a family whose rules do not hold for a model.
@@ -139,6 +153,9 @@ def test_models_that_cannot_be_packed_run_padded(models, monkeypatch):
     monkeypatch.setitem(packing.FAMILIES, "BertForSequenceClassification", wrong)
     assert packing.packed_head(voter.model, voter.tokenizer, "cpu") is None
     assert load(models, "bert").family is None
+    monkeypatch.setitem(packing.ENCODERS, "BertModel", lambda model: 7)
+    plain = VoterConfig("bert", "embedding", "bundled:bert", "r", {})
+    assert encoders.Encoder(plain, Runtime(models, "cpu", 4), None).offset is None
 
 
 def test_rows_hold_every_text_once_within_the_row_and_batch_limits():

@@ -27,6 +27,7 @@ import numpy as np
 from .adapters import adapter_identity, current_adapter
 from .config import VoterConfig
 from .feature_cache import FeatureCache
+from .packing import packed_encoder, packed_states, segment_means
 from .transformer import load_transformer, max_length, run_batches
 from .voters import Runtime
 
@@ -63,6 +64,8 @@ class Encoder:
         self.tokenizer, self.model = load_transformer(config, runtime, "AutoModel")
         self.max_length = max_length(config, self.model, self.tokenizer)
         self.precision = precision_of(self.model)
+        self.offset = packed_encoder(self.model, self.tokenizer, runtime.device)
+        """Texts run packed several to a row (:mod:`.packing`) unless None: padded batches."""
         self.base = {
             "source": config.source,
             "revision": config.revision,
@@ -95,22 +98,35 @@ class Encoder:
         embedding, then the upper-layer features."""
         import torch
 
+        def unit(vectors):
+            return vectors / vectors.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
         def pooled(inputs, batch):
             self.forward_calls += 1
-            states = self.model(**inputs, output_hidden_states=True).hidden_states
-            mask = inputs["attention_mask"].unsqueeze(-1).to(states[-1].dtype)
+            if self.offset is not None:
+                packed = packed_states(
+                    self.model, self.offset, inputs, batch, output_hidden_states=True
+                )
+                states = packed.hidden_states
 
-            def unit(vectors):
-                return vectors / vectors.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+                def mean(hidden):
+                    return unit(segment_means(hidden, batch))
 
-            def mean(hidden):
-                return unit((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1))
+            else:
+                states = self.model(**inputs, output_hidden_states=True).hidden_states
+                mask = inputs["attention_mask"].unsqueeze(-1).to(states[-1].dtype)
+
+                def mean(hidden):
+                    return unit((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1))
 
             layers = len(states) - 1  # states[0] is the embedding layer's output
             upper = unit(sum(mean(hidden) for hidden in states[layers // 2 :]))
             return torch.cat([mean(states[-1]), upper], dim=-1)
 
-        return run_batches(self.tokenizer, texts, self.max_length, self.runtime, pooled)
+        packed = self.offset is not None
+        return run_batches(
+            self.tokenizer, texts, self.max_length, self.runtime, pooled, packed=packed
+        )
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Both views of ``texts`` (:meth:`compute`); the same texts again are not computed

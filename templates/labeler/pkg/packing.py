@@ -75,6 +75,9 @@ class PackedBatch:
     """Which of its row's texts each token belongs to, (packed rows, longest); -1 padding."""
     firsts: np.ndarray
     """(texts, 2): packed row and column of each text's first token."""
+    owners: np.ndarray
+    """Which text (its place in ``rows``) each token belongs to, (packed rows, longest); -1
+    padding."""
 
 
 def pack_rows(lengths: Sequence[int], most: int, capacity: int = ROW_TOKENS) -> list[list[int]]:
@@ -111,6 +114,7 @@ def pack_batch(encoded: dict[str, list], rows: list[list[int]], pad_id: int) -> 
     }
     positions = np.zeros(shape, dtype=np.int64)
     segments = np.full(shape, -1, dtype=np.int64)
+    owners = np.full(shape, -1, dtype=np.int64)
     texts, firsts = [], []
     for number, row in enumerate(rows):
         column = 0
@@ -121,10 +125,12 @@ def pack_batch(encoded: dict[str, list], rows: list[list[int]], pad_id: int) -> 
                 features[name][number, span] = encoded[name][text]
             positions[number, span] = np.arange(length)
             segments[number, span] = segment
+            owners[number, span] = len(texts)
             texts.append(text)
             firsts.append((number, column))
             column += length
-    return PackedBatch(texts, features, positions, segments, np.array(firsts, dtype=np.int64))
+    firsts_array = np.array(firsts, dtype=np.int64)
+    return PackedBatch(texts, features, positions, segments, firsts_array, owners)
 
 
 def packed_batches(encoded: dict[str, list], pad_id: int, batch_size: int) -> list[PackedBatch]:
@@ -157,6 +163,14 @@ def _distilbert(model, first):
     return model.classifier(model.dropout(hidden))
 
 
+def _from_zero(model) -> int:
+    return 0
+
+
+def _after_padding(model) -> int:
+    return model.config.pad_token_id + 1
+
+
 @dataclass(frozen=True)
 class Family:
     head: Callable
@@ -166,22 +180,29 @@ class Family:
 
 
 FAMILIES = {
-    "BertForSequenceClassification": Family(_bert, lambda model: 0),
-    "DistilBertForSequenceClassification": Family(_distilbert, lambda model: 0),
-    "RobertaForSequenceClassification": Family(
-        _first_token, lambda model: model.config.pad_token_id + 1
-    ),
-    "XLMRobertaForSequenceClassification": Family(
-        _first_token, lambda model: model.config.pad_token_id + 1
-    ),
-    "ElectraForSequenceClassification": Family(_first_token, lambda model: 0),
+    "BertForSequenceClassification": Family(_bert, _from_zero),
+    "DistilBertForSequenceClassification": Family(_distilbert, _from_zero),
+    "RobertaForSequenceClassification": Family(_first_token, _after_padding),
+    "XLMRobertaForSequenceClassification": Family(_first_token, _after_padding),
+    "ElectraForSequenceClassification": Family(_first_token, _from_zero),
 }
 """Sequence classifiers whose head reads the first token and whose positions are absolute
 (RoBERTa's count from after its padding id)."""
 
+ENCODERS = {
+    "BertModel": _from_zero,
+    "DistilBertModel": _from_zero,
+    "RobertaModel": _after_padding,
+    "XLMRobertaModel": _after_padding,
+    "ElectraModel": _from_zero,
+}
+"""Bare encoders (sentence encoders' models) whose positions are absolute, by class: the
+position id of a text's first token."""
 
-def packed_logits(model, family: Family, inputs: dict, batch: PackedBatch):
-    """Logits for the texts of ``batch``, in the order of ``batch.rows``."""
+
+def packed_states(model, offset: Callable, inputs: dict, batch: PackedBatch, **options):
+    """The encoder's outputs over the packed rows of ``batch`` (``options``: the model's own,
+    e.g. ``output_hidden_states``)."""
     import torch
 
     segments = torch.from_numpy(batch.segments)
@@ -193,11 +214,31 @@ def packed_logits(model, family: Family, inputs: dict, batch: PackedBatch):
         dtype = model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype)
         mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    positions = torch.from_numpy(batch.positions) + family.offset(model)
-    states = model.base_model(**inputs, attention_mask=mask, position_ids=positions)
+    positions = torch.from_numpy(batch.positions) + offset(model)
+    return model.base_model(**inputs, attention_mask=mask, position_ids=positions, **options)
+
+
+def packed_logits(model, family: Family, inputs: dict, batch: PackedBatch):
+    """Logits for the texts of ``batch``, in the order of ``batch.rows``."""
+    import torch
+
+    states = packed_states(model, family.offset, inputs, batch)
     firsts = torch.from_numpy(batch.firsts)
-    first = states.last_hidden_state[firsts[:, 0], firsts[:, 1]]
-    return family.head(model, first)
+    return family.head(model, states.last_hidden_state[firsts[:, 0], firsts[:, 1]])
+
+
+def segment_means(hidden, batch: PackedBatch):
+    """The mean of each text's token states over packed ``hidden`` (rows, longest, dim),
+    (texts, dim) in the order of ``batch.rows``."""
+    import torch
+
+    owners = torch.from_numpy(batch.owners)
+    real = owners >= 0
+    texts = owners[real]
+    sums = torch.zeros((len(batch.rows), hidden.shape[-1]), dtype=hidden.dtype)
+    sums.index_add_(0, texts, hidden[real])
+    counts = torch.bincount(texts, minlength=len(batch.rows)).clamp(min=1)
+    return sums / counts[:, None].to(hidden.dtype)
 
 
 PROBE = (
@@ -207,18 +248,15 @@ PROBE = (
 )
 
 
-def packed_head(model, tokenizer, device: str) -> Family | None:
-    """The packing rules for ``model``, or None where it runs padded: on CUDA (padding is
-    cheap there, and fused attention wants no dense mask), for models of other families,
-    relative positions, or where a packed pass of a few texts does not give the padded
-    pass's probabilities (checked here, once per load)."""
+def _probe(model, tokenizer, offset: Callable, device: str, compare: Callable) -> bool:
+    """Whether a packed pass over :data:`PROBE` gives what the padded pass gives, by
+    ``compare(model, padded inputs, packed inputs, packed batch)``."""
     import torch
 
-    family = FAMILIES.get(type(model).__name__)
-    if device != "cpu" or family is None or tokenizer.pad_token_id is None:
-        return None
+    if device != "cpu" or tokenizer.pad_token_id is None:
+        return False
     if getattr(model.config, "position_embedding_type", "absolute") != "absolute":
-        return None
+        return False
     encoded = dict(tokenizer(list(PROBE), return_token_type_ids=True))
     wanted = set(tokenizer.model_input_names)
     padded = tokenizer.pad(encoded, return_tensors="pt")
@@ -230,9 +268,47 @@ def packed_head(model, tokenizer, device: str) -> Family | None:
     }
     try:
         with torch.inference_mode():
-            expected = model(**{k: v for k, v in padded.items() if k in wanted}).logits
-            packed = packed_logits(model, family, inputs, batch)
+            return bool(compare({k: v for k, v in padded.items() if k in wanted}, inputs, batch))
     except (TypeError, ValueError, RuntimeError, AttributeError):
+        return False
+
+
+def packed_head(model, tokenizer, device: str) -> Family | None:
+    """The packing rules for a sequence classifier, or None where it runs padded: on CUDA
+    (padding is cheap there, and fused attention wants no dense mask), for models of other
+    families, relative positions, or where a packed pass of a few texts does not give the
+    padded pass's probabilities (checked here, once per load)."""
+    import torch
+
+    family = FAMILIES.get(type(model).__name__)
+    if family is None:
         return None
-    close = torch.allclose(packed.softmax(-1), expected.softmax(-1), atol=1e-5)
-    return family if close else None
+
+    def same(padded, inputs, batch):
+        expected = model(**padded).logits.softmax(-1)
+        packed = packed_logits(model, family, inputs, batch).softmax(-1)
+        return torch.allclose(packed, expected, atol=1e-5)
+
+    return family if _probe(model, tokenizer, family.offset, device, same) else None
+
+
+def packed_encoder(model, tokenizer, device: str) -> Callable | None:
+    """For a bare encoder, the position id of a text's first token when it runs packed, or
+    None where it runs padded (as :func:`packed_head`: each text's token states, packed and
+    padded, are compared once per load)."""
+    import torch
+
+    offset = ENCODERS.get(type(model).__name__)
+    if offset is None:
+        return None
+
+    def same(padded, inputs, batch):
+        expected = model(**padded).last_hidden_state
+        packed = packed_states(model, offset, inputs, batch).last_hidden_state
+        mask = padded["attention_mask"].bool()
+        theirs = [expected[text][mask[text]] for text in range(len(PROBE))]
+        owners = torch.from_numpy(batch.owners[0])
+        ours = [packed[0][owners == text] for text in range(len(PROBE))]
+        return all(torch.allclose(a, b, atol=1e-4) for a, b in zip(ours, theirs, strict=True))
+
+    return offset if _probe(model, tokenizer, offset, device, same) else None
