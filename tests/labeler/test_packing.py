@@ -108,7 +108,7 @@ def test_packed_passes_give_the_padded_probabilities(models, family, batch_size,
     batches = transformer.ENCODINGS.batches_for(
         voter.tokenizer, TEXTS, voter.max_length, batch_size, True
     )
-    texts_per_row = [len(set(row.tolist()) - {-1}) for b in batches for row in b.segments]
+    texts_per_row = [len(set(row.tolist()) - {-1}) for b in batches for row in b.owners]
     # One text per row when a pass holds one (the model's own padding mask), else several.
     assert (max(texts_per_row) > 1) == (batch_size > 1)
     assert all(len(batch.rows) <= batch_size for batch in batches)

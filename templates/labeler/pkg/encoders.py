@@ -27,7 +27,7 @@ import numpy as np
 from .adapters import adapter_identity, current_adapter
 from .config import VoterConfig
 from .feature_cache import FeatureCache
-from .packing import packed_encoder, packed_states, segment_means
+from .packing import packed_encoder, packed_states, text_means
 from .transformer import load_transformer, max_length, run_batches
 from .voters import Runtime
 
@@ -110,7 +110,7 @@ class Encoder:
                 states = packed.hidden_states
 
                 def mean(hidden):
-                    return unit(segment_means(hidden, batch))
+                    return unit(text_means(hidden, batch))
 
             else:
                 states = self.model(**inputs, output_hidden_states=True).hidden_states

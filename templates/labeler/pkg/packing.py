@@ -71,8 +71,6 @@ class PackedBatch:
     """Model inputs, (packed rows, longest) int64 each: the texts end to end, then padding."""
     positions: np.ndarray
     """Each token's position within its own text, (packed rows, longest)."""
-    segments: np.ndarray
-    """Which of its row's texts each token belongs to, (packed rows, longest); -1 padding."""
     firsts: np.ndarray
     """(texts, 2): packed row and column of each text's first token."""
     owners: np.ndarray
@@ -113,32 +111,31 @@ def pack_batch(encoded: dict[str, list], rows: list[list[int]], pad_id: int) -> 
         name: np.full(shape, pad_id if name == "input_ids" else 0, dtype=np.int64) for name in names
     }
     positions = np.zeros(shape, dtype=np.int64)
-    segments = np.full(shape, -1, dtype=np.int64)
     owners = np.full(shape, -1, dtype=np.int64)
     texts, firsts = [], []
     for number, row in enumerate(rows):
         column = 0
-        for segment, text in enumerate(row):
+        for text in row:
             length = len(encoded["input_ids"][text])
             span = slice(column, column + length)
             for name in names:
                 features[name][number, span] = encoded[name][text]
             positions[number, span] = np.arange(length)
-            segments[number, span] = segment
             owners[number, span] = len(texts)
             texts.append(text)
             firsts.append((number, column))
             column += length
     firsts_array = np.array(firsts, dtype=np.int64)
-    return PackedBatch(texts, features, positions, segments, firsts_array, owners)
+    return PackedBatch(texts, features, positions, firsts_array, owners)
 
 
 def packed_batches(encoded: dict[str, list], pad_id: int, batch_size: int) -> list[PackedBatch]:
     """All texts of ``encoded`` packed into rows, the rows into passes of at most
     ``batch_size`` texts, cut as padded batches are (:func:`batch_bounds`, over the rows)."""
     lengths = [len(ids) for ids in encoded["input_ids"]]
-    rows = pack_rows(lengths, batch_size)
-    rows.sort(key=lambda row: sum(lengths[text] for text in row))
+    rows = sorted(
+        pack_rows(lengths, batch_size), key=lambda row: sum(lengths[text] for text in row)
+    )
     row_lengths = [sum(lengths[text] for text in row) for row in rows]
     sizes = [len(row) for row in rows]
     return [
@@ -205,12 +202,12 @@ def packed_states(model, offset: Callable, inputs: dict, batch: PackedBatch, **o
     e.g. ``output_hidden_states``)."""
     import torch
 
-    segments = torch.from_numpy(batch.segments)
-    if int(segments.max()) == 0:  # one text per row (long texts): the model's own padding mask
-        mask = (segments >= 0).long()
+    owners = torch.from_numpy(batch.owners)
+    if len(batch.rows) == len(owners):  # one text per row (long texts): the model's own mask
+        mask = (owners >= 0).long()
     else:
         # Each token sees its own text; padding sees padding only, so no row is all masked.
-        allowed = segments[:, None, :, None] == segments[:, None, None, :]
+        allowed = owners[:, None, :, None] == owners[:, None, None, :]
         dtype = model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype)
         mask.masked_fill_(~allowed, torch.finfo(dtype).min)
@@ -227,7 +224,7 @@ def packed_logits(model, family: Family, inputs: dict, batch: PackedBatch):
     return family.head(model, states.last_hidden_state[firsts[:, 0], firsts[:, 1]])
 
 
-def segment_means(hidden, batch: PackedBatch):
+def text_means(hidden, batch: PackedBatch):
     """The mean of each text's token states over packed ``hidden`` (rows, longest, dim),
     (texts, dim) in the order of ``batch.rows``."""
     import torch
@@ -248,9 +245,9 @@ PROBE = (
 )
 
 
-def _probe(model, tokenizer, offset: Callable, device: str, compare: Callable) -> bool:
+def _probe(model, tokenizer, device: str, compare: Callable) -> bool:
     """Whether a packed pass over :data:`PROBE` gives what the padded pass gives, by
-    ``compare(model, padded inputs, packed inputs, packed batch)``."""
+    ``compare(padded inputs, packed inputs, packed batch)``."""
     import torch
 
     if device != "cpu" or tokenizer.pad_token_id is None:
@@ -289,7 +286,7 @@ def packed_head(model, tokenizer, device: str) -> Family | None:
         packed = packed_logits(model, family, inputs, batch).softmax(-1)
         return torch.allclose(packed, expected, atol=1e-5)
 
-    return family if _probe(model, tokenizer, family.offset, device, same) else None
+    return family if _probe(model, tokenizer, device, same) else None
 
 
 def packed_encoder(model, tokenizer, device: str) -> Callable | None:
@@ -311,4 +308,4 @@ def packed_encoder(model, tokenizer, device: str) -> Callable | None:
         ours = [packed[0][owners == text] for text in range(len(PROBE))]
         return all(torch.allclose(a, b, atol=1e-4) for a, b in zip(ours, theirs, strict=True))
 
-    return offset if _probe(model, tokenizer, offset, device, same) else None
+    return offset if _probe(model, tokenizer, device, same) else None
