@@ -116,12 +116,35 @@ def test_tfidf_features_match_scikit_learns_vectorizers():
     settings["char"]["ngram_range"] = (2, 5)
     for view, options in settings.items():
         reference = TfidfVectorizer(sublinear_tf=True, **options).fit(texts)
-        vocabulary = tfidf.build_vocabulary(texts, view, 10**6)
+        terms = tfidf.analyze(texts)[view]
+        vocabulary = tfidf.build_vocabulary(terms, 10**6)
         assert vocabulary == sorted(reference.vocabulary_)
-        index = {term: position for position, term in enumerate(vocabulary)}
-        counts = tfidf.term_matrix(texts, view, index)
+        counts = tfidf.term_matrix(terms, vocabulary)
         ours = tfidf.weigh(counts, tfidf.smooth_idf(counts, len(texts))).toarray()
         assert np.allclose(ours, reference.transform(texts).toarray(), atol=1e-12)
+
+
+def test_tfidf_learner_fits_a_fold_as_if_given_only_its_texts():
+    """The learner splits every text into terms once; a fit on some rows still sees only
+    theirs (vocabulary, idf and model), and predicts as the stored model does."""
+    from templates.labeler.pkg import tfidf
+    from templates.labeler.pkg.learners import TfidfLearner
+
+    texts = ["great fun", "awful mess", "great cast, awful plot", "fun fun fun", "a mess", "ok"]
+    targets = np.array([1, 0, 0, 1, 0, 1])
+    config = make_spec(LEXICAL).voters[0]
+    whole = TfidfLearner(config, texts, 2, seed=0)
+    rows = np.array([0, 1, 3, 4])
+    fold = whole.fit(rows, targets[rows], np.ones(4))
+    alone = TfidfLearner(config, [texts[r] for r in rows], 2, seed=0)
+    reference = alone.fit(np.arange(4), targets[rows], np.ones(4))
+    assert fold.record == reference.record
+    assert fold.arrays.keys() == reference.arrays.keys()
+    assert all(np.array_equal(fold.arrays[k], reference.arrays[k]) for k in fold.arrays)
+    others = np.array([2, 5])
+    stored = tfidf.probabilities([texts[r] for r in others], fold.record["vocabulary"], fold.arrays)
+    assert np.array_equal(whole.predict(fold, others), stored)
+    assert "plot" not in fold.record["vocabulary"]["word"]  # row 2 is not in the fold
 
 
 def test_untrained_learned_voters_abstain_without_loading_a_model(tmp_path):

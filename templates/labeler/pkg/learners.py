@@ -121,7 +121,8 @@ class TfidfLearner:
     """Word and character n-gram tf-idf features and a multinomial logistic regression."""
 
     def __init__(self, config: VoterConfig, texts: Sequence[str], labels: int, seed: int):
-        self.texts = list(texts)
+        self.terms = tfidf.analyze(texts)
+        """Each text's term counts per view, split once for every fold's fit."""
         self.labels = labels
         self.seed = seed
         self.max_features = tfidf.max_features(config.options)
@@ -132,9 +133,9 @@ class TfidfLearner:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
-        texts = [self.texts[row] for row in rows]
-        vocabularies, idf = tfidf.fit_vectorizer(texts, self.max_features)
-        matrix = tfidf.features(texts, vocabularies, idf)
+        terms = self.rows_terms(rows)
+        vocabularies, idf = tfidf.fit_vectorizer(terms, self.max_features)
+        matrix = tfidf.features(terms, vocabularies, idf)
         model = LogisticRegression(
             C=self.c, max_iter=self.max_iterations, solver="lbfgs", random_state=self.seed
         )
@@ -170,6 +171,9 @@ class TfidfLearner:
             coef[classes], intercept[classes] = model.coef_, model.intercept_
         return coef, intercept
 
+    def rows_terms(self, rows: np.ndarray) -> tfidf.Terms:
+        return {view: counts.rows(rows) for view, counts in self.terms.items()}
+
     def predict(self, fitted: Fitted, rows: np.ndarray) -> np.ndarray:
-        texts = [self.texts[row] for row in rows]
-        return tfidf.probabilities(texts, fitted.record["vocabulary"], fitted.arrays)
+        terms = self.rows_terms(rows)
+        return tfidf.term_probabilities(terms, fitted.record["vocabulary"], fitted.arrays)

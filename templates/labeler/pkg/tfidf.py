@@ -57,28 +57,77 @@ def char_terms(text: str) -> list[str]:
 ANALYZERS = {"word": word_terms, "char": char_terms}
 
 
-def build_vocabulary(texts: Sequence[str], view: str, max_features: int) -> list[str]:
-    """The view's ``max_features`` most frequent terms (total count), ties by term."""
-    counts: Counter[str] = Counter()
-    for text in texts:
-        counts.update(ANALYZERS[view](text))
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return sorted(term for term, _ in ranked[:max_features])
+class TermCounts:
+    """One view's term counts of some texts: ``matrix`` (texts, terms), its columns the
+    texts' distinct ``terms`` in sorted order. A learner that fits many folds of the same
+    texts splits each text into terms once and takes each fold's rows of it."""
+
+    def __init__(self, terms: list[str], matrix) -> None:
+        self.terms = terms
+        self.matrix = matrix
+        self._column: dict[str, int] | None = None
+
+    @classmethod
+    def of(cls, texts: Sequence[str], view: str) -> TermCounts:
+        from scipy.sparse import csr_matrix
+
+        counts = [Counter(ANALYZERS[view](text)) for text in texts]
+        terms = sorted(set().union(*counts))
+        column = {term: position for position, term in enumerate(terms)}
+        indptr, indices, data = [0], [], []
+        for text_counts in counts:
+            found = sorted((column[term], n) for term, n in text_counts.items())
+            indices += [position for position, _ in found]
+            data += [n for _, n in found]
+            indptr.append(len(indices))
+        shape = (len(counts), len(terms))
+        matrix = csr_matrix((np.array(data, dtype=np.float64), indices, indptr), shape=shape)
+        result = cls(terms, matrix)
+        result._column = column
+        return result
+
+    def rows(self, rows: np.ndarray) -> TermCounts:
+        taken = TermCounts(self.terms, self.matrix[rows])
+        taken._column = self._column
+        return taken
+
+    def columns(self, vocabulary: Sequence[str]) -> np.ndarray:
+        """Each vocabulary term's column, -1 where these texts never use it."""
+        if self._column is None:
+            self._column = {term: position for position, term in enumerate(self.terms)}
+        return np.array([self._column.get(term, -1) for term in vocabulary], dtype=np.int64)
 
 
-def term_matrix(texts: Sequence[str], view: str, vocabulary: dict[str, int]):
-    """(texts, terms) sparse counts of the vocabulary's terms."""
+Terms = dict[str, TermCounts]
+"""Each view's term counts of the same texts (:func:`analyze`)."""
+
+
+def analyze(texts: Sequence[str]) -> Terms:
+    return {view: TermCounts.of(texts, view) for view in VIEWS}
+
+
+def build_vocabulary(counts: TermCounts, max_features: int) -> list[str]:
+    """The ``max_features`` most frequent terms of a view (total count over the texts),
+    ties by term."""
+    totals = np.asarray(counts.matrix.sum(axis=0)).ravel()
+    used = np.flatnonzero(totals > 0)  # in term order: ties go to the earlier term
+    ranked = used[np.argsort(-totals[used], kind="stable")][:max_features]
+    return [counts.terms[position] for position in np.sort(ranked)]
+
+
+def term_matrix(counts: TermCounts, vocabulary: Sequence[str]):
+    """(texts, vocabulary) sparse counts of the vocabulary's terms."""
     from scipy.sparse import csr_matrix
 
-    indptr, indices, data = [0], [], []
-    for text in texts:
-        counts = Counter(vocabulary[t] for t in ANALYZERS[view](text) if t in vocabulary)
-        columns = sorted(counts)
-        indices += columns
-        data += [counts[column] for column in columns]
-        indptr.append(len(indices))
-    shape = (len(texts), len(vocabulary))
-    return csr_matrix((np.array(data, dtype=np.float64), indices, indptr), shape=shape)
+    columns = counts.columns(vocabulary)
+    known = np.flatnonzero(columns >= 0)
+    selection = csr_matrix(
+        (np.ones(len(known)), (columns[known], known)),
+        shape=(len(counts.terms), len(vocabulary)),
+    )
+    matrix = (counts.matrix @ selection).tocsr()
+    matrix.sort_indices()
+    return matrix
 
 
 def smooth_idf(counts, documents: int) -> np.ndarray:
@@ -96,26 +145,24 @@ def weigh(counts, idf: np.ndarray):
     return weighted.multiply(scale[:, None]).tocsr()
 
 
-def features(texts: Sequence[str], vocabularies: dict[str, list[str]], idf: dict[str, np.ndarray]):
-    """The model's input: each view weighted and normalised, then side by side."""
+def features(terms: Terms, vocabularies: dict[str, list[str]], idf: dict[str, np.ndarray]):
+    """The model's input from the texts' ``terms``: each view weighted and normalised, then
+    side by side."""
     from scipy.sparse import hstack
 
-    views = []
-    for view in VIEWS:
-        index = {term: position for position, term in enumerate(vocabularies[view])}
-        views.append(weigh(term_matrix(texts, view, index), idf[view]))
+    views = [weigh(term_matrix(terms[view], vocabularies[view]), idf[view]) for view in VIEWS]
     return hstack(views, format="csr")
 
 
 def fit_vectorizer(
-    texts: Sequence[str], max_features: int
+    terms: Terms, max_features: int
 ) -> tuple[dict[str, list[str]], dict[str, np.ndarray]]:
-    """Vocabularies and idf of each view, from the training texts."""
+    """Vocabularies and idf of each view, from the training texts' ``terms``."""
     vocabularies, idf = {}, {}
     for view in VIEWS:
-        vocabularies[view] = build_vocabulary(texts, view, max_features)
-        index = {term: position for position, term in enumerate(vocabularies[view])}
-        idf[view] = smooth_idf(term_matrix(texts, view, index), len(texts))
+        vocabularies[view] = build_vocabulary(terms[view], max_features)
+        matrix = term_matrix(terms[view], vocabularies[view])
+        idf[view] = smooth_idf(matrix, matrix.shape[0])
     return vocabularies, idf
 
 
@@ -129,10 +176,17 @@ def probabilities(
 ) -> np.ndarray:
     """(texts, labels) probabilities of a fitted model (``idf_<view>``, ``coef``,
     ``intercept``)."""
-    if not texts:
+    return term_probabilities(analyze(texts), vocabularies, arrays)
+
+
+def term_probabilities(
+    terms: Terms, vocabularies: dict[str, list[str]], arrays: dict[str, np.ndarray]
+) -> np.ndarray:
+    """:func:`probabilities` of texts already split into ``terms``."""
+    if terms[VIEWS[0]].matrix.shape[0] == 0:
         return np.zeros((0, arrays["coef"].shape[0]))
     idf = {view: arrays[f"idf_{view}"] for view in VIEWS}
-    matrix = features(texts, vocabularies, idf)
+    matrix = features(terms, vocabularies, idf)
     scores = np.asarray(matrix @ arrays["coef"].T) + arrays["intercept"]
     return softmax(scores)
 
