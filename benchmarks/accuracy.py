@@ -186,14 +186,17 @@ def plot(results: list[dict], path: Path, title: str) -> None:
 def main_cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (one sample each)")
+    parser.add_argument("--seeds", type=int, default=1, help="how many seeds (one sample each)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first of them (default 0)")
     parser.add_argument("--model", action="append", default=[], help="voters named with --model")
     parser.add_argument("--plot", type=Path, default=None, help="learning-curve PNG to write")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
     extra = tuple(part for model in args.model for part in ("--model", model))
     results = []
-    for seed in range(args.seeds):
+    if args.seeds < 1 or args.first_seed < 0:
+        parser.error("--seeds must be at least 1 and --first-seed at least 0")
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         results.append(run(args.rows, seed, extra))
         print(f"seed {seed}: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
     print(table(results, args.rows, extra))
