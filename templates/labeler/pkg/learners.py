@@ -135,7 +135,8 @@ class TfidfLearner:
 
         terms = self.rows_terms(rows)
         vocabularies, idf = tfidf.fit_vectorizer(terms, self.max_features)
-        matrix = tfidf.features(terms, vocabularies, idf)
+        counts = {view: tfidf.term_matrix(terms[view], vocabularies[view]) for view in terms}
+        matrix = tfidf.features(counts, idf)
         model = LogisticRegression(
             C=self.c, max_iter=self.max_iterations, solver="lbfgs", random_state=self.seed
         )

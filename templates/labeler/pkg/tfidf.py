@@ -145,13 +145,29 @@ def weigh(counts, idf: np.ndarray):
     return weighted.multiply(scale[:, None]).tocsr()
 
 
-def features(terms: Terms, vocabularies: dict[str, list[str]], idf: dict[str, np.ndarray]):
-    """The model's input from the texts' ``terms``: each view weighted and normalised, then
-    side by side."""
+def features(counts: dict[str, object], idf: dict[str, np.ndarray]):
+    """The model's input from each view's (texts, vocabulary) ``counts``: each view weighted
+    and normalised, then side by side."""
     from scipy.sparse import hstack
 
-    views = [weigh(term_matrix(terms[view], vocabularies[view]), idf[view]) for view in VIEWS]
-    return hstack(views, format="csr")
+    return hstack([weigh(counts[view], idf[view]) for view in VIEWS], format="csr")
+
+
+def vocabulary_counts(texts: Sequence[str], view: str, vocabulary: Sequence[str]):
+    """(texts, vocabulary) sparse counts, each text's terms looked up in the vocabulary
+    (labeling: no matrix of every term the texts use)."""
+    from scipy.sparse import csr_matrix
+
+    column = {term: position for position, term in enumerate(vocabulary)}
+    indptr, indices, data = [0], [], []
+    for text in texts:
+        counts = Counter(column[t] for t in ANALYZERS[view](text) if t in column)
+        columns = sorted(counts)
+        indices += columns
+        data += [counts[position] for position in columns]
+        indptr.append(len(indices))
+    shape = (len(texts), len(vocabulary))
+    return csr_matrix((np.array(data, dtype=np.float64), indices, indptr), shape=shape)
 
 
 def fit_vectorizer(
@@ -176,17 +192,22 @@ def probabilities(
 ) -> np.ndarray:
     """(texts, labels) probabilities of a fitted model (``idf_<view>``, ``coef``,
     ``intercept``)."""
-    return term_probabilities(analyze(texts), vocabularies, arrays)
+    counts = {view: vocabulary_counts(texts, view, vocabularies[view]) for view in VIEWS}
+    return scored(counts, arrays)
 
 
 def term_probabilities(
     terms: Terms, vocabularies: dict[str, list[str]], arrays: dict[str, np.ndarray]
 ) -> np.ndarray:
     """:func:`probabilities` of texts already split into ``terms``."""
-    if terms[VIEWS[0]].matrix.shape[0] == 0:
+    counts = {view: term_matrix(terms[view], vocabularies[view]) for view in VIEWS}
+    return scored(counts, arrays)
+
+
+def scored(counts: dict[str, object], arrays: dict[str, np.ndarray]) -> np.ndarray:
+    if counts[VIEWS[0]].shape[0] == 0:
         return np.zeros((0, arrays["coef"].shape[0]))
-    idf = {view: arrays[f"idf_{view}"] for view in VIEWS}
-    matrix = features(terms, vocabularies, idf)
+    matrix = features(counts, {view: arrays[f"idf_{view}"] for view in VIEWS})
     scores = np.asarray(matrix @ arrays["coef"].T) + arrays["intercept"]
     return softmax(scores)
 
