@@ -147,6 +147,24 @@ def test_tfidf_learner_fits_a_fold_as_if_given_only_its_texts():
     assert "plot" not in fold.record["vocabulary"]["word"]  # row 2 is not in the fold
 
 
+def test_tfidf_learner_without_any_term_learns_the_label_rates(tmp_path):
+    """Verified rows whose texts are all blank give no feature: the model is the label
+    rates, stored and read back like any other (zero-width arrays)."""
+    from templates.labeler.pkg import tfidf
+    from templates.labeler.pkg.learned import read_model, write_model
+    from templates.labeler.pkg.learners import TfidfLearner
+
+    config = make_spec(LEXICAL).voters[0]
+    learner = TfidfLearner(config, ["", " ", "", "\t"], 3, seed=0)
+    fitted = learner.fit(np.arange(4), np.array([0, 1, 0, 0]), np.ones(4))
+    assert fitted.arrays["coef"].shape == (3, 0)
+    record = {"kind": "tfidf", "labels": ["a", "b", "c"], **fitted.record}
+    write_model(tmp_path / "v1", record, fitted.arrays)
+    stored = read_model(tmp_path / "v1", config, ("a", "b", "c"))
+    found = tfidf.probabilities(["", "a new text"], stored.record["vocabulary"], stored.arrays)
+    assert np.allclose(found, [[0.75, 0.25, 0.0]] * 2, atol=1e-3)
+
+
 def test_untrained_learned_voters_abstain_without_loading_a_model(tmp_path):
     package = bundle(tmp_path, encoder=None, spec=make_spec(HEAD, LEXICAL))  # no model at all
     labeler = Labeler(make_spec(HEAD, LEXICAL), runtime(package))

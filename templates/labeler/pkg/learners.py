@@ -137,13 +137,16 @@ class TfidfLearner:
         vocabularies, idf = tfidf.fit_vectorizer(terms, self.max_features)
         counts = {view: tfidf.term_matrix(terms[view], vocabularies[view]) for view in terms}
         matrix = tfidf.features(counts, idf)
+        blank = matrix.shape[1] == 0  # no training text has a term: learn the label rates
+        inputs = np.zeros((matrix.shape[0], 1)) if blank else matrix
         model = LogisticRegression(
             C=self.c, max_iter=self.max_iterations, solver="lbfgs", random_state=self.seed
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(matrix, targets, sample_weight=weights)
-        coef, intercept = self.full_coefficients(model, matrix.shape[1])
+            model.fit(inputs, targets, sample_weight=weights)
+        coef, intercept = self.full_coefficients(model, inputs.shape[1])
+        coef = coef[:, : matrix.shape[1]]
         hyper = {
             "C": self.c,
             "max_iter": self.max_iterations,
