@@ -57,45 +57,45 @@ def char_terms(text: str) -> list[str]:
 ANALYZERS = {"word": word_terms, "char": char_terms}
 
 
+def sparse_counts(rows: Sequence[dict[int, int]], width: int):
+    """A (rows, width) float64 CSR matrix from each row's {column: count}."""
+    from scipy.sparse import csr_matrix
+
+    indptr, indices, data = [0], [], []
+    for row in rows:
+        columns = sorted(row)
+        indices += columns
+        data += [row[column] for column in columns]
+        indptr.append(len(indices))
+    shape = (len(rows), width)
+    return csr_matrix((np.array(data, dtype=np.float64), indices, indptr), shape=shape)
+
+
 class TermCounts:
     """One view's term counts of some texts: ``matrix`` (texts, terms), its columns the
-    texts' distinct ``terms`` in sorted order. A learner that fits many folds of the same
-    texts splits each text into terms once and takes each fold's rows of it."""
+    texts' distinct ``terms`` in sorted order (``column``: each term's). A learner that fits
+    many folds of the same texts splits each text into terms once and takes each fold's rows
+    of it."""
 
-    def __init__(self, terms: list[str], matrix) -> None:
+    def __init__(self, terms: list[str], matrix, column: dict[str, int]) -> None:
         self.terms = terms
         self.matrix = matrix
-        self._column: dict[str, int] | None = None
+        self.column = column
 
     @classmethod
     def of(cls, texts: Sequence[str], view: str) -> TermCounts:
-        from scipy.sparse import csr_matrix
-
         counts = [Counter(ANALYZERS[view](text)) for text in texts]
         terms = sorted(set().union(*counts))
         column = {term: position for position, term in enumerate(terms)}
-        indptr, indices, data = [0], [], []
-        for text_counts in counts:
-            found = sorted((column[term], n) for term, n in text_counts.items())
-            indices += [position for position, _ in found]
-            data += [n for _, n in found]
-            indptr.append(len(indices))
-        shape = (len(counts), len(terms))
-        matrix = csr_matrix((np.array(data, dtype=np.float64), indices, indptr), shape=shape)
-        result = cls(terms, matrix)
-        result._column = column
-        return result
+        rows = [{column[term]: n for term, n in text_counts.items()} for text_counts in counts]
+        return cls(terms, sparse_counts(rows, len(terms)), column)
 
     def rows(self, rows: np.ndarray) -> TermCounts:
-        taken = TermCounts(self.terms, self.matrix[rows])
-        taken._column = self._column
-        return taken
+        return TermCounts(self.terms, self.matrix[rows], self.column)
 
     def columns(self, vocabulary: Sequence[str]) -> np.ndarray:
         """Each vocabulary term's column, -1 where these texts never use it."""
-        if self._column is None:
-            self._column = {term: position for position, term in enumerate(self.terms)}
-        return np.array([self._column.get(term, -1) for term in vocabulary], dtype=np.int64)
+        return np.array([self.column.get(term, -1) for term in vocabulary], dtype=np.int64)
 
 
 Terms = dict[str, TermCounts]
@@ -156,18 +156,9 @@ def features(counts: dict[str, object], idf: dict[str, np.ndarray]):
 def vocabulary_counts(texts: Sequence[str], view: str, vocabulary: Sequence[str]):
     """(texts, vocabulary) sparse counts, each text's terms looked up in the vocabulary
     (labeling: no matrix of every term the texts use)."""
-    from scipy.sparse import csr_matrix
-
     column = {term: position for position, term in enumerate(vocabulary)}
-    indptr, indices, data = [0], [], []
-    for text in texts:
-        counts = Counter(column[t] for t in ANALYZERS[view](text) if t in column)
-        columns = sorted(counts)
-        indices += columns
-        data += [counts[position] for position in columns]
-        indptr.append(len(indices))
-    shape = (len(texts), len(vocabulary))
-    return csr_matrix((np.array(data, dtype=np.float64), indices, indptr), shape=shape)
+    rows = [Counter(column[t] for t in ANALYZERS[view](text) if t in column) for text in texts]
+    return sparse_counts(rows, len(vocabulary))
 
 
 def fit_vectorizer(
