@@ -134,8 +134,7 @@ class TfidfLearner:
         from sklearn.linear_model import LogisticRegression
 
         terms = self.rows_terms(rows)
-        vocabularies, idf = tfidf.fit_vectorizer(terms, self.max_features)
-        counts = {view: tfidf.term_matrix(terms[view], vocabularies[view]) for view in terms}
+        vocabularies, idf, counts = tfidf.fit_vectorizer(terms, self.max_features)
         matrix = tfidf.features(counts, idf)
         blank = matrix.shape[1] == 0  # no training text has a term: learn the label rates
         inputs = np.zeros((matrix.shape[0], 1)) if blank else matrix

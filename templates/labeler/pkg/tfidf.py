@@ -163,14 +163,15 @@ def vocabulary_counts(texts: Sequence[str], view: str, vocabulary: Sequence[str]
 
 def fit_vectorizer(
     terms: Terms, max_features: int
-) -> tuple[dict[str, list[str]], dict[str, np.ndarray]]:
-    """Vocabularies and idf of each view, from the training texts' ``terms``."""
-    vocabularies, idf = {}, {}
+) -> tuple[dict[str, list[str]], dict[str, np.ndarray], dict[str, object]]:
+    """Vocabularies and idf of each view, from the training texts' ``terms``; and the
+    training texts' (texts, vocabulary) counts they were computed from."""
+    vocabularies, idf, counts = {}, {}, {}
     for view in VIEWS:
         vocabularies[view] = build_vocabulary(terms[view], max_features)
-        matrix = term_matrix(terms[view], vocabularies[view])
-        idf[view] = smooth_idf(matrix, matrix.shape[0])
-    return vocabularies, idf
+        counts[view] = term_matrix(terms[view], vocabularies[view])
+        idf[view] = smooth_idf(counts[view], counts[view].shape[0])
+    return vocabularies, idf, counts
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
