@@ -376,6 +376,35 @@ def test_an_int8_decision_is_taken_once_with_a_cache(package, tmp_path, monkeypa
     assert calls == [] and (tmp_path / "b.csv").read_bytes() == first
 
 
+@pytest.mark.slow
+def test_learn_after_a_labeling_with_a_cache_loads_no_model(package, tmp_path, monkeypatch):
+    """The labeling recorded the identities it used: ``learn`` reads the frozen voters'
+    probabilities and the encoder's embeddings from the cache without loading a model, and
+    writes what it writes having loaded them; a cache without the records loads them."""
+    rows = keyword_rows(60, seed=12)
+    examples = write_rows(tmp_path / "verified.csv", rows)
+    cache = tmp_path / "cache"
+    label_to(package, write_rows(tmp_path / "data.csv", rows + keyword_rows(20, seed=13)),
+             tmp_path / "labeled.csv", cache)  # fmt: skip
+    records = cache / "identities"
+    assert records.is_dir()
+    records.rename(tmp_path / "records")
+    calls = count_forward_calls(monkeypatch)
+    expected = learn_into(package, examples, tmp_path / "loaded", SPEC, cache)
+    assert calls == []  # the models were loaded, but every row came from the cache
+    monkeypatch.undo()
+    shutil.rmtree(records)  # what the loaded voters recorded: the labeling's records only
+    (tmp_path / "records").rename(records)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(learn, "Labeler", no_model)
+    monkeypatch.setattr(learn, "shared_encoder", no_model)
+    assert learn_into(package, examples, tmp_path / "recorded", SPEC, cache) == expected
+    assert files_of(tmp_path / "recorded") == files_of(tmp_path / "loaded")
+
+
 def run_module(package: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", *args],

@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from . import adapters, tabular
-from .cached import cached_probabilities, decision_identity, replay_decision, voter_identity
+from .cached import (
+    cached_probabilities,
+    decision_identity,
+    remember_identities,
+    replay_decision,
+    voter_identity,
+)
 from .columns import (
     AGREEMENT,
     CONFIDENCE,
@@ -163,7 +169,8 @@ class Labeler:
         }
 
     def identities(self) -> list[dict]:
-        """Each voter's identity in the cache (kept while the precisions stay)."""
+        """Each voter's identity in the cache (kept while the precisions stay), recorded there
+        for ``learn``."""
         precisions = self.precisions()
         if self._identities is None or self._identities[0] != precisions:
             root, labels = self.runtime.package_root, self.spec.labels
@@ -171,6 +178,8 @@ class Labeler:
                 voter_identity(v, labels, root, precisions[v.config.name]) for v in self.voters
             ]
             self._identities = (precisions, found)
+            if self.cache is not None:
+                remember_identities(self.cache, self.voters, found, labels, self.runtime)
         return self._identities[1]
 
     def probabilities(self, texts: Sequence[str]) -> list[np.ndarray]:

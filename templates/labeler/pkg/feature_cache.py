@@ -9,7 +9,10 @@ decides them (an *identity*: a JSON object) and by a hash of the slice's texts:
 - ``DIR/<namespace>/<identity hash>/identity.json``: the identity, for people;
 - ``DIR/<namespace>/<identity hash>/<slice>.npy``: the rows' array (float64
   ``probabilities``, float32 ``embeddings``);
-- ``DIR/precision/<identity hash>.json``: a voter's int8 decision, taken once.
+- ``DIR/precision/<identity hash>.json``: a voter's int8 decision, taken once;
+- ``DIR/identities/<recipe hash>.json``: the identity the last labeling used for a voter's
+  probabilities and for its encoder's embeddings, under what decides it before any model
+  is loaded (:mod:`.cached`): ``learn`` reads stored rows without loading a model.
 
 Arrays are written atomically (a temporary file, then ``os.replace``) and read with
 ``allow_pickle=False``. The cache is an optimisation only: a missing, corrupt or
@@ -30,6 +33,8 @@ FORMAT = 1
 """Part of every identity: a new layout of the cache ignores the old files."""
 DTYPES = {"probabilities": np.float64, "embeddings": np.float32}
 TEXTS = "texts"
+PRECISION = "precision"
+IDENTITIES = "identities"
 
 
 def text_hashes(texts: Sequence[str]) -> np.ndarray:
@@ -118,15 +123,25 @@ class FeatureCache:
                 break
         return result, found
 
-    def decision(self, identity: dict) -> dict | None:
+    def note(self, namespace: str, key: dict) -> dict | None:
+        """The JSON object stored under ``key`` in ``namespace``, or None."""
         try:
-            path = self.folder / "precision" / f"{identity_key(identity)}.json"
+            path = self.folder / namespace / f"{identity_key(key)}.json"
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         return record if isinstance(record, dict) else None
 
-    def save_decision(self, identity: dict, record: dict) -> None:
-        text = json.dumps(record, sort_keys=True).encode("utf-8")
-        path = self.folder / "precision" / f"{identity_key(identity)}.json"
+    def save_note(self, namespace: str, key: dict, record: dict) -> None:
+        """Store ``record`` under ``key`` in ``namespace`` (unless it is stored already)."""
+        if self.note(namespace, key) == record:
+            return
+        text = json.dumps(record, sort_keys=True, default=str).encode("utf-8")
+        path = self.folder / namespace / f"{identity_key(key)}.json"
         write_atomically(path, lambda handle: handle.write(text))
+
+    def decision(self, identity: dict) -> dict | None:
+        return self.note(PRECISION, identity)
+
+    def save_decision(self, identity: dict, record: dict) -> None:
+        self.save_note(PRECISION, identity, record)

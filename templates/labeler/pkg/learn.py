@@ -15,7 +15,8 @@ command
    training rows; a fold whose training rows have fewer than two labels gets uniform
    probabilities);
 3. fits the learned vote (:func:`.learned_vote.learn`) on the frozen voters'
-   probabilities (from ``--cache`` when it holds them) and the learned voters'
+   probabilities (from ``--cache`` when it holds them: then, as for the learned head's
+   embeddings, no model is loaded) and the learned voters'
    out-of-fold ones (stacking: in-sample ones would make the vote trust them blindly),
    on the verified examples only, and writes ``FOLDER/votes/v<N>/vote.json``;
 4. prints one ``{"event": "learned", ...}`` line on stderr.
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import versions
+from .cached import embeddings_recipe, probabilities_recipe, recorded_rows
 from .commands import PACKAGE_ROOT, guarded, load_spec, resolve_device
 from .config import LabelerSpec, VoterConfig
 from .encoders import shared_encoder
@@ -109,10 +111,13 @@ def learner_for(config: VoterConfig, examples: Examples, runtime: Runtime, seed:
     labels = len(examples.labels)
     if config.kind == "tfidf":
         return TfidfLearner(config, examples.texts, labels, seed)
-    encoder = shared_encoder(config, runtime)
-    embeddings = cached_rows(
-        runtime.cache, "embeddings", encoder.identity, examples.texts, encoder.compute
-    )
+    recipe = embeddings_recipe(config, runtime.package_root, runtime.device)
+    embeddings = recorded_rows(runtime.cache, "embeddings", recipe, examples.texts)
+    if embeddings is None:
+        encoder = shared_encoder(config, runtime)
+        embeddings = cached_rows(
+            runtime.cache, "embeddings", encoder.identity, examples.texts, encoder.compute
+        )
     return HeadLearner(config, embeddings, labels, seed)
 
 
@@ -161,18 +166,37 @@ def learn_voter(
     return summary, held_out
 
 
-def frozen_probabilities(labeler: Labeler, index: int, texts: list[str]) -> np.ndarray:
-    voter: Voter = labeler.voters[index]
-    identity = labeler.identities()[index]
-    return cached_rows(labeler.cache, "probabilities", identity, texts, voter.predict)
+class FrozenVoters:
+    """The frozen voters' probabilities for the verified rows: read from the cache under the
+    identities the last labeling recorded, with no model loaded; the voters are loaded (at the
+    precisions that labeling ran them at) only when the cache lacks some of them."""
+
+    def __init__(self, spec: LabelerSpec, runtime: Runtime) -> None:
+        self.spec, self.runtime = spec, runtime
+        self.labeler: Labeler | None = None
+
+    def probabilities(self, index: int, texts: list[str]) -> np.ndarray:
+        runtime = self.runtime
+        config = self.spec.voters[index]
+        recipe = probabilities_recipe(
+            config, self.spec.labels, runtime.package_root, runtime.device
+        )
+        stored = recorded_rows(runtime.cache, "probabilities", recipe, texts)
+        if stored is not None:
+            return stored
+        if self.labeler is None:
+            self.labeler = Labeler(self.spec, runtime)
+            self.labeler.replay_precision()
+        voter: Voter = self.labeler.voters[index]
+        identity = self.labeler.identities()[index]
+        return cached_rows(runtime.cache, "probabilities", identity, texts, voter.predict)
 
 
 def learn_all(
     examples: Examples, output: Path, spec: LabelerSpec, runtime: Runtime, seed: int
 ) -> dict:
     """Steps 1-3 of the module's docstring; the ``learned`` event."""
-    labeler = Labeler(spec, runtime)
-    labeler.replay_precision()
+    frozen = FrozenVoters(spec, runtime)
     summaries, probabilities = [], []
     texts, targets = examples.texts[: examples.verified], examples.targets[: examples.verified]
     for index, config in enumerate(spec.voters):
@@ -181,7 +205,7 @@ def learn_all(
             summaries.append(summary)
             probabilities.append(held_out)
         else:
-            probabilities.append(frozen_probabilities(labeler, index, texts))
+            probabilities.append(frozen.probabilities(index, texts))
     record = learn(texts, targets, spec, probabilities)
     version = versions.following(votes_folder(runtime.package_root))
     record = {"version": version} | record
