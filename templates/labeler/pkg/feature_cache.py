@@ -16,7 +16,9 @@ decides them (an *identity*: a JSON object) and by a hash of the slice's texts:
 
 Arrays are written atomically (a temporary file, then ``os.replace``) and read with
 ``allow_pickle=False``. The cache is an optimisation only: a missing, corrupt or
-mismatched file is computed again and rewritten, never an error.
+mismatched file is computed again and rewritten, never an error; a folder that cannot be
+written (mounted read-only, full) is read, and what could not be stored is said once on
+stderr.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,9 +58,13 @@ def identity_key(identity: dict) -> str:
 def write_atomically(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        write(handle)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def load_array(path: Path) -> np.ndarray | None:
@@ -72,6 +79,23 @@ class FeatureCache:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self.writable = True
+
+    def _store(self, path: Path, write) -> None:
+        """Write ``path`` atomically; when the folder cannot be written, say so once and
+        store nothing more (the cache is an optimisation, never an error)."""
+        if not self.writable:
+            return
+        try:
+            write_atomically(path, write)
+        except OSError as error:
+            self.writable = False
+            reason = error.strerror or type(error).__name__
+            print(
+                f"note: the cache {self.folder} cannot be written ({reason}): "
+                "what is computed now is not stored",
+                file=sys.stderr,
+            )
 
     def _folder(self, namespace: str, identity: dict) -> Path:
         return self.folder / namespace / identity_key(identity)
@@ -91,13 +115,13 @@ class FeatureCache:
         record = folder / "identity.json"
         if not record.is_file():
             text = json.dumps(identity, indent=2, sort_keys=True, default=str).encode("utf-8")
-            write_atomically(record, lambda handle: handle.write(text))
+            self._store(record, lambda handle: handle.write(text))
         texts_file = self.folder / TEXTS / f"{key}.npy"
         stored = load_array(texts_file)
         if stored is None or not np.array_equal(stored, hashes):
-            write_atomically(texts_file, lambda handle: np.save(handle, hashes))
+            self._store(texts_file, lambda handle: np.save(handle, hashes))
         values = np.asarray(array, dtype=DTYPES[namespace])
-        write_atomically(folder / f"{key}.npy", lambda handle: np.save(handle, values))
+        self._store(folder / f"{key}.npy", lambda handle: np.save(handle, values))
 
     def rows(
         self, namespace: str, identity: dict, texts: Sequence[str]
@@ -138,7 +162,7 @@ class FeatureCache:
             return
         text = json.dumps(record, sort_keys=True, default=str).encode("utf-8")
         path = self.folder / namespace / f"{identity_key(key)}.json"
-        write_atomically(path, lambda handle: handle.write(text))
+        self._store(path, lambda handle: handle.write(text))
 
     def decision(self, identity: dict) -> dict | None:
         return self.note(PRECISION, identity)
