@@ -62,7 +62,8 @@ def run_cli(work: Path, data: Path, *flags: str) -> tuple[int, dict | None, str]
 @pytest.fixture(scope="module")
 def keyword_data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("keyword")
-    return write_csv(folder / "mail.csv", ["id", "text", "gold"], keyword_rows(400, 0))
+    # Not "text": the agent's own files name the column so, the user's data need not.
+    return write_csv(folder / "mail.csv", ["id", "body", "gold"], keyword_rows(400, 0))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,10 @@ def test_a_keyword_task_is_learned_when_the_zero_shot_voter_is_at_chance(learned
     # The lexical model alone learned the keyword: its own labels, on every row.
     rows, gold = read_csv(work / "labeled.csv"), [r["gold"] for r in read_csv(keyword_data)]
     own = sum(row["label_tfidf"] == g for row, g in zip(rows, gold, strict=True)) / len(gold)
-    assert own >= 0.8  # the zero-shot voter was at chance: 60% is the majority label
+    # The zero-shot voter was at chance: 60% is the majority label. Trained on the 36 rows
+    # of one round (which rows depends on the file's bytes), the lexical model is well above
+    # it (0.79 to 0.85 on this data under two column names); blank texts would leave it there.
+    assert own >= 0.75
 
 
 def test_the_estimate_is_reported_with_its_interval_and_the_stop_reason(learned_run, keyword_data):
@@ -113,7 +117,7 @@ def test_held_out_rows_are_never_trained_on(learned_run, keyword_data):
     run_dir = next((work / "runs").iterdir())
     heldout = {int(row) for row in json.loads((run_dir / "heldout.json").read_text())["rows"]}
     assert len(heldout) >= 20
-    texts = {row["text"] for index, row in enumerate(read_csv(keyword_data)) if index in heldout}
+    texts = {row["body"] for index, row in enumerate(read_csv(keyword_data)) if index in heldout}
     trained = [
         row["text"]
         for examples in (run_dir / "learned").glob("pass-*/examples.jsonl")

@@ -106,6 +106,25 @@ def files_of(folder: Path) -> dict[str, bytes]:
 # Without models: the features, abstention, loading and the cache itself.
 
 
+def test_examples_without_the_text_column_are_refused_not_read_as_blank(tmp_path):
+    """A file whose text column has another name was read as blank texts (every learned
+    voter then learned nothing): it is one clear error now, for learn and finetune alike."""
+    from templates.labeler.pkg import finetune
+    from templates.labeler.pkg.tabular import DataError
+
+    examples = tmp_path / "examples.jsonl"
+    rows = [{"text": "a zorblat", "label": "B", "source": "verified"}, {"text": "x", "label": "A"}]
+    examples.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    with pytest.raises(DataError, match="no column 'headline'; columns are"):
+        learned.read_examples(examples, "headline", "label", None, LABELS)
+    with pytest.raises(DataError, match="no column 'weight'"):
+        learned.read_examples(examples, "text", "label", "weight", LABELS)
+    with pytest.raises(DataError, match="no column 'headline'"):
+        finetune.read_examples(examples, "headline", "label", "source", LABELS)
+    texts, targets, _ = learned.read_examples(examples, "text", "label", None, LABELS)
+    assert texts == ["a zorblat", "x"] and targets.tolist() == [1, 0]
+
+
 def test_tfidf_features_match_scikit_learns_vectorizers():
     from sklearn.feature_extraction.text import TfidfVectorizer
 

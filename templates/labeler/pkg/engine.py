@@ -289,11 +289,7 @@ def label_file(
     """
     if cache is not None:
         labeler.use_cache(FeatureCache(cache))
-    input_columns = tabular.read_columns(input_path)
-    if text_column not in input_columns:
-        raise tabular.DataError(
-            f"{input_path}: no column {text_column!r}; columns are {input_columns}"
-        )
+    input_columns = tabular.require_columns(input_path, text_column)
     total = count_rows(input_path)
     # The first rows decide int8 even when resuming, so a resumed run decides alike.
     rows = sample_rows(labeler.quantize, total, chunk_size)

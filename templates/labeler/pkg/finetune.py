@@ -49,6 +49,7 @@ def read_examples(
     path: Path, text_column: str, label_column: str, source_column: str, labels: tuple[str, ...]
 ) -> tuple[list[Example], list[Example]]:
     """Verified and consensus examples (label indices into ``labels``), in file order."""
+    tabular.require_columns(path, text_column, label_column, source_column)
     verified: list[Example] = []
     consensus: list[Example] = []
     for chunk in tabular.iter_chunks(path, 10_000):

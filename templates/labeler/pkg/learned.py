@@ -161,6 +161,7 @@ def read_examples(
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Texts, label indices into ``task_labels`` and weights of verified rows (of at least two
     labels, unless ``two`` is False)."""
+    tabular.require_columns(path, text_column, label_column, *filter(None, [weight_column]))
     texts, labels, weights = [], [], []
     for chunk in tabular.iter_chunks(path, 10_000):
         for row in chunk:

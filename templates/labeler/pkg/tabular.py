@@ -59,6 +59,16 @@ def read_columns(path: Path | str) -> list[str]:
         return _csv_header(path, csv.reader(handle, delimiter=_delimiter(fmt)))
 
 
+def require_columns(path: Path | str, *names: str) -> list[str]:
+    """The table's columns (:func:`read_columns`); a table that lacks one of ``names`` is
+    refused (one line)."""
+    columns = read_columns(path)
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r}; columns are {columns}")
+    return columns
+
+
 def iter_chunks(path: Path | str, chunk_size: int) -> Iterator[list[Row]]:
     """Yield the rows of a table as lists of at most ``chunk_size`` dicts."""
     if chunk_size < 1:
