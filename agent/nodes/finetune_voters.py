@@ -56,6 +56,7 @@ def finetune_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     module = package_names(state.plan)[1]
     package_dir = Path(state.package_dir)
     arguments = [f"{module}.finetune", str(examples), "--output", str(output)]
+    arguments += ["--text-column", "text", "--label-column", "label"]  # write_examples' columns
     arguments += ["--holdout", str(holdout if holdout.exists() else folder / HOLDOUT)]
     arguments += ["--stage-size", str(settings.finetune_stage_size)]
     arguments += ["--replay-ratio", str(settings.finetune_replay_ratio)]
