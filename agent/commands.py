@@ -81,7 +81,8 @@ def settings_from(flags: dict[str, Any]) -> Settings:
     except ValidationError as error:
         problem = error.errors()[0]
         field = str(problem["loc"][0]).replace("_", "-") if problem["loc"] else "settings"
-        raise UserInputError(f"--{field}: {problem['msg']}") from None
+        message = str(problem["msg"]).removeprefix("Value error, ")  # pydantic's prefix
+        raise UserInputError(f"--{field}: {message}") from None
 
 
 def note_package_image(context: RunContext, result: RunOutput, run_dir: Path, run_id: str) -> None:

@@ -208,6 +208,18 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            return value
+        twice = sorted({label for label in value if value.count(label) > 1})
+        if twice:
+            raise ValueError(f"each label once: {', '.join(map(repr, twice))} given twice")
+        if len(value) < 2:
+            raise ValueError(f"at least two labels are needed to label anything (got {value[0]!r})")
+        return value
+
     @field_validator("licenses", mode="before")
     @classmethod
     def _license_list(cls, value: object) -> object:

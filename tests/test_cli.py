@@ -71,11 +71,20 @@ def test_folder_that_is_not_a_model_exits_2(workdir, capsys):
     assert_refused(workdir, code, lines, "not a model folder (no config.json)")
 
 
-def test_invalid_flag_value_exits_2(workdir, capsys):
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--min-agreement", "1.5"], "--min-agreement: must be in (0, 1]"),
+        (["--labels", "toxic"], "--labels: at least two labels are needed"),
+        (["--labels", "toxic, fine,toxic"], "--labels: each label once: 'toxic' given twice"),
+    ],
+    ids=["out-of-range", "one-label", "label-twice"],
+)
+def test_invalid_flag_value_exits_2(workdir, capsys, extra, fragment):
     data = workdir / "tweets.csv"
     data.write_text("id,text\n1,hello\n")
-    code, lines = run_cli(label_args(data, "--min-agreement", "1.5"), capsys)
-    assert_refused(workdir, code, lines, "--min-agreement")
+    code, lines = run_cli(label_args(data, *extra), capsys)
+    assert_refused(workdir, code, lines, fragment)
 
 
 def test_unknown_option_is_a_usage_error(workdir, capsys):

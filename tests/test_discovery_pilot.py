@@ -18,6 +18,7 @@ import pytest
 
 from agent.context import RunContext
 from agent.discovery.pilot_scoring import consensus_agreement, rank_voters
+from agent.errors import UserInputError
 from agent.settings import Settings
 from agent.state import (
     Candidate,
@@ -242,6 +243,24 @@ def test_a_column_verifier_answers_for_the_same_sample_as_the_llm_and_costs_noth
     assert not (Path(state.run_dir) / "ledger.jsonl").exists()
     kept = list(read_jsonl(Path(state.run_dir) / "verdicts.jsonl"))
     assert len(kept) == verified and {v["source"] for v in kept} == {"human"}
+
+
+def test_a_column_answers_in_another_case_and_a_column_of_no_label_is_refused(tmp_path):
+    shouted = [label.upper() for label in TRUTH]
+    state = make_state(tmp_path / "case", [candidate(name) for name in VOTES], gold=shouted)
+    update, _ = vet(tmp_path / "case", state, verifier="column:gold", pilot_verify_rows=30)
+    kept = list(read_jsonl(Path(state.run_dir) / "verdicts.jsonl"))
+    assert update["pilot"].verified_rows == 30 == len(kept)
+    assert {v["label"] for v in kept} <= {"toxic", "non-toxic"}
+
+    other = ["spam" if label == "toxic" else "ham" for label in TRUTH]
+    state = make_state(tmp_path / "other", [candidate(name) for name in VOTES], gold=other)
+    with pytest.raises(UserInputError) as refused:
+        vet(tmp_path / "other", state, verifier="column:gold", pilot_verify_rows=30)
+    message = str(refused.value)
+    assert "none of the 30 pilot rows it verifies holds a label" in message
+    assert "'ham', 'spam'" in message or "'spam', 'ham'" in message
+    assert "check --labels" in message and "\n" not in message
 
 
 def test_pilot_verification_can_be_turned_off(tmp_path, herd):

@@ -27,9 +27,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from textwrap import shorten
 from typing import Any
 
 from agent.context import RunContext
+from agent.errors import UserInputError
 from agent.state import Candidate, DatasetInfo, TaskPlan
 from agent.verification.costs import confirm_spending, estimate_verification, terminal_ask, usd
 from agent.verification.judge import Verdict
@@ -168,7 +170,17 @@ def _from_column(
     """Verdicts for the pilot rows ``rows`` (pilot position -> row) from a data column."""
     check_column(column, dataset)
     labels = set(plan.label_names)
-    return [column_verdict(position, row, column, labels) for position, row in rows.items()]
+    verdicts = [column_verdict(position, row, column, labels) for position, row in rows.items()]
+    answers = [_text(row.get(column)).strip() for row in rows.values()]
+    foreign = [a for a, v in zip(answers, verdicts, strict=True) if a and v.label is None]
+    if foreign and len(foreign) == sum(1 for answer in answers if answer):
+        shown = ", ".join(repr(value) for value in dict.fromkeys(foreign))
+        raise UserInputError(
+            f"--verifier column:{column}: none of the {len(rows)} pilot rows it verifies holds "
+            f"a label of the task {list(plan.label_names)}; it holds {shorten(shown, 120)}: "
+            "check --labels"
+        )
+    return verdicts
 
 
 def _from_llm(

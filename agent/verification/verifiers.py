@@ -47,8 +47,12 @@ def check_column(column: str, dataset: DatasetInfo) -> None:
 
 
 def column_verdict(row: int, values: dict[str, Any], column: str, labels: set[str]) -> Verdict:
-    """The verdict ``column`` gives the row ``values``: its label, or unresolved."""
+    """The verdict ``column`` gives the row ``values``: its label (matched ignoring case
+    when only one label matches so), or unresolved."""
     answer = "" if values.get(column) is None else str(values.get(column)).strip()
+    if answer not in labels:
+        matches = [label for label in labels if label.casefold() == answer.casefold()]
+        answer = matches[0] if len(matches) == 1 else answer
     if answer in labels:
         return Verdict(row, answer, "human", f"from column {column}")
     return Verdict(row, None, "unresolved", f"column {column} holds {answer!r}")
