@@ -171,10 +171,9 @@ def _from_column(
     check_column(column, dataset)
     labels = set(plan.label_names)
     verdicts = [column_verdict(position, row, column, labels) for position, row in rows.items()]
-    answers = [_text(row.get(column)).strip() for row in rows.values()]
-    foreign = [a for a, v in zip(answers, verdicts, strict=True) if a and v.label is None]
-    if foreign and len(foreign) == sum(1 for answer in answers if answer):
-        shown = ", ".join(repr(value) for value in dict.fromkeys(foreign))
+    held = {_text(row.get(column)).strip() for row in rows.values()} - {""}
+    if held and not any(verdict.label is not None for verdict in verdicts):
+        shown = ", ".join(sorted(map(repr, held)))
         raise UserInputError(
             f"--verifier column:{column}: none of the {len(rows)} pilot rows it verifies holds "
             f"a label of the task {list(plan.label_names)}; it holds {shorten(shown, 120)}: "
