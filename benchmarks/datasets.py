@@ -89,8 +89,7 @@ def pang_lee_rows() -> list[tuple[str, str]]:
 def corpus_sample(name: str, rows: int, seed: int = 0) -> Path:
     """A seeded sample of ``rows`` rows (all of them if fewer) as ``DATA/<name>_<rows>_<seed>.csv``
     with columns id, label and the corpus's text column."""
-    prefix = "pang_lee" if name == "pang-lee" else name
-    target = DATA / f"{prefix}_{rows}_{seed}.csv"
+    target = DATA / f"{name.replace('-', '_')}_{rows}_{seed}.csv"
     if target.exists():
         return target
     data = corpus_rows(name)
