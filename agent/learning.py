@@ -22,6 +22,15 @@ from agent.state import RunState
 
 TUNABLE_KINDS = ("hf-sequence-classifier", "embedding")
 
+EXAMPLE_TEXT, EXAMPLE_LABEL = "text", "label"
+"""The columns of the training files the agent writes for the package's ``learn`` and
+``finetune`` commands (whatever the data's own columns are called)."""
+
+
+def example_column_arguments() -> list[str]:
+    """The package command's flags that name those columns."""
+    return ["--text-column", EXAMPLE_TEXT, "--label-column", EXAMPLE_LABEL]
+
 
 FIRST_STAGE_MIN = 50
 """Verified rows the first stage needs: a fifth is held out, and 10 rows is the least."""

@@ -26,7 +26,7 @@ from agent.labeler_runtime import (
     output_text_column,
     read_flag,
 )
-from agent.learning import Reservoir
+from agent.learning import EXAMPLE_LABEL, EXAMPLE_TEXT, Reservoir, example_column_arguments
 from agent.packaging.build import package_names
 from agent.packaging.runner import run_package
 from agent.state import FinetuneStage, RunState, VoterTuning
@@ -56,7 +56,7 @@ def finetune_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     module = package_names(state.plan)[1]
     package_dir = Path(state.package_dir)
     arguments = [f"{module}.finetune", str(examples), "--output", str(output)]
-    arguments += ["--text-column", "text", "--label-column", "label"]  # write_examples' columns
+    arguments += example_column_arguments()
     arguments += ["--holdout", str(holdout if holdout.exists() else folder / HOLDOUT)]
     arguments += ["--stage-size", str(settings.finetune_stage_size)]
     arguments += ["--replay-ratio", str(settings.finetune_replay_ratio)]
@@ -150,16 +150,26 @@ def write_examples(
         text = "" if row.get(text_column) is None else str(row[text_column])
         if number in fresh:
             fresh_rows.add(
-                {"row": number, "text": text, "label": fresh[number], "source": "verified"}
+                {
+                    "row": number,
+                    EXAMPLE_TEXT: text,
+                    EXAMPLE_LABEL: fresh[number],
+                    "source": "verified",
+                }
             )
         elif number not in verified_rows and not read_flag(row[NEEDS_REVIEW]):
             replayable.add(
-                {"row": number, "text": text, "label": row[LABEL], "source": "consensus"}
+                {
+                    "row": number,
+                    EXAMPLE_TEXT: text,
+                    EXAMPLE_LABEL: row[LABEL],
+                    "source": "consensus",
+                }
             )
     rows, consensus = fresh_rows.items, replayable.items
     random.Random(f"{state.dataset.sha256}-{len(state.finetune)}").shuffle(consensus)
     replay = consensus[: int(ratio * len(rows))]
     target.parent.mkdir(parents=True, exist_ok=True)
-    with TableWriter(target, ["row", "text", "label", "source"]) as writer:
+    with TableWriter(target, ["row", EXAMPLE_TEXT, EXAMPLE_LABEL, "source"]) as writer:
         writer.write(rows + replay)
     return len(replay)

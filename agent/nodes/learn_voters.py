@@ -28,7 +28,13 @@ from agent.labeler_runtime import (
     install_learned,
     output_text_column,
 )
-from agent.learning import Reservoir, learn_blocker
+from agent.learning import (
+    EXAMPLE_LABEL,
+    EXAMPLE_TEXT,
+    Reservoir,
+    example_column_arguments,
+    learn_blocker,
+)
 from agent.packaging.build import package_names
 from agent.packaging.runner import run_package
 from agent.state import LearnedVoterRecord, RunState, VoteRecord
@@ -36,8 +42,6 @@ from agent.verification.store import VERDICTS_FILE, training_labels
 from agent.verification.stream import latest_by_row
 
 FOLDER = "learned"
-TEXT, LABEL_COLUMN = "text", "label"
-"""The columns of the examples and replay files written here (whatever the data's are)."""
 FEATURES = Path("labeled") / "features"
 """The labeling passes' feature cache, in the run folder."""
 
@@ -66,7 +70,7 @@ def learn_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     output = folder / "fitted"
     cache = Path(state.run_dir) / FEATURES
     arguments = [f"{module}.learn", str(examples), "--output", str(output)]
-    arguments += ["--text-column", TEXT, "--label-column", LABEL_COLUMN]
+    arguments += example_column_arguments()
     arguments += ["--device", settings.device, "--batch-size", str(settings.batch_size)]
     arguments += ["--seed", "0"] + (["--cache", str(cache)] if cache.is_dir() else [])
     arguments += ["--replay", str(replay)] if replayed else []
@@ -131,9 +135,9 @@ def write_examples(state: RunState, verified: dict[int, str], target: Path, max_
     for number, row in enumerate(iter_rows(state.dataset.path)):
         if number in verified:
             text = "" if row.get(column) is None else str(row[column])
-            rows.add({TEXT: text, LABEL_COLUMN: verified[number]})
+            rows.add({EXAMPLE_TEXT: text, EXAMPLE_LABEL: verified[number]})
     target.parent.mkdir(parents=True, exist_ok=True)
-    with TableWriter(target, [TEXT, LABEL_COLUMN]) as writer:
+    with TableWriter(target, [EXAMPLE_TEXT, EXAMPLE_LABEL]) as writer:
         writer.write(rows.items)
 
 
@@ -151,13 +155,13 @@ def write_replay(state: RunState, target: Path, count: int, settings) -> int:
         if number in spent or confidence < settings.replay_min_confidence:
             continue
         text = "" if row.get(text_column) is None else str(row[text_column])
-        entry = (confidence, -number, {TEXT: text, LABEL_COLUMN: row[LABEL]})
+        entry = (confidence, -number, {EXAMPLE_TEXT: text, EXAMPLE_LABEL: row[LABEL]})
         if len(surest) < count:
             heapq.heappush(surest, entry)
         elif entry[:2] > surest[0][:2]:
             heapq.heapreplace(surest, entry)
     rows = [entry[2] for entry in sorted(surest, key=lambda e: -e[1])]
     if rows:
-        with TableWriter(target, [TEXT, LABEL_COLUMN]) as writer:
+        with TableWriter(target, [EXAMPLE_TEXT, EXAMPLE_LABEL]) as writer:
             writer.write(rows)
     return len(rows)
