@@ -96,7 +96,7 @@ def label_command(
         Opt(help="stop verifying once the estimated accuracy reaches this; none: no target [0.95]"),
     ] = None,
     round_rows: Annotated[
-        int | None, Opt(help="rows the first round verifies; each round doubles [5% of rows]")
+        int | None, Opt(help="rows the first round verifies; each round doubles [3% of rows]")
     ] = None,
     heldout_share: Annotated[
         float | None, Opt(help="share of each round held out to measure the labels [0.1]")

@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     """Stop verifying once the estimated accuracy of the final labels reaches this (None: only
     the budget and the learning curve stop the rounds)."""
     round_rows: int | None = Field(default=None, ge=1)
-    """Rows the first round verifies (each later round doubles it); None: 5% of the rows,
+    """Rows the first round verifies (each later round doubles it); None: 3% of the rows,
     within [40, 2000]."""
     heldout_share: float = Field(default=0.1, ge=0.0, lt=1.0)
     """Share of each round drawn uniformly and held out: never trained on, it measures the

@@ -99,11 +99,11 @@ def test_the_expected_yield_is_the_votes_own_share_wrong():
 
 
 def test_rounds_double_within_the_budget():
-    assert first_round_rows(2000, None) == 100
+    assert first_round_rows(2000, None) == 60
     assert first_round_rows(100, None) == 40 and first_round_rows(10**7, None) == 2000
     assert first_round_rows(2000, 30) == 30
-    assert [round_rows(n, 2000, None, None) for n in (1, 2, 3)] == [100, 200, 400]
-    assert round_rows(3, 2000, None, left=250) == 250
+    assert [round_rows(n, 2000, None, None) for n in (1, 2, 3)] == [60, 120, 240]
+    assert round_rows(3, 2000, None, left=200) == 200
     assert round_rows(1, 2000, None, left=0) == 0
     assert split_round(100, 0.2) == (80, 20)
     assert split_round(3, 0.1) == (2, 1)  # at least one row held out
