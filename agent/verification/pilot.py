@@ -45,7 +45,7 @@ from agent.verification.store import (
     latest_verdicts,
     read_jsonl,
 )
-from agent.verification.verifiers import check_column, column_verdict
+from agent.verification.verifiers import check_column, column_value, column_verdict
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def _from_column(
     check_column(column, dataset)
     labels = set(plan.label_names)
     verdicts = [column_verdict(position, row, column, labels) for position, row in rows.items()]
-    held = {_text(row.get(column)).strip() for row in rows.values()} - {""}
+    held = {column_value(row, column) for row in rows.values()} - {""}
     if held and not any(verdict.label is not None for verdict in verdicts):
         shown = ", ".join(sorted(map(repr, held)))
         raise UserInputError(

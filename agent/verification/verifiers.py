@@ -46,10 +46,15 @@ def check_column(column: str, dataset: DatasetInfo) -> None:
         )
 
 
+def column_value(values: dict[str, Any], column: str) -> str:
+    """What ``column`` holds in the row ``values``, as stripped text ("" for nothing)."""
+    return "" if values.get(column) is None else str(values.get(column)).strip()
+
+
 def column_verdict(row: int, values: dict[str, Any], column: str, labels: set[str]) -> Verdict:
     """The verdict ``column`` gives the row ``values``: its label (matched ignoring case
     when only one label matches so), or unresolved."""
-    answer = "" if values.get(column) is None else str(values.get(column)).strip()
+    answer = column_value(values, column)
     if answer not in labels:
         matches = [label for label in labels if label.casefold() == answer.casefold()]
         answer = matches[0] if len(matches) == 1 else answer
