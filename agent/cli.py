@@ -130,7 +130,10 @@ def label_command(
         Opt(
             "--pilot-verify",
             "--pilot-verify-rows",
-            help="pilot rows verified to score candidates (kept as verified rows; 0: none) [50]",
+            help=(
+                "pilot rows verified to score candidates: the first held-out slice "
+                "(0: none) [100]"
+            ),
         ),
     ] = None,
     batch_size: Annotated[int | None, Opt(help="rows per model batch [32]")] = None,

@@ -122,3 +122,39 @@ def test_help_and_version_exit_0(capsys):
     assert "label" in capsys.readouterr().out
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("autoannotator-agent ")
+
+
+SETTING_OF_FLAG = {"pilot_verify": "pilot_verify_rows"}
+"""The ``label`` command's parameters whose setting has another name."""
+
+
+def _bracketed_defaults():
+    """(parameter, default the help shows) for each ``label`` option whose help ends in a
+    plain ``[number]`` or ``[on]``/``[off]``."""
+    import inspect
+    import re
+    import typing
+
+    from agent.cli import label_command
+
+    hints = typing.get_type_hints(label_command, include_extras=True)
+    for name in inspect.signature(label_command).parameters:
+        extras = getattr(hints[name], "__metadata__", ())
+        for info in extras:
+            found = re.search(r"\[([0-9.]+|on|off)\]$", getattr(info, "help", None) or "")
+            if found:
+                yield name, found.group(1)
+
+
+def test_the_defaults_the_help_shows_are_the_settings_defaults():
+    from agent.settings import Settings
+
+    shown = dict(_bracketed_defaults())
+    assert len(shown) >= 10, shown
+    fields = Settings.model_fields
+    for name, text in shown.items():
+        default = fields[SETTING_OF_FLAG.get(name, name)].default
+        if text in ("on", "off"):
+            assert default is (text == "on"), (name, text, default)
+        else:
+            assert float(text) == float(default), (name, text, default)
