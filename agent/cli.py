@@ -99,7 +99,7 @@ def label_command(
         int | None, Opt(help="rows the first round verifies; each round doubles [3% of rows]")
     ] = None,
     heldout_share: Annotated[
-        float | None, Opt(help="share of each round held out to measure the labels [0.1]")
+        float | None, Opt(help="share of each round held out to measure the labels [0.05]")
     ] = None,
     min_round_yield: Annotated[
         float | None,
