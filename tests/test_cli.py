@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+import typing
 from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from agent.cli import label_command, main
+from agent.settings import Settings
 
 
 @pytest.fixture
@@ -131,12 +135,6 @@ SETTING_OF_FLAG = {"pilot_verify": "pilot_verify_rows"}
 def _bracketed_defaults():
     """(parameter, default the help shows) for each ``label`` option whose help ends in a
     plain ``[number]`` or ``[on]``/``[off]``."""
-    import inspect
-    import re
-    import typing
-
-    from agent.cli import label_command
-
     hints = typing.get_type_hints(label_command, include_extras=True)
     for name in inspect.signature(label_command).parameters:
         extras = getattr(hints[name], "__metadata__", ())
@@ -147,8 +145,6 @@ def _bracketed_defaults():
 
 
 def test_the_defaults_the_help_shows_are_the_settings_defaults():
-    from agent.settings import Settings
-
     shown = dict(_bracketed_defaults())
     assert len(shown) >= 10, shown
     fields = Settings.model_fields
