@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     """Share of each round drawn uniformly and held out: never trained on, it measures the
     labels (the pilot's verified rows are held out too). Measured: BENCHMARKS.md, "Fewer
     held-out rows in the rounds": 5% beat 10% in both settings on both halves of ten
-    samples, the interval still holding the truth in every run."""
+    samples, the interval still holding the truth in all 20 of those runs."""
     min_round_yield: float = Field(default=0.1, ge=0.0, le=1.0)
     """Stop when the rows the next round would verify for their gain are expected to fix
     fewer labels per verified row than this (the learning curve has flattened)."""
