@@ -55,6 +55,11 @@ def inspect_dataset(path: Path, text_column: str | None = None) -> DatasetInfo:
     )
 
 
+def cell_text(value: Any) -> str:
+    """A table cell's value as text: "" for a missing one."""
+    return "" if value is None else str(value)
+
+
 def iter_rows(path: Path | str) -> Iterator[dict[str, Any]]:
     for chunk in tabular.iter_chunks(Path(path), READ_CHUNK):
         yield from chunk

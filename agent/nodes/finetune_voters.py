@@ -17,7 +17,7 @@ from pathlib import Path
 from langgraph.runtime import Runtime
 
 from agent.context import RunContext
-from agent.dataset import iter_rows
+from agent.dataset import cell_text, iter_rows
 from agent.labeler_runtime import (
     LABEL,
     NEEDS_REVIEW,
@@ -147,7 +147,7 @@ def write_examples(
     fresh_rows: Reservoir[dict] = Reservoir(max_rows, f"{seed}-verified")
     replayable: Reservoir[dict] = Reservoir(max_rows, f"{seed}-consensus")
     for number, row in enumerate(iter_rows(state.labeling.output_path)):
-        text = "" if row.get(text_column) is None else str(row[text_column])
+        text = cell_text(row.get(text_column))
         if number in fresh:
             fresh_rows.add(
                 {

@@ -20,7 +20,7 @@ from pathlib import Path
 from langgraph.runtime import Runtime
 
 from agent.context import RunContext
-from agent.dataset import iter_rows
+from agent.dataset import cell_text, iter_rows
 from agent.labeler_runtime import (
     CONFIDENCE,
     LABEL,
@@ -134,7 +134,7 @@ def write_examples(state: RunState, verified: dict[int, str], target: Path, max_
     rows: Reservoir[dict] = Reservoir(max_rows, f"{state.dataset.sha256}-learn")
     for number, row in enumerate(iter_rows(state.dataset.path)):
         if number in verified:
-            text = "" if row.get(column) is None else str(row[column])
+            text = cell_text(row.get(column))
             rows.add({EXAMPLE_TEXT: text, EXAMPLE_LABEL: verified[number]})
     target.parent.mkdir(parents=True, exist_ok=True)
     with TableWriter(target, [EXAMPLE_TEXT, EXAMPLE_LABEL]) as writer:
@@ -154,7 +154,7 @@ def write_replay(state: RunState, target: Path, count: int, settings) -> int:
         confidence = float(row[CONFIDENCE])
         if number in spent or confidence < settings.replay_min_confidence:
             continue
-        text = "" if row.get(text_column) is None else str(row[text_column])
+        text = cell_text(row.get(text_column))
         entry = (confidence, -number, {EXAMPLE_TEXT: text, EXAMPLE_LABEL: row[LABEL]})
         if len(surest) < count:
             heapq.heappush(surest, entry)

@@ -13,7 +13,7 @@ from pathlib import Path
 from langgraph.runtime import Runtime
 
 from agent.context import RunContext
-from agent.dataset import iter_rows
+from agent.dataset import cell_text, iter_rows
 from agent.labeler_runtime import (
     AGREEMENT,
     CONFIDENCE,
@@ -98,7 +98,7 @@ def collect_disagreements(labeled: Path, target: Path, state: RunState) -> tuple
                 continue
             record = {
                 "row": row_number,
-                "text": "" if row.get(text_column) is None else str(row.get(text_column)),
+                "text": cell_text(row.get(text_column)),
                 "vote": row[LABEL],
                 "agreement": float(row[AGREEMENT]),
                 "confidence": float(row[CONFIDENCE]),

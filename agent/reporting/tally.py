@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.dataset import cell_text
 from agent.labeler_runtime import (
     AGREEMENT,
     CONFIDENCE,
@@ -62,7 +63,7 @@ class RunTally:
     def add(self, row_number: int, row: dict[str, Any], verdict: dict | None, text_column: str):
         needs_review = read_flag(row.get(NEEDS_REVIEW, False))  # no column: nothing flagged
         label, source, verdict = final_label(row, verdict, needs_review)
-        votes = tuple(_text(row.get(voter_label_column(name))) for name in self.voters)
+        votes = tuple(cell_text(row.get(voter_label_column(name))) for name in self.voters)
         self.rows += 1
         self.labels_by_source[(label or NO_LABEL, source)] += 1
         self.sources[source] += 1
@@ -75,13 +76,13 @@ class RunTally:
             return  # no more disputed than any row kept so far
         disputed = DisputedRow(
             row=row_number,
-            text=_truncate(_text(row.get(text_column))),
+            text=_truncate(cell_text(row.get(text_column))),
             label=label or NO_LABEL,
             source=source,
             agreement=f"{agreement:.2f}",
             confidence=f"{confidence:.2f}",
             votes=tuple(vote or "-" for vote in votes),
-            reason=_truncate(_text(verdict.get("reason"))),
+            reason=_truncate(cell_text(verdict.get("reason"))),
         )
         if len(self.disputed_heap) == DISPUTED_ROWS:
             heapq.heappop(self.disputed_heap)
@@ -118,7 +119,7 @@ def final_label(row: dict[str, Any], verdict: dict | None, needs_review: bool):
     one; every other row keeps the vote as consensus.
     """
     label, source = resolve(row.get(LABEL), verdict, needs_review)
-    return _text(label), source, verdict or {}
+    return cell_text(label), source, verdict or {}
 
 
 def tally_run(state: RunState) -> RunTally:
@@ -132,10 +133,6 @@ def tally_run(state: RunState) -> RunTally:
     for row_number, row, verdict in with_verdicts(rows, verdicts):
         tally.add(row_number, row, verdict, text_column)
     return tally
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
 
 
 def _number(value: Any) -> float:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.dataset import cell_text
 from agent.labeler_runtime import (
     AGREEMENT,
     CONFIDENCE,
@@ -87,7 +88,7 @@ def row_record(number: int, row: Mapping[str, Any], text_column: str, voters) ->
     text = row.get(text_column)
     return {
         "row": number,
-        "text": "" if text is None else str(text),
+        "text": cell_text(text),
         "vote": row[LABEL],
         "agreement": float(row[AGREEMENT]),
         "confidence": float(row[CONFIDENCE]),

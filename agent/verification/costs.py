@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.context import Reporter, RunContext
+from agent.dataset import cell_text
 from agent.errors import UserInputError
 from agent.llm.client import Message, TokenUsage
 from agent.llm.pricing import Price, price_for
@@ -143,7 +144,7 @@ def check_verification_cost(
         price = price.batch_rate()
     records = pilot_disagreements(pilot_texts, pilot_votes, settings.min_agreement)
     if not records:
-        records = [{"text": "" if t is None else str(t), "votes": {}} for t in pilot_texts]
+        records = [{"text": cell_text(t), "votes": {}} for t in pilot_texts]
     limit = settings.verification_limit(state.dataset.rows)
     if limit is None:
         expected = round(disagreement_rate * state.dataset.rows)
@@ -175,7 +176,7 @@ def pilot_disagreements(
             continue
         top = Counter(row_votes.values()).most_common(1)[0][1]
         if round(top / len(row_votes), 6) < min_agreement:
-            records.append({"text": "" if text is None else str(text), "votes": row_votes})
+            records.append({"text": cell_text(text), "votes": row_votes})
     return records
 
 

@@ -31,6 +31,7 @@ from textwrap import shorten
 from typing import Any
 
 from agent.context import RunContext
+from agent.dataset import cell_text
 from agent.errors import UserInputError
 from agent.state import Candidate, DatasetInfo, TaskPlan
 from agent.verification.costs import confirm_spending, estimate_verification, terminal_ask, usd
@@ -114,7 +115,7 @@ def verify_pilot_rows(
         verdicts = _from_column(column, {pos: sample[pos][1] for pos in positions}, plan, dataset)
         name = verifier
     else:
-        texts = {pos: _text(sample[pos][1].get(plan.text_column)) for pos in positions}
+        texts = {pos: cell_text(sample[pos][1].get(plan.text_column)) for pos in positions}
         verdicts = _from_llm(texts, plan, run_dir, context)
         name = f"llm:{context.llm.model_name}"
     path = run_dir / "pilot" / VERDICTS_FILE
@@ -216,7 +217,3 @@ def _from_llm(
             f"{outcome.refused} LLM requests not sent"
         )
     return sorted(verdicts, key=lambda verdict: verdict.row)
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.context import RunContext
-from agent.dataset import iter_rows
+from agent.dataset import cell_text, iter_rows
 from agent.errors import UserInputError
 from agent.state import DatasetInfo, RunState
 from agent.verification.batch_round import batch_record_path
@@ -48,7 +48,7 @@ def check_column(column: str, dataset: DatasetInfo) -> None:
 
 def column_value(values: dict[str, Any], column: str) -> str:
     """What ``column`` holds in the row ``values``, as stripped text ("" for nothing)."""
-    return "" if values.get(column) is None else str(values.get(column)).strip()
+    return cell_text(values.get(column)).strip()
 
 
 def column_verdict(row: int, values: dict[str, Any], column: str, labels: set[str]) -> Verdict:
