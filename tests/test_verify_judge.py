@@ -340,6 +340,41 @@ def test_a_different_label_set_is_not_answered_from_the_cache(tmp_path, scripted
     assert len(scripted_llm.completions) == 2
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"task": "Does this tweet mention the weather?"},
+        {"labels": (PLAN.labels[0].model_copy(update={"description": "rain"}),) + PLAN.labels[1:]},
+        {"labels": (PLAN.labels[0].model_copy(update={"synonyms": ("rude",)}),) + PLAN.labels[1:]},
+    ],
+    ids=["task sentence", "label definition", "label synonyms"],
+)
+def test_a_task_with_the_same_label_names_is_not_answered_from_the_cache(
+    tmp_path, scripted_llm, change
+):
+    """Same texts, same label names, another meaning: the second task asks the LLM again."""
+    scripted_llm.respond_with(keyword_verdicts)
+    texts = tweets(3)
+    verify(make_state(tmp_path / "a", texts), make_settings(tmp_path), scripted_llm)
+    other = make_state(tmp_path / "b", texts)
+    plan = PLAN.model_copy(update=change)
+    _, verdicts, _ = verify(
+        other.model_copy(update={"plan": plan}), make_settings(tmp_path), scripted_llm
+    )
+    assert len(scripted_llm.completions) == 2
+    assert all("(cached)" not in verdict["reason"] for verdict in verdicts.values())
+
+
+def test_another_structured_output_method_is_not_answered_from_the_cache(tmp_path, scripted_llm):
+    scripted_llm.respond_with(keyword_verdicts)
+    texts = tweets(3)
+    verify(make_state(tmp_path / "a", texts), make_settings(tmp_path), scripted_llm)
+    verify(make_state(tmp_path / "b", texts), make_settings(tmp_path), scripted_llm)
+    assert len(scripted_llm.completions) == 1  # the same method: answered from the cache
+    verify(make_state(tmp_path / "c", texts), make_settings(tmp_path), scripted_llm, method="text")
+    assert len(scripted_llm.completions) == 2
+
+
 def test_rows_with_the_same_text_are_asked_about_once(tmp_path, scripted_llm):
     scripted_llm.respond_with(keyword_verdicts)
     texts = ["you clown", "nice day", "you clown", "you clown"]

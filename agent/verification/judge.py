@@ -94,8 +94,21 @@ def judge_messages(plan: TaskPlan, records: Sequence[dict[str, Any]]) -> list[Me
 
 
 def judge_prompt_id(plan: TaskPlan) -> str:
-    """``verify_disagreements/vN``: goes into cache keys, so a new prompt asks afresh."""
+    """``verify_disagreements/vN``: goes into the ledger and the manifest."""
     return _prompt(plan, {}).id
+
+
+def judge_instructions(plan: TaskPlan) -> dict[str, Any]:
+    """Everything besides a text that decides the judge's verdict on it: the prompt's version,
+    the rendered system prompt (the task sentence and every label's definition) and the
+    synonyms answers are mapped with. The verdict cache keys on it, so a task that shares
+    label names with another but not their meaning asks afresh."""
+    prompt = _prompt(plan, {})
+    return {
+        "prompt": prompt.id,
+        "system": prompt.system,
+        "synonyms": {label.name: list(label.synonyms) for label in plan.labels},
+    }
 
 
 def _prompt(plan: TaskPlan, items: dict[str, str]) -> Prompt:

@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.context import RunContext
+from agent.llm.negotiation import METHODS
 from agent.llm.pricing import Price, price_for
 from agent.state import TaskPlan
 from agent.verification.batch_round import judge_in_one_batch
 from agent.verification.cache import VerdictCache, cache_namespace, text_key
 from agent.verification.costs import LEDGER_FILE, Ledger, SpendingCap, ledger_totals
-from agent.verification.judge import Judge, Verdict, judge_prompt_id
+from agent.verification.judge import Judge, Verdict, judge_instructions
 from agent.verification.store import drop_torn_tail
 
 
@@ -114,7 +115,7 @@ class _Asking:
     run_dir: Path
     context: RunContext
     price: Price
-    cache: VerdictCache | None
+    cache: RunVerdictCache | None
     keep: Callable[[list[Verdict]], None]
     progress: str | None
 
@@ -216,18 +217,42 @@ def _judge_in_order(batches, judge_batch, twins, keep, context: RunContext, prog
             raise
 
 
-def open_verdict_cache(context: RunContext, plan: TaskPlan) -> VerdictCache | None:
-    """The verdict cache of this model, endpoint, prompt and label set; None with
+@dataclass
+class RunVerdictCache:
+    """The verdict cache as this run's judge uses it: keyed on the run's endpoint, model and
+    instructions, and on the structured-output method in use at each call: a lookup before
+    any call is made uses the method the client will try first, a store the one that got
+    the answers (negotiated by then)."""
+
+    cache: VerdictCache
+    llm: Any
+    instructions: dict[str, Any]
+
+    def namespace(self) -> str:
+        method = getattr(self.llm, "structured_method", "default") or METHODS[0]
+        endpoint = getattr(self.llm, "base_url", None)
+        return cache_namespace(endpoint, self.llm.model_name, method, self.instructions)
+
+    def get_many(self, texts) -> dict[str, tuple[str, str]]:
+        return self.cache.get_many(self.namespace(), texts)
+
+    def put_many(self, verdicts) -> None:
+        self.cache.put_many(self.namespace(), verdicts)
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+def open_verdict_cache(context: RunContext, plan: TaskPlan) -> RunVerdictCache | None:
+    """The verdict cache of this model, endpoint and instructions; None with
     ``--no-llm-cache`` or when it cannot be opened (then rows are verified without it)."""
-    settings, llm = context.settings, context.llm
+    settings = context.settings
     if not settings.llm_cache:
         return None
-    namespace = cache_namespace(
-        getattr(llm, "base_url", None), llm.model_name, judge_prompt_id(plan), plan.label_names
-    )
     path = settings.verdict_cache
     try:
-        return VerdictCache(Path(path).expanduser(), namespace)
+        cache = VerdictCache(Path(path).expanduser())
     except (OSError, sqlite3.Error) as error:
         context.reporter.warn(f"verdict cache {path} unusable ({error}); verifying without it")
         return None
+    return RunVerdictCache(cache, context.llm, judge_instructions(plan))
