@@ -1,12 +1,13 @@
 """The human verifier: hand the hard rows to a person, read the decisions back, finish the run.
 
-``review export RUN_ID`` writes the rows awaiting review as a Label Studio import
-file (``tasks.json``: each row a task with ``data.text``, and each voter's vote
-as a prediction), the matching labeling config, and a CSV. ``review import
-RUN_ID FILE`` reads decisions from that CSV (``row`` and ``label`` filled in)
-or from a Label Studio JSON export, checks every label before writing
-anything, records them as ``human`` verdicts and emits the run's labeled data
-and package again.
+``review export RUN_ID`` writes the rows awaiting review, from every round, as a
+Label Studio import file (``tasks.json``: each row a task with ``data.text``, its
+row, run and text hash, and each voter's vote as a prediction), the matching
+labeling config, and a CSV. ``review import RUN_ID FILE`` reads decisions from that
+CSV (``label`` filled in) or from a Label Studio JSON export, checks every decision
+before writing anything (a label of the set, for a row that awaits review, from this
+run, on the text the run recorded), records them as ``human`` verdicts and emits the
+run's labeled data and package again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from agent.runs import load_request
 from agent.settings import Settings
 from agent.state import RunState, VerificationResult
 from agent.verification.review_files import (
+    awaiting_rows,
+    disputed_records,
     label_studio_task,
     labeling_config,
     read_decisions,
@@ -63,38 +66,21 @@ def load_run(runs_dir: Path, run_id: str) -> FinishedRun:
     return FinishedRun(run_dir, settings, RunState.model_validate(values))
 
 
-def disputed_records(state: RunState) -> list[Path]:
-    """The files of the rows put to a verifier: each round's choice (the last pass's
-    disagreements for a run that verified without rounds)."""
-    files = [Path(r.records_path) for r in state.rounds if r.records_path]
-    if not files and state.labeling is not None:
-        files.append(Path(state.labeling.disagreements_path))
-    return files
-
-
 def export_review(run: FinishedRun, out_dir: Path | None = None) -> ExportedReview:
     """Write the unresolved rows for a person: Label Studio tasks, labeling config, CSV."""
     state = run.state
     out_dir = Path(out_dir or run.run_dir / "review")
     out_dir.mkdir(parents=True, exist_ok=True)
     verdicts = list(latest_verdicts(Path(state.run_dir) / VERDICTS_FILE).values())
-    waiting = {v["row"] for v in verdicts if v["source"] == "unresolved"}
-    records = list(
-        {
-            r["row"]: r
-            for path in disputed_records(state)
-            for r in read_jsonl(path)
-            if r["row"] in waiting
-        }.values()
-    )
+    waiting = awaiting_rows(verdicts, disputed_records(state))
     labels = state.plan.label_names
-    tasks = [label_studio_task(record, labels) for record in records]
+    tasks = [label_studio_task(record, labels, state.run_id) for record, _ in waiting.values()]
     tasks_path = out_dir / "tasks.json"
     _write_atomically(tasks_path, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n")
     config_path = out_dir / "labeling_config.xml"
     _write_atomically(config_path, labeling_config(labels))
     csv_path = out_dir / "review.csv"
-    write_review_file(csv_path, verdicts, disputed_records(state)[-1])
+    write_review_file(csv_path, verdicts, disputed_records(state), state.run_id)
     return ExportedReview(len(tasks), tasks_path, config_path, csv_path)
 
 
@@ -108,9 +94,10 @@ def import_review(run: FinishedRun, path: Path, reporter: Reporter) -> Verificat
             f"{state.output_path}: the run's labeled data is not there; run review import "
             "from the folder the run was started in"
         )
-    decisions = read_decisions(Path(path), state.plan.label_names, state.dataset.rows)
     verdicts_path = Path(state.run_dir) / VERDICTS_FILE
     verdicts = {v["row"]: v for v in read_jsonl(verdicts_path)}
+    waiting = awaiting_rows(verdicts.values(), disputed_records(state))
+    decisions = read_decisions(Path(path), state.plan.label_names, state.run_id, waiting)
     for row, label in decisions.items():
         verdicts[row] = {"row": row, "label": label, "source": "human", "reason": "review"}
     lines = "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts.values())
@@ -130,7 +117,7 @@ def _recount(state: RunState, verdicts: list[dict]) -> VerificationResult:
     labels = {v["label"] for v in verdicts if v["source"] in VERIFIED_SOURCES and v["label"]}
     review_path = Path(state.run_dir) / "review.csv"
     if unresolved:
-        write_review_file(review_path, verdicts, disputed_records(state)[-1])
+        write_review_file(review_path, verdicts, disputed_records(state), state.run_id)
     else:
         review_path.unlink(missing_ok=True)
     base = state.verification or VerificationResult(

@@ -20,7 +20,7 @@ from agent.context import RunContext
 from agent.errors import AwaitingReview, UserInputError
 from agent.state import RunState, VerificationResult
 from agent.verification.costs import LEDGER_FILE, ledger_totals
-from agent.verification.review_files import write_review_file
+from agent.verification.review_files import disputed_records, write_review_file
 from agent.verification.store import (
     VERDICTS_FILE,
     VERIFIED_SOURCES,
@@ -69,7 +69,10 @@ def verify_round(state: RunState, runtime: Runtime[RunContext]) -> dict:
     review_path = None
     if unresolved:
         review_path = run_dir / REVIEW_FILE
-        write_review_file(review_path, latest_by_row(verdicts_path), records_path)
+        # every round's rows: one left unresolved in an earlier round still awaits review
+        write_review_file(
+            review_path, latest_by_row(verdicts_path), disputed_records(state), state.run_id
+        )
         if verifier != "human":
             context.reporter.warn(f"{unresolved} rows await human review: {review_path}")
     if verifier == "human" and _waiting(records_path, verdicts_path):
