@@ -137,3 +137,39 @@ def test_a_record_for_other_task_labels_is_not_used(tmp_path, hub):
 
     assert mapping.mapping == {"civil": "polite", "uncivil": "rude"}
     assert len(contrary.history) == 1 and "earlier run" not in note
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"task": "Is this comment about the weather?"},
+        {"labels": (PLAN.labels[0].model_copy(update={"description": "rain"}),) + PLAN.labels[1:]},
+    ],
+    ids=["task sentence", "label definition"],
+)
+def test_a_record_for_the_same_label_names_with_another_meaning_is_not_used(tmp_path, hub, change):
+    llm = FakeLLM()
+    llm.enqueue(mapping_answer(MAPPED))
+    named(hub, llm, tmp_path)
+    other = PLAN.model_copy(update=change)
+    again = FakeLLM()
+    again.enqueue(mapping_answer({"civil": "toxic", "uncivil": "non-toxic"}))
+
+    _, mapping, note = screen(hub.models[REPO][0], other, context_for(hub, again))
+
+    assert mapping.mapping == {"civil": "toxic", "uncivil": "non-toxic"}
+    assert len(again.history) == 1 and "earlier run" not in note
+
+
+def test_a_record_of_another_llm_is_not_used_by_an_llm_but_is_without_one(tmp_path, hub):
+    llm = FakeLLM()
+    llm.enqueue(mapping_answer(MAPPED))
+    named(hub, llm, tmp_path)
+    other_llm = FakeLLM("another-model")
+    other_llm.enqueue(mapping_answer(MAPPED))
+
+    _, _, note = screen(hub.models[REPO][0], PLAN, context_for(hub, other_llm))
+    without_llm, _ = named(hub, None, tmp_path)
+
+    assert len(other_llm.history) == 1 and "earlier run" not in note
+    assert without_llm.label_map == MAPPED

@@ -8,9 +8,13 @@ once more with the problem spelled out, then the model is refused. The pilot the
 against the other voters like any other (:mod:`agent.discovery.calibration`).
 
 Every mapping the LLM decided is recorded next to the Hub records
-(:class:`LabelMapRecords`), keyed by model and label sets, and a recorded mapping is used
-before the LLM is asked: a rerun, a ``--model ID`` naming a model discovery mapped, or a
-run without an LLM endpoint maps the model exactly as the first run did.
+(:class:`LabelMapRecords`), keyed by what decided it: the model and its labels, the task
+sentence, the task's labels with their definitions, the prompt's version and the LLM
+(endpoint and model). A recorded mapping is used before the LLM is asked: a rerun or a
+``--model ID`` naming a model discovery mapped, with the same LLM, maps the model exactly as
+the first run did, and so does a run without an LLM endpoint, from a record of any LLM for
+the same task. A task that shares label names with another but not their meaning, or
+another LLM, decides afresh.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from agent.discovery.label_names import IGNORE, LabelMapping, all_opaque, check_
 from agent.discovery.vetting import decide_mapping
 from agent.errors import ModelOutputError
 from agent.llm.client import LanguageModel, Message
-from agent.llm.prompts import load_prompt
+from agent.llm.prompts import load_prompt, prompt_version
 from agent.state import TaskPlan
 
 PROMPT = "search_models"
@@ -86,60 +90,87 @@ def map_labels_with_llm(
     return LabelMapping({}, reason), prompt_id
 
 
+def decision_key(model_labels: Sequence[str], plan: TaskPlan) -> str:
+    """What besides the LLM decides a mapping: the model's labels, the task sentence, the task's
+    labels with their definitions, and the prompt's version."""
+    task_labels = [[label.name, label.description] for label in plan.labels]
+    decided = [list(model_labels), plan.task, task_labels, f"{PROMPT}/v{prompt_version(PROMPT)}"]
+    return hashlib.sha256(json.dumps(decided, ensure_ascii=False).encode()).hexdigest()
+
+
+def llm_identity(llm: LanguageModel) -> str:
+    """Which LLM decided: its endpoint and model."""
+    return f"{getattr(llm, 'base_url', None) or 'default'} {llm.model_name}"
+
+
 class LabelMapRecords:
     """The LLM's label mappings as first decided: one JSON file per model, one entry per
-    (model labels, task labels) pair, written atomically."""
+    decision (:func:`decision_key`) and LLM, written atomically."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
     def get(
-        self, model_id: str, model_labels: Sequence[str], task_labels: Sequence[str]
+        self, model_id: str, model_labels: Sequence[str], plan: TaskPlan, llm: str | None
     ) -> dict[str, Any] | None:
-        """``mapping``, ``prompt_id`` and ``llm`` of the recorded decision, or None."""
+        """``mapping``, ``prompt_id`` and ``llm`` (its model name) of the decision recorded for this model and
+        task by ``llm`` (None: by any LLM, the first in key order), or None."""
+        decision = decision_key(model_labels, plan)
         try:
-            record = json.loads(self._path(model_id).read_text(encoding="utf-8"))
-            entry = record["maps"][_key(model_labels, task_labels)]
-            mapping = {label: str(entry["mapping"][label]) for label in model_labels}
-            return {**entry, "mapping": mapping}
+            maps = json.loads(self._path(model_id).read_text(encoding="utf-8"))["maps"]
+            keys = [_key(decision, llm)] if llm is not None else sorted(maps)
+            for key in keys:
+                entry = maps.get(key)
+                if isinstance(entry, dict) and entry.get("decision") == decision:
+                    mapping = {label: str(entry["mapping"][label]) for label in model_labels}
+                    return {**entry, "mapping": mapping}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None  # none recorded, or a torn or foreign file: the LLM decides afresh
+            pass  # a torn or foreign file: the LLM decides afresh
+        return None
 
     def save(
         self,
         model_id: str,
         model_labels: Sequence[str],
-        task_labels: Sequence[str],
+        plan: TaskPlan,
         mapping: dict[str, str],
         *,
         prompt_id: str,
         llm: str,
+        model_name: str,
     ) -> None:
+        """Record ``mapping`` as decided by ``llm`` (:func:`llm_identity`; ``model_name`` is what
+        notes show of it)."""
         path = self._path(model_id)
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             record = {}
         maps = record.get("maps") if isinstance(record.get("maps"), dict) else {}
-        maps[_key(model_labels, task_labels)] = {
+        decision = decision_key(model_labels, plan)
+        maps[_key(decision, llm)] = {
+            "decision": decision,
             "model_labels": list(model_labels),
-            "task_labels": list(task_labels),
+            "task_labels": list(plan.label_names),
             "mapping": dict(mapping),
             "prompt_id": prompt_id,
-            "llm": llm,
+            "llm": model_name,
+            "llm_identity": llm,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             json.dump({"model": model_id, "maps": maps}, stream, indent=1, sort_keys=True)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
 
     def _path(self, model_id: str) -> Path:
         return self.root / f"{model_id.strip('/').replace('/', '--')}.json"
 
 
-def _key(model_labels: Sequence[str], task_labels: Sequence[str]) -> str:
-    return hashlib.sha256(json.dumps([list(model_labels), list(task_labels)]).encode()).hexdigest()
+def _key(decision: str, llm: str) -> str:
+    return hashlib.sha256(json.dumps([decision, llm]).encode()).hexdigest()
 
 
 def label_map_records(hub: object) -> LabelMapRecords | None:
@@ -164,7 +195,8 @@ def map_model_labels(
     if mapping.ok or not mapping.unresolved:
         return mapping, ""
     records = label_map_records(context.hub)
-    recorded = records.get(model_id, labels, plan.label_names) if records else None
+    llm = llm_identity(context.llm) if context.llm is not None else None
+    recorded = records.get(model_id, labels, plan, llm) if records else None
     if recorded and check_mapping(recorded["mapping"], labels, plan.label_names) is None:
         how = f"{recorded.get('prompt_id', '?')}, {recorded.get('llm', '?')}"
         context.reporter.info(
@@ -184,10 +216,11 @@ def map_model_labels(
             records.save(
                 model_id,
                 labels,
-                plan.label_names,
+                plan,
                 mapping.mapping,
                 prompt_id=prompt_id,
-                llm=context.llm.model_name,
+                llm=llm,
+                model_name=context.llm.model_name,
             )
         except OSError as error:
             context.reporter.warn(f"{model_id}: the LLM's label map was not recorded ({error})")

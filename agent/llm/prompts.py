@@ -33,9 +33,21 @@ class Prompt:
         return f"{self.name}/v{self.version}"
 
 
+def _source(name: str) -> str:
+    return (resources.files("agent.nodes") / f"{name}.prompt.jinja").read_text(encoding="utf-8")
+
+
+def prompt_version(name: str) -> str:
+    """The version of prompt ``name`` (its ``{# version: N #}`` comment), without rendering it."""
+    match = _VERSION.search(_source(name))
+    if match is None:
+        raise ValueError(f"prompt {name} has no version comment")
+    return match.group(1)
+
+
 def load_prompt(name: str, **values: Any) -> Prompt:
     """Render ``agent/nodes/<name>.prompt.jinja``; its ``{% block system %}`` and ``user`` parts."""
-    source = (resources.files("agent.nodes") / f"{name}.prompt.jinja").read_text(encoding="utf-8")
+    source = _source(name)
     match = _VERSION.search(source)
     if match is None:
         raise ValueError(f"prompt {name} has no version comment")
