@@ -179,7 +179,9 @@ def test_a_person_verifies_round_by_round_and_the_run_resumes(keyword_data, tmp_
         rows = read_csv(review)
         assert rows and all(row["label"] == "" for row in rows)
         answered = tmp_path / f"answers-{rounds}.csv"
-        write_csv(answered, ["row", "label"], [(r["row"], gold[int(r["row"])]) for r in rows])
+        columns = ["row", "label", "run", "text_sha256"]  # what review import checks
+        answers = [(r["row"], gold[int(r["row"])], r["run"], r["text_sha256"]) for r in rows]
+        write_csv(answered, columns, answers)
         runs = str(tmp_path / "runs")
         assert main(["review", "import", run_id, str(answered), "--runs-dir", runs]) == 0
         code, summary, log = run_cli(tmp_path, keyword_data, "--resume", run_id)
