@@ -180,16 +180,28 @@ def review_export_command(
 @review_app.command("import")
 def review_import_command(
     run_id: Annotated[str, typer.Argument(help="the run the decisions belong to")],
-    file: Annotated[Path, typer.Argument(help="review CSV (row,label) or Label Studio JSON")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="the exported review CSV with label filled in, or a Label Studio export"
+        ),
+    ],
     runs_dir: RunsDirOption = None,
 ) -> None:
     """Record a person's decisions and emit the run's labeled data again."""
+    from agent.dataset import check_unchanged
+    from agent.files import hold_run_folder
     from agent.review import import_review, load_run
+    from agent.runs import load_request
 
     base = settings_from({"runs_dir": runs_dir} if runs_dir else {})
     reporter = ConsoleReporter()
-    run = load_run(base.runs_dir, run_id)
-    verification = import_review(run, file, reporter)
+    run_dir, _ = load_request(base.runs_dir, run_id)
+    # One writer: a resume going on would write the verdicts back over these decisions.
+    with hold_run_folder(run_dir, run_id):
+        run = load_run(base.runs_dir, run_id)
+        check_unchanged(run.state.dataset, run_id)  # decisions are joined to rows by position
+        verification = import_review(run, file, reporter)
     reporter.summary(
         [
             ("verified", str(verification.verified)),

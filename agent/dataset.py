@@ -52,7 +52,32 @@ def inspect_dataset(path: Path, text_column: str | None = None) -> DatasetInfo:
         columns=tuple(columns),
         rows=rows,
         sha256=file_sha256(path),
+        size=path.stat().st_size,
     )
+
+
+def check_unchanged(dataset: DatasetInfo, run_id: str) -> None:
+    """Refuse an input file that is not the one the run started with, in one line naming what
+    changed: verdicts are joined to rows by position, so a sorted, appended or edited file
+    would put every verified label on another row."""
+    path = Path(dataset.path)
+    where = f"{path} changed since run {run_id} started"
+    advice = "its verdicts would land on other rows; restore the file or start a new run"
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise UserInputError(
+            f"{path}: the input of run {run_id} is not there ({error.strerror}); "
+            "restore the file or start a new run"
+        ) from None
+    if dataset.size is not None and size != dataset.size:
+        raise UserInputError(f"{where} (size {dataset.size} -> {size} bytes): {advice}")
+    digest = file_sha256(path)
+    if digest != dataset.sha256:
+        raise UserInputError(
+            f"{where} (same size, content sha256 {dataset.sha256[:12]}... -> "
+            f"{digest[:12]}...): {advice}"
+        )
 
 
 def cell_text(value: Any) -> str:

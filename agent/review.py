@@ -13,12 +13,12 @@ run's labeled data and package again.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.context import Reporter, RunContext
 from agent.errors import RunStateError
+from agent.files import write_text_atomically
 from agent.graph import compile_graph
 from agent.nodes.emit_package import emit_package
 from agent.runs import load_request
@@ -76,9 +76,9 @@ def export_review(run: FinishedRun, out_dir: Path | None = None) -> ExportedRevi
     labels = state.plan.label_names
     tasks = [label_studio_task(record, labels, state.run_id) for record, _ in waiting.values()]
     tasks_path = out_dir / "tasks.json"
-    _write_atomically(tasks_path, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n")
+    write_text_atomically(tasks_path, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n")
     config_path = out_dir / "labeling_config.xml"
-    _write_atomically(config_path, labeling_config(labels))
+    write_text_atomically(config_path, labeling_config(labels))
     csv_path = out_dir / "review.csv"
     write_review_file(csv_path, verdicts, disputed_records(state), state.run_id)
     return ExportedReview(len(tasks), tasks_path, config_path, csv_path)
@@ -101,7 +101,7 @@ def import_review(run: FinishedRun, path: Path, reporter: Reporter) -> Verificat
     for row, label in decisions.items():
         verdicts[row] = {"row": row, "label": label, "source": "human", "reason": "review"}
     lines = "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts.values())
-    _write_atomically(verdicts_path, lines)
+    write_text_atomically(verdicts_path, lines)
     verification = _recount(state, list(verdicts.values()))
     if paused:
         reporter.info(
@@ -161,9 +161,3 @@ def _emit_again(run: FinishedRun, state: RunState, reporter: Reporter) -> None:
 @dataclass(frozen=True)
 class _Runtime:
     context: RunContext
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)

@@ -4,6 +4,10 @@ Everything a run writes lives in ``<runs dir>/<run id>/``. The input is
 validated before that folder exists, so bad input leaves nothing behind. The
 request (task, data, settings without secrets) is saved there, so
 ``--resume RUN_ID`` continues with exactly the settings the run started with.
+
+A run is bound to its input: ``--resume`` and ``finetune`` refuse a data file whose size or
+sha256 differs from the one the run started with (verdicts are joined to rows by position),
+and each holds the run folder's lock (:func:`agent.files.hold_run_folder`) while it works.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.context import Reporter, RunContext
-from agent.dataset import inspect_dataset
+from agent.dataset import check_unchanged, inspect_dataset
 from agent.discovery.vetting import check_model_reference
 from agent.errors import RunStateError
+from agent.files import hold_run_folder, write_text_atomically
 from agent.graph import compile_graph
 from agent.hub.client import HfHub
 from agent.llm.batch import BatchClient, OpenAIBatchClient
@@ -27,7 +32,7 @@ from agent.llm.client import OpenAIChatModel
 from agent.packaging.image import docker_sandbox_options
 from agent.preflight import preflight
 from agent.settings import Settings
-from agent.state import RunInput, RunOutput
+from agent.state import DatasetInfo, RunInput, RunOutput
 
 REQUEST_FILE = "request.json"
 RECURSION_LIMIT = 50
@@ -106,9 +111,10 @@ def prepare_run(task: str, data: Path, settings: Settings) -> RunInput:
     request = {
         "task": task,
         "data": dataset.path,
+        "dataset": dataset.model_dump(mode="json"),
         "settings": settings.model_dump(mode="json", exclude={"llm_api_key"}),
     }
-    (run_dir / REQUEST_FILE).write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(run_dir / REQUEST_FILE, json.dumps(request, indent=2) + "\n")
     return RunInput(
         task=task,
         data_path=dataset.path,
@@ -122,18 +128,22 @@ def prepare_run(task: str, data: Path, settings: Settings) -> RunInput:
 def execute(run: RunInput | None, run_id: str, run_dir: Path, context: RunContext) -> RunOutput:
     """Invoke the graph: a fresh run when ``run`` is given, else continue the checkpoint.
 
-    The sandbox is probed first (:func:`agent.preflight.preflight`): a broken one stops the
-    run before anything is checkpointed. A run stopped before its first checkpoint (by the
-    probe, or interrupted) starts again from its saved request.
+    The run folder is held for the whole invocation: a second writer is refused. A resumed
+    run's input must be the file it started with. The sandbox is probed first
+    (:func:`agent.preflight.preflight`): a broken one stops the run before anything is
+    checkpointed. A run stopped before its first checkpoint (by the probe, or interrupted)
+    starts again from its saved request.
     """
-    preflight(context, run_dir)
-    graph = compile_graph(run_dir)
-    snapshot = graph.get_state(_config(run_id))
-    if run is None and not snapshot.values:
-        run = saved_input(run_dir, run_id, context.settings)
-    elif run is None:
-        check_resumable(snapshot, graph, run_id)
-    result = graph.invoke(run, _config(run_id), context=context)
+    with hold_run_folder(run_dir, run_id):
+        graph = compile_graph(run_dir)
+        snapshot = graph.get_state(_config(run_id))
+        if run is None and not snapshot.values:
+            run = saved_input(run_dir, run_id, context.settings)
+        elif run is None:
+            check_resumable(snapshot, graph, run_id)
+            check_unchanged(DatasetInfo.model_validate(snapshot.values["dataset"]), run_id)
+        preflight(context, run_dir)
+        result = graph.invoke(run, _config(run_id), context=context)
     return RunOutput.model_validate(result)
 
 
@@ -151,12 +161,17 @@ def check_resumable(snapshot, graph, run_id: str) -> None:
 
 
 def saved_input(run_dir: Path, run_id: str, settings: Settings) -> RunInput:
-    """The input of a run that has no checkpoint yet, from its saved request."""
+    """The input of a run that has no checkpoint yet, from its saved request (refused when
+    the data file is not the one the run started with)."""
     try:
         request = json.loads((run_dir / REQUEST_FILE).read_text(encoding="utf-8"))
         task, data = request["task"], Path(request["data"])
+        recorded = request.get("dataset")
+        started = None if recorded is None else DatasetInfo.model_validate(recorded)
     except (OSError, ValueError, KeyError) as error:
         raise RunStateError(f"run {run_id}: unreadable {REQUEST_FILE} ({error})") from None
+    if started is not None:
+        check_unchanged(started, run_id)
     dataset = inspect_dataset(data, settings.text_column)
     return RunInput(
         task=task, data_path=dataset.path, dataset=dataset, run_id=run_id, run_dir=str(run_dir)
@@ -186,19 +201,32 @@ def continue_finetuning(
     The run's saved request is updated first, so an interruption continues with
     ``--resume`` like any other run.
     """
+    run_dir, settings = load_request(runs_dir, run_id)
+    with hold_run_folder(run_dir, run_id):
+        return _continue_finetuning(run_dir, settings, run_id, stages, reporter, overrides)
+
+
+def _continue_finetuning(
+    run_dir: Path,
+    settings: Settings,
+    run_id: str,
+    stages: int,
+    reporter: Reporter,
+    overrides: dict[str, Any],
+) -> tuple[RunOutput, RunContext, Path]:
     from langgraph.types import Command
 
     from agent.errors import UserInputError
     from agent.learning import finetune_blocker
     from agent.state import RunState
 
-    run_dir, settings = load_request(runs_dir, run_id)
     graph = compile_graph(run_dir)
     snapshot = graph.get_state(_config(run_id))
     if not snapshot.values or snapshot.next:
         raise RunStateError(f"run {run_id} has not finished: continue it with --resume {run_id}")
     check_resumable(snapshot, graph, run_id)
     state = RunState.model_validate(snapshot.values)
+    check_unchanged(state.dataset, run_id)
     settings = settings.model_copy(
         update={"finetune_stages": len(state.finetune) + stages} | overrides
     )
@@ -210,8 +238,6 @@ def continue_finetuning(
     request_path = run_dir / REQUEST_FILE
     request = json.loads(request_path.read_text(encoding="utf-8"))
     request["settings"] = settings.model_dump(mode="json", exclude={"llm_api_key"})
-    temporary = request_path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(request, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(request_path)
+    write_text_atomically(request_path, json.dumps(request, indent=2) + "\n")
     result = graph.invoke(Command(goto="finetune_voters"), _config(run_id), context=context)
     return RunOutput.model_validate(result), context, run_dir

@@ -61,6 +61,8 @@ class DatasetInfo(Record):
     columns: tuple[str, ...]
     rows: int
     sha256: str
+    size: int | None = None
+    """Bytes, as inspected (None in a run checkpointed before sizes were recorded)."""
 
 
 class Candidate(Record):

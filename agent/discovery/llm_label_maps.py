@@ -113,8 +113,8 @@ class LabelMapRecords:
     def get(
         self, model_id: str, model_labels: Sequence[str], plan: TaskPlan, llm: str | None
     ) -> dict[str, Any] | None:
-        """``mapping``, ``prompt_id`` and ``llm`` (its model name) of the decision recorded for this model and
-        task by ``llm`` (None: by any LLM, the first in key order), or None."""
+        """``mapping``, ``prompt_id`` and ``llm`` (its model name) of the decision recorded for
+        this model and task by ``llm`` (None: by any LLM, the first in key order), or None."""
         decision = decision_key(model_labels, plan)
         try:
             maps = json.loads(self._path(model_id).read_text(encoding="utf-8"))["maps"]

@@ -19,6 +19,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from agent.errors import UserInputError
+from agent.files import replace_durably
 from agent.state import RunState
 from agent.verification.store import read_jsonl
 
@@ -78,7 +79,7 @@ def write_review_file(
             votes = json.dumps(record["votes"], ensure_ascii=False)
             cells = [record["text"], record["vote"], votes, verdict["reason"]]
             writer.writerow([row, *map(_inert, cells), "", run_id, text_sha256(record["text"])])
-    temporary.replace(path)
+    replace_durably(temporary, path)
 
 
 def _inert(cell: Any) -> Any:
