@@ -29,6 +29,7 @@ import sandbox as sandbox_package
 from agent import __version__
 from agent.context import RunContext
 from agent.errors import SandboxCheckError
+from agent.files import replace_durably
 from agent.packaging.image import BuildPath, check_build_path, uses_package_images
 from agent.packaging.probe import SandboxProbe, probe_sandbox
 from agent.settings import Settings
@@ -215,4 +216,4 @@ def _remember(cache: Path, key: str, probe: SandboxProbe) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     temporary = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps({"passed": kept}, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(cache)  # atomic: a concurrent run reads the old file or the new one
+    replace_durably(temporary, cache)  # atomic: a concurrent run reads the old file or the new one

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from agent.files import replace_durably
+
 
 def default_root() -> Path:
     """Read at call time: the Hugging Face home may be repointed after import (tests do)."""
@@ -95,4 +97,4 @@ def _write_json(path: Path, payload: Any) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
         json.dump(payload, stream, indent=1, sort_keys=True)
-    os.replace(temporary, path)
+    replace_durably(temporary, path)

@@ -23,6 +23,7 @@ from langgraph.runtime import Runtime
 from agent.context import RunContext
 from agent.dataset import iter_rows
 from agent.estimate import describe, estimate_final_labels
+from agent.files import replace_durably
 from agent.labeler_runtime import LABEL, LEARNED_KINDS, output_text_column
 from agent.rounds.schedule import (
     StopCheck,
@@ -164,7 +165,7 @@ def _saved_or_chosen(state, number, size, spent, heldout, share) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(saved, ensure_ascii=False) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    replace_durably(temporary, path)
     return saved
 
 
@@ -183,7 +184,7 @@ def _open_round(
     with open(temporary, "w", encoding="utf-8") as handle:
         for entry in choice["records"]:
             handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    temporary.replace(path)
+    replace_durably(temporary, path)
     chosen, held = len(choice["records"]), len(choice["heldout"])
     expected = choice["expected_yield"]
     context.reporter.info(

@@ -14,6 +14,7 @@ from langgraph.runtime import Runtime
 
 from agent.context import RunContext
 from agent.dataset import cell_text, iter_rows
+from agent.files import replace_durably
 from agent.labeler_runtime import (
     AGREEMENT,
     CONFIDENCE,
@@ -109,5 +110,5 @@ def collect_disagreements(labeled: Path, target: Path, state: RunState) -> tuple
             }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
-    temporary.replace(target)
+    replace_durably(temporary, target)
     return count, round(agreement / max(rows, 1), 4)

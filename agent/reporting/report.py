@@ -22,6 +22,7 @@ from pathlib import Path
 
 import jinja2
 
+from agent.files import replace_durably
 from agent.reporting.figures import (
     plot_agreement_matrix,
     plot_confidence_histogram,
@@ -52,7 +53,7 @@ def write_report(
     target = run_dir / REPORT_FILE
     temporary = target.with_name(f".{REPORT_FILE}.tmp-{os.getpid()}")
     temporary.write_text(html, encoding="utf-8")
-    temporary.replace(target)
+    replace_durably(temporary, target)
     return target
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.context import Reporter
+from agent.files import replace_durably
 from agent.llm.batch import BatchAnswer, BatchClient, BatchStatus, wait_for_batch
 from agent.llm.client import TokenUsage
 from agent.llm.pricing import Price
@@ -183,4 +184,4 @@ def _save(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    replace_durably(temporary, path)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.files import replace_durably
 from agent.state import RunState
 from agent.verification.stream import keyed_by_row, latest_by_row
 
@@ -160,7 +161,7 @@ def write_heldout(run_dir: Path, heldout: dict[int, bool]) -> None:
     temporary = path.with_suffix(".tmp")
     rows = {str(row): heldout[row] for row in sorted(heldout)}
     temporary.write_text(json.dumps({"rows": rows}) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    replace_durably(temporary, path)
 
 
 PILOT_REASON = "pilot"
