@@ -18,7 +18,7 @@ import numpy as np
 
 from .adapters import current_adapter
 from .config import VoterConfig
-from .encoders import EncoderVoter, shared_encoder
+from .encoders import EncoderVoter, row_products, shared_encoder
 from .voters import Runtime, VoterLoadError
 
 DEFAULT_TEMPERATURE = 30.0
@@ -77,5 +77,5 @@ class EmbeddingVoter(EncoderVoter):
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         embeddings = self.embed(texts)
         if self.head is not None:
-            return softmax(embeddings @ self.weights.T + self.bias)
-        return softmax(self.temperature * (embeddings @ self.prototypes.T))
+            return softmax(row_products(embeddings, self.weights) + self.bias)
+        return softmax(self.temperature * row_products(embeddings, self.prototypes))

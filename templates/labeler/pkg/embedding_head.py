@@ -16,7 +16,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from .config import VoterConfig
-from .encoders import EMBEDDING, UPPER_LAYERS, VIEWS, Encoder, EncoderVoter, shared_encoder, view
+from .encoders import (
+    EMBEDDING,
+    UPPER_LAYERS,
+    VIEWS,
+    Encoder,
+    EncoderVoter,
+    row_products,
+    shared_encoder,
+    view,
+)
 from .learned import LearnedVoter, uniform
 from .voters import Runtime, VoterLoadError
 
@@ -38,7 +47,7 @@ def head_probabilities(arrays: dict[str, np.ndarray], embeddings: np.ndarray) ->
     """(rows, labels) probabilities of a head (``weights`` (labels, dim), ``bias``)."""
     if len(embeddings) == 0:
         return np.zeros((0, arrays["bias"].shape[0]))
-    return softmax(embeddings @ arrays["weights"].T + arrays["bias"])
+    return softmax(row_products(embeddings, arrays["weights"]) + arrays["bias"])
 
 
 class EmbeddingHeadVoter(EncoderVoter, LearnedVoter):

@@ -27,7 +27,6 @@ import numpy as np
 from .adapters import adapter_identity, current_adapter
 from .config import VoterConfig
 from .feature_cache import FeatureCache
-from .packing import packed_encoder, packed_states, text_means
 from .transformer import load_transformer, max_length, run_batches
 from .voters import Runtime
 
@@ -47,6 +46,13 @@ def view(features: np.ndarray, name: str) -> np.ndarray:
     return features[:, start : start + width]
 
 
+def row_products(rows: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``rows @ matrix.T``, each row's products summed on its own: numpy's matmul takes
+    another kernel for a single row, whose sums round differently, so one text labeled
+    alone would not get the answer it gets in a batch."""
+    return (rows[:, None, :] * matrix[None, :, :]).sum(axis=-1)
+
+
 def precision_of(model) -> str:
     """``int8`` when the model computes in int8 (:func:`.transformer.int8_copy`), else its
     floating point format."""
@@ -64,8 +70,6 @@ class Encoder:
         self.tokenizer, self.model = load_transformer(config, runtime, "AutoModel")
         self.max_length = max_length(config, self.model, self.tokenizer)
         self.precision = precision_of(self.model)
-        self.offset = packed_encoder(self.model, self.tokenizer, runtime.device)
-        """Texts run packed several to a row (:mod:`.packing`) unless None: padded batches."""
         self.base = {
             "source": config.source,
             "revision": config.revision,
@@ -103,30 +107,17 @@ class Encoder:
 
         def pooled(inputs, batch):
             self.forward_calls += 1
-            if self.offset is not None:
-                packed = packed_states(
-                    self.model, self.offset, inputs, batch, output_hidden_states=True
-                )
-                states = packed.hidden_states
+            states = self.model(**inputs, output_hidden_states=True).hidden_states
+            mask = inputs["attention_mask"].unsqueeze(-1).to(states[-1].dtype)
 
-                def mean(hidden):
-                    return unit(text_means(hidden, batch))
-
-            else:
-                states = self.model(**inputs, output_hidden_states=True).hidden_states
-                mask = inputs["attention_mask"].unsqueeze(-1).to(states[-1].dtype)
-
-                def mean(hidden):
-                    return unit((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1))
+            def mean(hidden):
+                return unit((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1))
 
             layers = len(states) - 1  # states[0] is the embedding layer's output
             upper = unit(sum(mean(hidden) for hidden in states[layers // 2 :]))
             return torch.cat([mean(states[-1]), upper], dim=-1)
 
-        packed = self.offset is not None
-        return run_batches(
-            self.tokenizer, texts, self.max_length, self.runtime, pooled, packed=packed
-        )
+        return run_batches(self.tokenizer, texts, self.max_length, self.runtime, pooled)
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Both views of ``texts`` (:meth:`compute`); the same texts again are not computed

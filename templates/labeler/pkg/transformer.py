@@ -1,9 +1,9 @@
 """Hugging Face sequence classifiers as voters, and what transformer voters share.
 
-Shared: batching (length-sorted, each batch padded only to its own longest
-text; on CPU, classifiers of the families :mod:`.packing` knows take short texts
-packed several to a row), one tokenization per distinct tokenizer for the texts
-all voters are given, and the int8 mode for CPU.
+Shared: batching (each text padded to a length decided by its own token count, in
+batches of that length only, so a text's outputs never depend on its batch:
+:mod:`.packing`), one tokenization per distinct tokenizer for the texts all voters are
+given, and the int8 mode for CPU.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .config import VoterConfig
-from .packing import PackedBatch, batch_bounds, packed_batches, packed_head, packed_logits
+from .packing import classifier_family, head_logits, length_batches, padded_length
 from .voters import (
     Runtime,
     Voter,
@@ -77,12 +77,12 @@ class Batch:
     rows: list[int]
     """Positions of the batch's texts in the input."""
     features: dict[str, np.ndarray]
-    """Padded model inputs, one (rows, longest) int64 array each."""
+    """Padded model inputs, one (rows, padded length) int64 array each."""
 
 
-def pad_batch(tokenizer, encoded: dict[str, list], rows: list[int]) -> Batch:
-    """The same arrays ``tokenizer.pad`` gives, without its per-row Python overhead."""
-    longest = max(len(encoded["input_ids"][row]) for row in rows)
+def pad_batch(tokenizer, encoded: dict[str, list], rows: list[int], longest: int) -> Batch:
+    """The arrays ``tokenizer.pad`` gives at length ``longest``, without its per-row Python
+    overhead."""
     left = tokenizer.padding_side == "left"
     pad_values = {
         "input_ids": tokenizer.pad_token_id,
@@ -103,11 +103,8 @@ def pad_batch(tokenizer, encoded: dict[str, list], rows: list[int]) -> Batch:
     return Batch(rows, features)
 
 
-def encode_batches(
-    tokenizer, texts: Sequence[str], length: int, batch_size: int, packed: bool = False
-) -> list[Batch] | list[PackedBatch]:
-    """Tokenize, sort by length and pad each batch to its own longest text (``packed``:
-    texts end to end in rows, :mod:`.packing`)."""
+def encode_batches(tokenizer, texts: Sequence[str], length: int, batch_size: int) -> list[Batch]:
+    """Tokenize, and batch texts of one padded length together (:mod:`.packing`)."""
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no padding token, so texts cannot be batched")
     # Every input any model could take: voters sharing these batches pick theirs.
@@ -120,13 +117,10 @@ def encode_batches(
             return_attention_mask=True,
         )
     )
-    if packed:
-        return packed_batches(encoded, tokenizer.pad_token_id, batch_size)
-    order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
-    lengths = [len(encoded["input_ids"][i]) for i in order]
+    lengths = [len(ids) for ids in encoded["input_ids"]]
     return [
-        pad_batch(tokenizer, encoded, order[start:end])
-        for start, end in batch_bounds(lengths, batch_size)
+        pad_batch(tokenizer, encoded, rows, padded_length(lengths[rows[0]], length))
+        for rows in length_batches(lengths, length, batch_size)
     ]
 
 
@@ -139,17 +133,17 @@ class EncodingCache:
 
     def __init__(self) -> None:
         self.texts: tuple[str, ...] = ()
-        self.batches: dict[tuple[str, int, int, bool], list] = {}
+        self.batches: dict[tuple[str, int, int], list[Batch]] = {}
 
     def batches_for(
-        self, tokenizer, texts: Sequence[str], length: int, batch_size: int, packed: bool
-    ) -> list[Batch] | list[PackedBatch]:
+        self, tokenizer, texts: Sequence[str], length: int, batch_size: int
+    ) -> list[Batch]:
         current = tuple(texts)
         if current != self.texts:
             self.texts, self.batches = current, {}
-        key = (tokenizer_fingerprint(tokenizer), length, batch_size, packed)
+        key = (tokenizer_fingerprint(tokenizer), length, batch_size)
         if key not in self.batches:
-            self.batches[key] = encode_batches(tokenizer, current, length, batch_size, packed)
+            self.batches[key] = encode_batches(tokenizer, current, length, batch_size)
         return self.batches[key]
 
 
@@ -162,15 +156,14 @@ def run_batches(
     length: int,
     runtime: Runtime,
     forward: Callable,
-    packed: bool = False,
 ) -> np.ndarray:
-    """``forward(inputs, batch)`` over length-sorted, dynamically padded batches (``packed``:
-    :class:`PackedBatch` passes), in input order."""
+    """``forward(inputs, batch)`` over batches of texts of one padded length, in input
+    order."""
     import torch
 
     if not texts:
         return np.zeros((0, 0))
-    batches = ENCODINGS.batches_for(tokenizer, texts, length, runtime.batch_size, packed)
+    batches = ENCODINGS.batches_for(tokenizer, texts, length, runtime.batch_size)
     wanted = set(tokenizer.model_input_names)
     cuda = runtime.device == "cuda"
     outputs = []
@@ -230,13 +223,13 @@ class SequenceClassifierVoter:
         model_labels = [id2label[index] for index in range(len(id2label))]
         self.matrix = label_map_matrix(model_labels, config.label_map, labels)
         self.max_length = max_length(config, self.model, self.tokenizer)
-        self.family = packed_head(self.model, self.tokenizer, runtime.device)
-        """How texts are packed into rows for this model (None: padded batches)."""
+        self.family = classifier_family(self.model)
+        """How its head reads the first token (None: the model's own head runs)."""
 
     def logits(self, inputs, batch):
         if self.family is None:
             return self.model(**inputs).logits
-        return packed_logits(self.model, self.family, inputs, batch)
+        return head_logits(self.model, self.family, inputs)
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         probabilities = run_batches(
@@ -245,7 +238,6 @@ class SequenceClassifierVoter:
             self.max_length,
             self.runtime,
             lambda inputs, batch: self.logits(inputs, batch).softmax(dim=-1),
-            packed=self.family is not None,
         )
         return to_task_probabilities(probabilities, self.matrix)
 
