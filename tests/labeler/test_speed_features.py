@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from templates.labeler.pkg import packing, transformer
+from templates.labeler.pkg import transformer
 from templates.labeler.pkg.config import LabelerSpec, VoterConfig
 from templates.labeler.pkg.engine import Labeler, label_file
 from templates.labeler.pkg.voters import Runtime
@@ -152,29 +152,6 @@ def test_sorted_padded_batches_give_what_one_text_at_a_time_gives(models):
         )
     np.testing.assert_allclose(batched, one_by_one, atol=1e-6)
     assert batched.argmax(axis=1).tolist() == one_by_one.argmax(axis=1).tolist()
-
-
-def test_batches_cover_the_sorted_texts_in_order_within_the_batch_size():
-    rng = np.random.default_rng(0)
-    for lengths in ([], [7], [10] * 70, sorted(rng.integers(3, 200, 333).tolist())):
-        for size in (1, 4, 32):
-            bounds = packing.batch_bounds(lengths, size)
-            covered = [row for start, end in bounds for row in range(start, end)]
-            assert covered == list(range(len(lengths)))
-            assert all(0 < end - start <= size for start, end in bounds)
-    # Equal lengths: as few passes as the batch size allows.
-    assert len(packing.batch_bounds([10] * 70, 32)) == 3
-
-
-def test_a_few_texts_of_mixed_lengths_run_as_tighter_batches():
-    """The service's case: rows of unrelated requests, short and long, are not all padded to
-    the longest; texts of near-equal lengths stay in one pass."""
-    lengths = [5, 6, 6, 7, 30, 31, 33, 120]
-    bounds = packing.batch_bounds(lengths, 64)
-    assert bounds == [(0, 4), (4, 7), (7, 8)]
-    padded = sum((end - start) * lengths[end - 1] for start, end in bounds)
-    assert padded < 0.5 * len(lengths) * max(lengths)
-    assert packing.batch_bounds([20, 20, 21, 21, 22], 64) == [(0, 5)]
 
 
 def test_int8_linear_layers_stay_close_to_fp32_despite_an_outlier_token():

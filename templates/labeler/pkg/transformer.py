@@ -80,9 +80,13 @@ class Batch:
     """Padded model inputs, one (rows, padded length) int64 array each."""
 
 
-def pad_batch(tokenizer, encoded: dict[str, list], rows: list[int], longest: int) -> Batch:
-    """The arrays ``tokenizer.pad`` gives at length ``longest``, without its per-row Python
-    overhead."""
+def pad_batch(
+    tokenizer, encoded: dict[str, list], rows: list[int], longest: int | None = None
+) -> Batch:
+    """The arrays ``tokenizer.pad`` gives at length ``longest`` (None: the longest row's),
+    without its per-row Python overhead."""
+    if longest is None:
+        longest = max(len(encoded["input_ids"][row]) for row in rows)
     left = tokenizer.padding_side == "left"
     pad_values = {
         "input_ids": tokenizer.pad_token_id,
