@@ -81,8 +81,9 @@ def check_unchanged(dataset: DatasetInfo, run_id: str) -> None:
 
 
 def cell_text(value: Any) -> str:
-    """A table cell's value as text: "" for a missing one."""
-    return "" if value is None else str(value)
+    """A table cell's value as text ("" for a missing one), made safe as the labeler reads
+    it: lone surrogates become U+FFFD, NULs are dropped (:func:`tabular.safe_text`)."""
+    return tabular.safe_text(value)[0]
 
 
 def iter_rows(path: Path | str) -> Iterator[dict[str, Any]]:

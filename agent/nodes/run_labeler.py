@@ -55,6 +55,11 @@ def run_labeler(state: RunState, runtime: Runtime[RunContext]) -> dict:
         context.settings,
         lambda done, total: context.reporter.progress("labeling", done, total),
     )
+    if outcome.unsafe_texts and labeling_pass == 1:
+        context.reporter.warn(
+            f"{outcome.unsafe_texts} texts held lone surrogates or NUL characters; labeled "
+            "with those replaced by U+FFFD (surrogates) or dropped (NULs)"
+        )
     disagreements_path = Path(state.run_dir) / "disagreements.jsonl"
     count, agreement = collect_disagreements(job.output_path, disagreements_path, state)
     context.reporter.info(

@@ -47,6 +47,8 @@ class LabelerOutcome:
     seconds: float
     precisions: tuple[dict, ...] = ()
     """The labeler's ``quantize`` events: one per model whose precision it settled."""
+    unsafe_texts: int = 0
+    """Texts the labeler made safe as it read them (lone surrogates, NULs)."""
 
 
 def hf_cache_dir() -> Path:
@@ -195,7 +197,11 @@ def run_labeler_job(
         raise LabelerRunError("the labeler exited without writing its output")
     precisions = tuple(e for e in events if e.get("event") == "quantize")
     return LabelerOutcome(
-        int(done["rows"]), int(done["needs_review"]), float(done["seconds"]), precisions
+        int(done["rows"]),
+        int(done["needs_review"]),
+        float(done["seconds"]),
+        precisions,
+        int(done.get("unsafe_texts", 0)),
     )
 
 

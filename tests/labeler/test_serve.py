@@ -233,6 +233,32 @@ def test_concurrent_clients_share_model_batches(toxic_service):
             assert shared["prob_plain"] == pytest.approx(single["prob_plain"], abs=1e-4)
 
 
+def test_a_poison_text_is_labeled_and_fails_no_other_clients_request(toxic_service):
+    """A lone surrogate and a NUL, posted beside another client's ordinary request: both get
+    200 (the texts are made safe as read, as the batch command reads a file's)."""
+    url = toxic_service.url + "/v1/label"
+    poison = {"records": [{"text": "ok \ud800 broken", "note": "\udfff kept"}]}
+    poison["records"].append({"text": "nul \u0000 x you idiot", "note": "plain"})
+    ordinary = {"texts": ["you idiot", "have a nice day"]}
+    barrier = threading.Barrier(2)
+
+    def client(payload: dict) -> tuple[int, dict]:
+        barrier.wait()
+        status, _, answer = post_json(url, payload)
+        return status, answer
+
+    with ThreadPoolExecutor(2) as pool:
+        (poisoned, poisoned_answer), (fine, fine_answer) = pool.map(client, [poison, ordinary])
+    assert (poisoned, fine) == (200, 200), (poisoned_answer, fine_answer)
+    first, second = poisoned_answer["results"]
+    assert first["text"] == "ok \ufffd broken" and second["text"] == "nul  x you idiot"
+    assert first["note"] == "\udfff kept"  # every other field answered as it came
+    assert second["label"] == label(toxic_service.url, ["nul  x you idiot"])[0]["label"]
+    assert [row["label"] for row in fine_answer["results"]] == [
+        row["label"] for row in label(toxic_service.url, ordinary["texts"])
+    ]
+
+
 def test_metrics_parse_and_count_requests_by_status(toxic_service):
     url = toxic_service.url
     before = metrics(url)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import ray_engine, weights
+from . import ray_engine, tabular, weights
 from .commands import PACKAGE_ROOT, guarded, load_spec, resolve_device
 from .config import LabelerSpec
 from .engine import Labeler, LabelingSummary, label_file
@@ -248,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         progress.close()
     if code == 0:
-        report_done(args.progress, outcome["summary"], time.monotonic() - progress.started)
+        summary = outcome["summary"]
+        if summary.unsafe_texts:
+            print(tabular.unsafe_texts_note(summary.unsafe_texts, args.input), file=sys.stderr)
+        report_done(args.progress, summary, time.monotonic() - progress.started)
     return code
 
 
@@ -257,6 +260,7 @@ def report_done(style: str, summary: LabelingSummary, seconds: float) -> None:
     if style == "json":
         event = {"event": "done", "rows": summary.rows, "needs_review": summary.needs_review}
         event.update(seconds=round(seconds, 3), resumed_chunks=summary.resumed_chunks)
+        event.update(unsafe_texts=summary.unsafe_texts)
         print(json.dumps(event), file=sys.stderr, flush=True)
     elif style == "bar":
         print(

@@ -256,10 +256,13 @@ class LabelingSummary:
     chunks: int
     resumed_chunks: int
     output: str
+    unsafe_texts: int = 0
+    """Texts made safe as they were read (:func:`.tabular.safe_text`) in the chunks labeled."""
 
 
 def text_of(value: Any) -> str:
-    return "" if value is None else str(value)
+    """A text to label, made safe (:func:`.tabular.safe_text`)."""
+    return tabular.safe_text(value)[0]
 
 
 def count_rows(path: Path) -> int:
@@ -303,12 +306,14 @@ def label_file(
     done, needs_review = parts.counts(resumed)
     report = on_progress or (lambda done, total: None)
     report(done, total)
-    chunks = 0
+    chunks = unsafe = 0
     for index, chunk in enumerate(tabular.iter_chunks(input_path, chunk_size)):
         chunks += 1
         if index < resumed:
             continue
-        texts = [text_of(row.get(text_column)) for row in chunk]
+        read = [tabular.safe_text(row.get(text_column)) for row in chunk]
+        texts = [text for text, _ in read]
+        unsafe += sum(changed for _, changed in read)
         results = labeler.label_in_slices(
             texts,
             min_agreement,
@@ -319,9 +324,10 @@ def label_file(
         needs_review += sum(1 for result in results if result[NEEDS_REVIEW])
         done += len(chunk)
         report(done, total)
-    _assemble(labeler.spec, input_path, input_columns, output_path, parts, chunk_size)
+    _assemble(labeler.spec, input_path, text_column, input_columns, output_path, parts, chunk_size)
     parts.remove()
-    return LabelingSummary(done, needs_review, chunks, min(resumed, chunks), str(output_path))
+    resumed = min(resumed, chunks)
+    return LabelingSummary(done, needs_review, chunks, resumed, str(output_path), unsafe)
 
 
 def _first_texts(input_path: Path, text_column: str, rows: int) -> list[str]:
@@ -329,7 +335,9 @@ def _first_texts(input_path: Path, text_column: str, rows: int) -> list[str]:
     return [text_of(row.get(text_column)) for row in first]
 
 
-def _assemble(spec, input_path, input_columns, output_path, parts, chunk_size) -> None:
+def _assemble(spec, input_path, text_column, input_columns, output_path, parts, chunk_size):
+    """The output file: each input row as read (its text as labeled, made safe), then the
+    labeler's columns."""
     extra = added_columns([voter.name for voter in spec.voters])
     renames = input_renames(input_columns, extra)
     columns = [renames.get(column, column) for column in input_columns] + extra
@@ -338,6 +346,9 @@ def _assemble(spec, input_path, input_columns, output_path, parts, chunk_size) -
             results = parts.read(index)
             if len(results) != len(chunk):
                 raise RuntimeError(f"part {index} has {len(results)} rows, expected {len(chunk)}")
+            for row in chunk:
+                if text_column in row:
+                    row[text_column] = text_of(row[text_column])
             writer.write(
                 {**{renames.get(k, k): v for k, v in row.items()}, **result}
                 for row, result in zip(chunk, results, strict=True)

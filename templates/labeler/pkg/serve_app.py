@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -29,10 +30,22 @@ from .engine import Labeler
 from .serve_metrics import CONTENT_TYPE, ServeMetrics
 from .serve_openapi import docs_page, openapi_document
 from .serve_requests import Limits, RequestError, answer_rows, error_body, parse_label_request
+from .tabular import unsafe_texts_note
 
 WARM_UP_TEXT = "warm up"
 LOADING_RETRY_AFTER = 2
 """Retry-After (seconds) while the voters load."""
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON in UTF-8, or with ASCII escapes when a record's field holds a lone surrogate (the
+    same JSON value, answered as it came)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, separators=(",", ":")).encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,7 @@ class Service:
         started = time.perf_counter()
         try:
             rows = await self.answer(request)
-            response: Response = JSONResponse({"results": rows})
+            response: Response = SafeJSONResponse({"results": rows})
             self.metrics.rows.inc(len(rows))
         except RequestError as error:
             response = JSONResponse(error.body(), error.status, headers=error.headers)
@@ -142,6 +155,9 @@ class Service:
         limits = self.settings.limits
         body = await read_body(request, limits.max_body_bytes)
         parsed = parse_label_request(body, self.settings.text_column, limits)
+        if parsed.unsafe_texts:
+            where = f"a request of {len(parsed.texts)} texts"
+            print(unsafe_texts_note(parsed.unsafe_texts, where), file=sys.stderr, flush=True)
         try:
             results = await self.batcher.submit(parsed.texts)
         except Overloaded as error:

@@ -6,7 +6,10 @@ adds (:mod:`.columns`), for records each record's own fields (renamed as the bat
 renames clashing input columns, ``label`` -> ``label_input``) followed by those columns.
 
 Anything else is refused before any row is queued: 422 for a body of the wrong shape, 413
-for too many texts or a text that is too long.
+for too many texts or a text that is too long. A text is made safe as it is read, as the
+batch command reads a file's (:func:`.tabular.safe_text`: lone surrogates become U+FFFD,
+NULs are dropped), so a poison text is labeled and fails nobody's batch; a record's other
+fields are answered as they came.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .columns import added_columns, input_renames
+from .tabular import safe_text
 
 BODY_SHAPE = (
     'the body must be a JSON object with either "texts" (a list of strings) or "records" '
@@ -58,6 +62,8 @@ class LabelRequest:
     texts: list[str]
     records: list[dict[str, Any]] | None
     """The records the texts came from, or None when the body held bare texts."""
+    unsafe_texts: int = 0
+    """Texts made safe as they were read."""
 
 
 def json_type(value: Any) -> str:
@@ -86,7 +92,7 @@ def parse_label_request(body: bytes, text_column: str, limits: Limits) -> LabelR
         )
     if key == "texts":
         texts = [checked_text(item, f"texts[{index}]", limits) for index, item in enumerate(items)]
-        return LabelRequest(texts, None)
+        return _made_safe(texts, None, text_column)
     for index, record in enumerate(items):
         if not isinstance(record, dict):
             raise RequestError(
@@ -102,7 +108,21 @@ def parse_label_request(body: bytes, text_column: str, limits: Limits) -> LabelR
         checked_text(record[text_column], f"records[{index}].{text_column}", limits)
         for index, record in enumerate(items)
     ]
-    return LabelRequest(texts, items)
+    return _made_safe(texts, items, text_column)
+
+
+def _made_safe(
+    texts: list[str], records: list[dict[str, Any]] | None, text_column: str
+) -> LabelRequest:
+    """The request with its texts made safe (and each record's text as labeled)."""
+    read = [safe_text(text) for text in texts]
+    unsafe = sum(changed for _, changed in read)
+    texts = [text for text, _ in read]
+    if unsafe and records is not None:
+        records = [
+            record | {text_column: text} for record, text in zip(records, texts, strict=True)
+        ]
+    return LabelRequest(texts, records, unsafe)
 
 
 def checked_text(value: Any, where: str, limits: Limits) -> str:

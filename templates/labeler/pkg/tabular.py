@@ -2,8 +2,13 @@
 
 The format comes from the file's extension. Reading streams rows as plain
 dicts, a chunk at a time, so memory stays flat for any file size. Writing goes
-to a temporary sibling that is renamed over the target only when complete, so
-a reader never sees half a file.
+to a temporary sibling that is flushed to the disk and renamed over the target
+only when complete, so a reader never sees half a file.
+
+Text to label is made safe where it is read (:func:`safe_text`): a lone surrogate (which
+JSON can carry and UTF-8 cannot) becomes U+FFFD and a NUL is dropped, so one poison text
+cannot stop a run or fail a batch. Every other value is written as read: a JSON Lines line
+that UTF-8 cannot hold is written with ASCII escapes, a CSV cell with backslash escapes.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -32,6 +38,40 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 class DataError(ValueError):
     """A file cannot be read or written as a table; the message is one line for the user."""
+
+
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+"""NUL, and UTF-16 surrogates: in a Python string a surrogate is always a lone one (a JSON
+pair decodes to its one character), which no UTF-8 encoder or tokenizer takes."""
+
+
+def safe_text(value: Any) -> tuple[str, bool]:
+    """A text value as every consumer takes it ("" for a missing one), and whether it had to
+    change: lone surrogates become U+FFFD, NULs are dropped."""
+    text = "" if value is None else str(value)
+    if _UNSAFE.search(text) is None:
+        return text, False
+    return _UNSAFE.sub(lambda found: "" if found.group() == "\x00" else "\ufffd", text), True
+
+
+def unsafe_texts_note(count: int, where: str) -> str:
+    """The one warning line for texts :func:`safe_text` changed."""
+    plural = "s" if count != 1 else ""
+    return (
+        f"warning: {count} text{plural} in {where} held lone surrogates or NUL characters; "
+        "labeled with those replaced by U+FFFD (surrogates) or dropped (NULs)"
+    )
+
+
+def json_line(record: Row) -> str:
+    """One JSON Lines line: UTF-8 where it can be, ASCII escapes for a value that holds a
+    lone surrogate (still the same JSON value)."""
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record)
+    return line + "\n"
 
 
 def detect_format(path: Path | str) -> str:
@@ -210,7 +250,11 @@ class TableWriter:
         self._parquet_schema = None
         self._handle = None
         if self.format in ("csv", "tsv", "jsonl"):
-            self._handle = open(self._temporary, "w", encoding="utf-8", newline="")
+            # backslashreplace: a CSV cell copied from a JSON value with a lone surrogate
+            # (JSON Lines lines escape theirs, :func:`json_line`).
+            self._handle = open(
+                self._temporary, "w", encoding="utf-8", errors="backslashreplace", newline=""
+            )
         if self.format in ("csv", "tsv"):
             self._csv = csv.writer(self._handle, delimiter=_delimiter(self.format))
             self._csv.writerow(self.columns)
@@ -220,7 +264,7 @@ class TableWriter:
         if self.format == "jsonl":
             for row in rows:
                 record = {column: row.get(column) for column in self.columns}
-                self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                self._handle.write(json_line(record))
         elif self.format == "parquet":
             self._write_parquet(rows)
         else:
@@ -262,7 +306,10 @@ class TableWriter:
 
     def commit(self) -> Path:
         self._close()
+        with open(self._temporary, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(self._temporary, self.path)
+        _sync_folder(self.path.parent)
         return self.path
 
     def abort(self) -> None:
@@ -279,3 +326,17 @@ class TableWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the rename to the disk, where the file system allows it."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
