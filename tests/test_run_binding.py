@@ -26,6 +26,7 @@ EXAMPLE = Path(__file__).parent.parent / "examples" / "tweets.csv"
 
 
 def start(folder: Path, toxic_voters: dict, *flags: str) -> tuple[list[str], int]:
+    """Label a copy of the example tweets in ``folder``; the arguments and the exit status."""
     data = folder / "tweets.csv"
     data.write_bytes(EXAMPLE.read_bytes())
     runs = folder / "runs"
@@ -40,23 +41,22 @@ def start(folder: Path, toxic_voters: dict, *flags: str) -> tuple[list[str], int
     return args, status
 
 
+def run_with(folder: Path, toxic_voters: dict, verifier: str, status: int) -> dict:
+    """A run with ``--verifier VERIFIER`` that ended with ``status``: its folder and id."""
+    assert start(folder, toxic_voters, "--verifier", verifier)[1] == status
+    (run_dir,) = (folder / "runs").iterdir()
+    return {"folder": folder, "run_dir": run_dir, "run_id": run_dir.name}
+
+
 @pytest.fixture(scope="module")
 def paused_run(tmp_path_factory, toxic_voters) -> dict:
     """A run paused for a person's review of round 1 (``--verifier human``)."""
-    folder = tmp_path_factory.mktemp("paused")
-    _, status = start(folder, toxic_voters, "--verifier", "human")
-    assert status == 3
-    (run_dir,) = (folder / "runs").iterdir()
-    return {"folder": folder, "run_dir": run_dir, "run_id": run_dir.name}
+    return run_with(tmp_path_factory.mktemp("paused"), toxic_voters, "human", 3)
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, toxic_voters) -> dict:
-    folder = tmp_path_factory.mktemp("finished")
-    _, status = start(folder, toxic_voters, "--verifier", "none")
-    assert status == 0
-    (run_dir,) = (folder / "runs").iterdir()
-    return {"folder": folder, "run_dir": run_dir, "run_id": run_dir.name}
+    return run_with(tmp_path_factory.mktemp("finished"), toxic_voters, "none", 0)
 
 
 def shuffled(data: Path) -> bytes:
