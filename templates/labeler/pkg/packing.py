@@ -11,7 +11,7 @@ probabilities moved by up to 0.03. At one shape per text, every pass is bit-iden
 whatever the batch, its size, its batch-mates, the engine or the thread count; the int8
 matmuls themselves are exact (int32 sums).
 
-Texts are no longer packed several to a row (issues 19 to 29 did): a packed row's length, and
+Texts are no longer packed several to a row (as issue 19 had them): a packed row's length, and
 where a text sits in it, depend on its row-mates, and no mask makes attention's reductions
 forget that.
 """
