@@ -13,6 +13,8 @@ curve (estimated and true accuracy against rows verified, per round).
     python benchmarks/accuracy.py --rows 2000 --seeds 5
     python benchmarks/accuracy.py --rows 2000 --seeds 5 --model specialist:minilm
     python benchmarks/accuracy.py --dataset uncertainty --rows 2000 --seeds 3
+    python benchmarks/accuracy.py --dataset pang-lee-skewed --rows 2000 --first-seed 5 --seeds 5
+    python benchmarks/accuracy.py --dataset sentiment-3 --rows 2000 --first-seed 5 --seeds 5
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.cli import main  # noqa: E402
-from benchmarks.datasets import CORPORA, corpus_sample  # noqa: E402
+from benchmarks.datasets import DATASETS, corpus_sample  # noqa: E402
 
 
 def read(path: Path) -> list[dict[str, str]]:
@@ -66,7 +68,7 @@ def agent_args(
     chosen = [
         str(part) for name, value in flags.items() if value is not None for part in (name, value)
     ]
-    corpus = CORPORA[dataset]
+    corpus = DATASETS[dataset]
     return [
         corpus.task, "--data", str(data), "--offline", "--labels", ",".join(corpus.labels),
         "--verifier", "column:label", *chosen, *extra, "--out", str(work / "out"),
@@ -192,7 +194,7 @@ def plot(results: list[dict], path: Path, title: str) -> None:
 
 def main_cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=sorted(CORPORA), default="pang-lee")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="pang-lee")
     parser.add_argument("--rows", type=int, default=2000, help="rows per sample (at most all)")
     parser.add_argument("--seeds", type=int, default=1, help="how many seeds (one sample each)")
     parser.add_argument("--first-seed", type=int, default=0, help="the first of them (default 0)")

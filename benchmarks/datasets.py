@@ -12,6 +12,13 @@ English text sets (its README: "samples that have been reduced in size and/or ba
 
 Each sample is written with columns ``id``, ``label`` and the corpus's own text column
 (``text``, ``sentence``, ``message``): the agent must find the text wherever it is.
+
+Two sets are composed from them, to check defaults where balanced two-class data cannot
+(stated as composed wherever their figures are given):
+
+- ``pang-lee-skewed``: Pang & Lee sentences drawn 75% negative, 25% positive;
+- ``sentiment-3``: three classes, 50% ``neutral`` (CoNLL-2010 *certain* Wikipedia sentences:
+  factual statements), 30% ``negative`` and 20% ``positive`` (Pang & Lee).
 """
 
 from __future__ import annotations
@@ -59,6 +66,55 @@ CORPORA = {
 }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Composed:
+    """A labelled set drawn from parts of the corpora above, each in a fixed share."""
+
+    parts: tuple[tuple[str, str, str, float], ...]
+    """(corpus, its label, the label here, share of the rows)."""
+    text_column: str
+    task: str
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({label for _, _, label, _ in self.parts})
+
+
+COMPOSED = {
+    "pang-lee-skewed": Composed(
+        (("pang-lee", "negative", "negative", 0.75), ("pang-lee", "positive", "positive", 0.25)),
+        "text", "label these movie review sentences by sentiment polarity",
+    ),
+    "sentiment-3": Composed(
+        (
+            ("uncertainty", "certain", "neutral", 0.5),
+            ("pang-lee", "negative", "negative", 0.3),
+            ("pang-lee", "positive", "positive", 0.2),
+        ),
+        "text", "label these sentences by sentiment: positive, negative or neutral (no opinion)",
+    ),
+}  # fmt: skip
+DATASETS = {**CORPORA, **COMPOSED}
+"""Every set ``corpus_sample`` draws from, by name."""
+
+
+def composed_rows(name: str, rows: int, seed: int) -> list[tuple[str, str]]:
+    """``rows`` (label, text) pairs of composed set ``name``, each part in its share (the last
+    part takes what rounding leaves), shuffled."""
+    composed = COMPOSED[name]
+    generator = random.Random(seed)
+    drawn: list[tuple[str, str]] = []
+    for index, (corpus, label, renamed, share) in enumerate(composed.parts):
+        count = rows - len(drawn) if index == len(composed.parts) - 1 else round(rows * share)
+        pool = [text for own, text in corpus_rows(corpus) if own == label]
+        generator.shuffle(pool)
+        if count > len(pool):
+            raise ValueError(f"{name}: {corpus} has {len(pool)} {label!r} rows, {count} wanted")
+        drawn += [(renamed, text) for text in pool[:count]]
+    generator.shuffle(drawn)
+    return drawn
+
+
 def corpus_rows(name: str) -> list[tuple[str, str]]:
     """All (label, text) pairs of corpus ``name``."""
     corpus = CORPORA[name]
@@ -92,11 +148,14 @@ def corpus_sample(name: str, rows: int, seed: int = 0) -> Path:
     target = DATA / f"{name.replace('-', '_')}_{rows}_{seed}.csv"
     if target.exists():
         return target
-    data = corpus_rows(name)
-    random.Random(seed).shuffle(data)
+    if name in COMPOSED:
+        data = composed_rows(name, rows, seed)
+    else:
+        data = corpus_rows(name)
+        random.Random(seed).shuffle(data)
     with open(target, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["id", "label", CORPORA[name].text_column])
+        writer.writerow(["id", "label", DATASETS[name].text_column])
         writer.writerows((index, label, text) for index, (label, text) in enumerate(data[:rows]))
     return target
 
