@@ -24,7 +24,7 @@ from agent.dataset import check_unchanged, inspect_dataset
 from agent.discovery.vetting import check_model_reference
 from agent.errors import RunStateError
 from agent.files import hold_run_folder, write_text_atomically
-from agent.graph import compile_graph
+from agent.graph import CHECKPOINTS, compile_graph
 from agent.hub.client import HfHub
 from agent.llm.batch import BatchClient, OpenAIBatchClient
 from agent.llm.cache import CachedLanguageModel, ResponseCache
@@ -135,16 +135,24 @@ def execute(run: RunInput | None, run_id: str, run_dir: Path, context: RunContex
     starts again from its saved request.
     """
     with hold_run_folder(run_dir, run_id):
+        if run is None:
+            run = resumed_input(run_dir, run_id, context.settings)
+        preflight(context, run_dir)
+        result = compile_graph(run_dir).invoke(run, _config(run_id), context=context)
+    return RunOutput.model_validate(result)
+
+
+def resumed_input(run_dir: Path, run_id: str, settings: Settings) -> RunInput | None:
+    """What a resumed run starts from: None to continue its checkpoint (one this graph can
+    continue, of the input file as it was), else the input of its saved request."""
+    if (run_dir / CHECKPOINTS).exists():
         graph = compile_graph(run_dir)
         snapshot = graph.get_state(_config(run_id))
-        if run is None and not snapshot.values:
-            run = saved_input(run_dir, run_id, context.settings)
-        elif run is None:
+        if snapshot.values:
             check_resumable(snapshot, graph, run_id)
             check_unchanged(DatasetInfo.model_validate(snapshot.values["dataset"]), run_id)
-        preflight(context, run_dir)
-        result = graph.invoke(run, _config(run_id), context=context)
-    return RunOutput.model_validate(result)
+            return None
+    return saved_input(run_dir, run_id, settings)
 
 
 def check_resumable(snapshot, graph, run_id: str) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
+from agent.files import LOCK_FILE
 from agent.packaging.image import (
     DIGEST_LABEL,
     IMAGE_RECORD,
@@ -360,7 +361,7 @@ def test_a_base_image_that_cannot_be_had_stops_the_run_with_one_line(
         "on the engine and cannot be pulled ("
     )
     (run_dir,) = (tmp_path / ".autoannotator" / "runs").iterdir()
-    assert sorted(p.name for p in run_dir.iterdir()) == ["request.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE, "request.json"]
 
 
 @pytest.mark.docker

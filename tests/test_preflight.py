@@ -21,6 +21,7 @@ import pytest
 from agent.cli import main
 from agent.context import RunContext
 from agent.errors import SandboxCheckError
+from agent.files import LOCK_FILE
 from agent.packaging.probe import probe_sandbox
 from agent.preflight import preflight
 from agent.runs import execute, prepare_run
@@ -224,7 +225,7 @@ def test_the_agent_stops_before_its_first_step_and_resumes_once_fixed(
     with pytest.raises(SandboxCheckError, match="^sandbox none: .* cannot import torch inside"):
         execute(run, run.run_id, Path(run.run_dir), RunContext(settings, broken, reporter))
     assert reporter.stages == []  # not even the planner ran
-    assert sorted(p.name for p in Path(run.run_dir).iterdir()) == ["request.json"]
+    assert sorted(p.name for p in Path(run.run_dir).iterdir()) == [LOCK_FILE, "request.json"]
 
     fixed = RunContext(settings, make_sandbox("none"), RecordingReporter())
     result = execute(None, run.run_id, Path(run.run_dir), fixed)
@@ -263,7 +264,7 @@ def test_cli_from_a_venv_the_sandbox_cannot_see_stops_with_the_fix_then_resumes(
     ), done.stderr
     run_id = error.rsplit("--resume ", 1)[1].rstrip("]")
     runs = tmp_path / ".autoannotator" / "runs"
-    assert sorted(p.name for p in (runs / run_id).iterdir()) == ["request.json"]
+    assert sorted(p.name for p in (runs / run_id).iterdir()) == [LOCK_FILE, "request.json"]
 
     monkeypatch.chdir(tmp_path)
     assert main(["--resume", run_id]) == 0
@@ -294,4 +295,4 @@ def test_cli_with_an_image_without_python_stops_with_one_line(
     )
     (run_dir,) = (tmp_path / ".autoannotator" / "runs").iterdir()
     assert errors[0].endswith(f"continue with --resume {run_dir.name}]")
-    assert sorted(p.name for p in run_dir.iterdir()) == ["request.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE, "request.json"]
