@@ -252,6 +252,24 @@ def better_than_chance(
     return p_value < alpha, p_value
 
 
+def chance_agreement(pairs: Sequence[tuple[str, str]]) -> float:
+    """How often a voter that gives each label as often as it does, but independently of the
+    truth, would be right on ``pairs`` ((vote, true label)): the sum over labels of the
+    voter's share of that label times the truth's (Cohen's expected agreement)."""
+    if not pairs:
+        return 0.0
+    votes = Counter(vote for vote, _ in pairs)
+    truth = Counter(label for _, label in pairs)
+    return sum(votes[label] * truth[label] for label in votes) / len(pairs) ** 2
+
+
+def cohen_kappa(correct: int, voted: int, expected: float) -> float:
+    """Agreement beyond chance: (observed - expected) / (1 - expected), 0 where undefined."""
+    if voted <= 0 or expected >= 1.0:
+        return 0.0
+    return (correct / voted - expected) / (1.0 - expected)
+
+
 def majority_rate(true_labels: Sequence[str]) -> float:
     """Share of the most common label: the accuracy of always answering it (0 for none)."""
     if not true_labels:

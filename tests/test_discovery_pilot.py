@@ -281,7 +281,7 @@ def test_named_voters_are_checked_on_verified_rows_and_kept_when_better_than_cha
     assert [voter.name for voter in update["voters"]] == list(VOTES)
     assert llm.history, "the pilot rows are verified even for named voters"
     assert update["pilot"].basis == "verified"
-    assert not [r for r in update["rejections"] if "most common label" in r.reason]
+    assert not [r for r in update["rejections"] if "carry no signal" in r.reason]
 
 
 def test_a_named_voter_at_chance_is_dropped_with_its_reason(tmp_path):
@@ -295,7 +295,7 @@ def test_a_named_voter_at_chance_is_dropped_with_its_reason(tmp_path):
     )
 
     assert [voter.name for voter in update["voters"]] == list(VOTES)
-    (dropped,) = [r for r in update["rejections"] if "most common label" in r.reason]
+    (dropped,) = [r for r in update["rejections"] if "carry no signal" in r.reason]
     assert dropped.ref.endswith("coin") and "one-sided binomial test" in dropped.reason
     assert any("dropped" in line for line in context.reporter.infos)
 

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from agent.discovery.calibration import MIN_ROWS
-from agent.estimate import better_than_chance, majority_rate
+from agent.estimate import better_than_chance, chance_agreement, cohen_kappa
 from agent.state import Candidate
 
 REDUNDANT_AGREEMENT = 0.99
@@ -191,9 +191,15 @@ def chance_level(
     verified: Sequence[str | None],
     alpha: float = CHANCE_ALPHA,
 ) -> dict[str, str]:
-    """Candidate -> why it is dropped: on the verified (held-out) pilot rows it voted on, it
-    is not right more often than always answering their most common label would be, by a
-    one-sided exact binomial test at ``alpha``."""
+    """Candidate -> why it is dropped: on the verified (held-out) pilot rows it voted on, its
+    votes carry no signal about the labels: it is not right more often than a voter giving
+    each label as often as it does, independently of the truth, would be (Cohen's expected
+    agreement), by a one-sided exact binomial test at ``alpha``.
+
+    Not the majority rate: on skewed data a voter can be right less often than always
+    answering the most common label and still tell the labels apart (its errors are not the
+    majority label's), and the learned vote weighs what it adds. A voter that always answers
+    one label carries no signal and is dropped. Abstentions are not errors."""
     dropped = {}
     for candidate in candidates:
         pairs = [
@@ -203,14 +209,33 @@ def chance_level(
         ]
         if not pairs:
             continue
-        correct = sum(vote == label for vote, label in pairs)
-        baseline = majority_rate([label for _, label in pairs])
-        better, p_value = better_than_chance(correct, len(pairs), baseline, alpha)
-        if not better:
-            dropped[candidate.name] = (
-                f"no better than always answering the most common label: right on "
-                f"{correct} of the {len(pairs)} verified pilot rows it voted on "
-                f"({correct / len(pairs):.0%}, against {baseline:.0%}; one-sided binomial "
-                f"test, p = {p_value:.2f})"
-            )
+        signal = carried_signal(pairs, alpha)
+        if not signal.carried:
+            dropped[candidate.name] = f"its votes carry no signal: {signal.describe()}"
     return dropped
+
+
+class Signal:
+    """What a voter's votes say about the verified labels beyond chance."""
+
+    def __init__(self, correct: int, voted: int, expected: float, p_value: float, alpha: float):
+        self.correct, self.voted, self.expected = correct, voted, expected
+        self.p_value, self.carried = p_value, p_value < alpha
+        self.kappa = cohen_kappa(correct, voted, expected)
+
+    def describe(self) -> str:
+        return (
+            f"right on {self.correct} of the {self.voted} verified pilot rows it voted on "
+            f"({self.correct / self.voted:.0%}, against {self.expected:.0%} for votes given "
+            f"as often but independently of the labels; Cohen's kappa {self.kappa:.2f}, "
+            f"one-sided binomial test, p = {self.p_value:.2f})"
+        )
+
+
+def carried_signal(pairs: Sequence[tuple[str, str]], alpha: float = CHANCE_ALPHA) -> Signal:
+    """Whether ``pairs`` ((vote, verified label)) agree beyond chance (see
+    :func:`chance_level`)."""
+    correct = sum(vote == label for vote, label in pairs)
+    expected = chance_agreement(pairs)
+    _, p_value = better_than_chance(correct, len(pairs), expected, alpha)
+    return Signal(correct, len(pairs), expected, p_value, alpha)

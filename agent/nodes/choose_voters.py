@@ -64,9 +64,9 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     learned = _learned(state, candidates, context)
     if not chosen and not learned:
         raise UserInputError(
-            "no voter does better than always answering the most common label on the verified "
-            "pilot rows, and no learned voter can be trained (--no-learned-voters or "
-            "--verifier none): pass --model or a verifier"
+            "no voter's votes carry signal about the labels of the verified pilot rows (none "
+            "is right more often than chance), and no learned voter can be trained "
+            "(--no-learned-voters or --verifier none): pass --model or a verifier"
         )
     verified_rows = checked.verified if checked else 0
     verdict = {c.name: _selected(c, pilot) for c in chosen} | skipped
