@@ -82,6 +82,16 @@ def finetune_blocker(state: RunState, settings: Settings) -> str | None:
     return None
 
 
+def finetune_shortfall(state: RunState, settings: Settings) -> str | None:
+    """One line on why fewer fine-tuning stages ran than ``--finetune-stages`` asked for (None
+    when they all ran): a flag that could not act says so."""
+    asked, ran = settings.finetune_stages, len(state.finetune)
+    if ran >= asked:
+        return None
+    reason = finetune_blocker(state, settings) or "the run ended before another stage was due"
+    return f"--finetune-stages {asked}: {ran} of {asked} fine-tuning stages ran; {reason}"
+
+
 def should_finetune(state: RunState, settings: Settings) -> bool:
     """Another stage is due, a voter can learn, and rows were verified since the last one."""
     return finetune_blocker(state, settings) is None

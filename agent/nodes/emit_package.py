@@ -23,6 +23,7 @@ from agent.labeler_runtime import (
     read_columns,
     read_flag,
 )
+from agent.learning import finetune_shortfall
 from agent.packaging.build import (
     build_spec,
     emit,
@@ -51,6 +52,9 @@ def emit_package(state: RunState, runtime: Runtime[RunContext]) -> dict:
     context = runtime.context
     settings = context.settings
     context.reporter.stage("emit_package", str(settings.out))
+    shortfall = finetune_shortfall(state, settings)
+    if shortfall is not None:
+        context.reporter.warn(shortfall)
     output_path = Path(settings.output or default_output_path(state, settings.out))
     sources = write_labeled_data(state, output_path)
     metrics = run_metrics(state, sources)
