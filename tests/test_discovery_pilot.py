@@ -282,6 +282,8 @@ def test_named_voters_are_checked_on_verified_rows_and_kept_when_better_than_cha
     assert llm.history, "the pilot rows are verified even for named voters"
     assert update["pilot"].basis == "verified"
     assert not [r for r in update["rejections"] if "carry no signal" in r.reason]
+    kept = [score.note for score in update["pilot"].scores if score.selected]
+    assert kept and all("selected, carries signal: Cohen's kappa" in note for note in kept)
 
 
 def test_a_named_voter_at_chance_is_dropped_with_its_reason(tmp_path):

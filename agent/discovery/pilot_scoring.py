@@ -200,19 +200,31 @@ def chance_level(
     answering the most common label and still tell the labels apart (its errors are not the
     majority label's), and the learned vote weighs what it adds. A voter that always answers
     one label carries no signal and is dropped. Abstentions are not errors."""
-    dropped = {}
+    return {
+        name: f"its votes carry no signal: {signal.describe()}"
+        for name, signal in voter_signals(candidates, votes, verified, alpha).items()
+        if not signal.carried
+    }
+
+
+def voter_signals(
+    candidates: Sequence[Candidate],
+    votes: dict[str, list[str]],
+    verified: Sequence[str | None],
+    alpha: float = CHANCE_ALPHA,
+) -> dict[str, Signal]:
+    """Candidate -> what its votes on the verified pilot rows say beyond chance (candidates
+    that voted on none of them are left out)."""
+    signals = {}
     for candidate in candidates:
         pairs = [
             (vote, label)
             for vote, label in zip(votes[candidate.name], verified, strict=True)
             if label is not None and vote not in (None, "")
         ]
-        if not pairs:
-            continue
-        signal = carried_signal(pairs, alpha)
-        if not signal.carried:
-            dropped[candidate.name] = f"its votes carry no signal: {signal.describe()}"
-    return dropped
+        if pairs:
+            signals[candidate.name] = carried_signal(pairs, alpha)
+    return signals
 
 
 class Signal:
@@ -222,6 +234,10 @@ class Signal:
         self.correct, self.voted, self.expected = correct, voted, expected
         self.p_value, self.carried = p_value, p_value < alpha
         self.kappa = cohen_kappa(correct, voted, expected)
+
+    def brief(self) -> str:
+        """Why a kept voter is kept, in a few words."""
+        return f"carries signal: Cohen's kappa {self.kappa:.2f}, p = {self.p_value:.3f}"
 
     def describe(self) -> str:
         return (

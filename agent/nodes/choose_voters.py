@@ -24,6 +24,7 @@ from agent.dataset import iter_rows
 from agent.discovery.calibration import Calibration, calibrate_label_maps, verified_reference
 from agent.discovery.learned_voters import learned_candidates
 from agent.discovery.pilot_scoring import (
+    Signal,
     basis_note,
     chance_level,
     consensus_agreement,
@@ -31,6 +32,7 @@ from agent.discovery.pilot_scoring import (
     rank_voters,
     verified_accuracy,
     voter_note,
+    voter_signals,
 )
 from agent.errors import UserInputError
 from agent.labeler_runtime import voter_label_column, voter_probability_column
@@ -56,6 +58,7 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     agreement = {name: consensus_agreement(name, votes) for name in votes}
     accuracy = {name: verified_accuracy(votes[name], truth) for name in votes} if truth else {}
     dropped = chance_level(candidates, votes, truth) if truth else {}
+    signals = voter_signals(candidates, votes, truth) if truth else {}
     chosen, skipped = [c for c in candidates if c.name not in dropped], {}
     if not settings.models and chosen:
         chosen, skipped = rank_voters(
@@ -69,7 +72,7 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
             "(--no-learned-voters or --verifier none): pass --model or a verifier"
         )
     verified_rows = checked.verified if checked else 0
-    verdict = {c.name: _selected(c, pilot) for c in chosen} | skipped
+    verdict = {c.name: _selected(c, pilot, signals.get(c.name)) for c in chosen} | skipped
     verdict |= {name: f"dropped, {reason}" for name, reason in dropped.items()}
     scores = tuple(
         _score(
@@ -129,12 +132,14 @@ def _with_precision(candidates, pilot: PilotRun) -> list[Candidate]:
     ]
 
 
-def _selected(candidate: Candidate, pilot: PilotRun) -> str:
-    """A chosen voter's verdict, with the CPU precision it will run at and why."""
+def _selected(candidate: Candidate, pilot: PilotRun, signal: Signal | None) -> str:
+    """A chosen voter's verdict: why it is kept (the signal its votes carry, when the pilot
+    was verified), and the CPU precision it will run at and why."""
+    verdict = "selected" if signal is None else f"selected, {signal.brief()}"
     if candidate.precision is None:
-        return "selected"
+        return verdict
     why = pilot.precision_notes.get(candidate.name)
-    return f"selected, {candidate.precision} on CPU" + (f" ({why})" if why else "")
+    return f"{verdict}, {candidate.precision} on CPU" + (f" ({why})" if why else "")
 
 
 def _learned(state: RunState, candidates, context: RunContext) -> list[Candidate]:
