@@ -200,9 +200,14 @@ def chance_level(
     answering the most common label and still tell the labels apart (its errors are not the
     majority label's), and the learned vote weighs what it adds. A voter that always answers
     one label carries no signal and is dropped. Abstentions are not errors."""
+    return without_signal(voter_signals(candidates, votes, verified, alpha))
+
+
+def without_signal(signals: dict[str, Signal]) -> dict[str, str]:
+    """Voter -> why it is dropped, for the voters whose ``signals`` carry none."""
     return {
         name: f"its votes carry no signal: {signal.describe()}"
-        for name, signal in voter_signals(candidates, votes, verified, alpha).items()
+        for name, signal in signals.items()
         if not signal.carried
     }
 

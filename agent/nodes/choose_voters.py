@@ -26,13 +26,13 @@ from agent.discovery.learned_voters import learned_candidates
 from agent.discovery.pilot_scoring import (
     Signal,
     basis_note,
-    chance_level,
     consensus_agreement,
     expected_flag_rate,
     rank_voters,
     verified_accuracy,
     voter_note,
     voter_signals,
+    without_signal,
 )
 from agent.errors import UserInputError
 from agent.labeler_runtime import voter_label_column, voter_probability_column
@@ -57,8 +57,8 @@ def choose_voters(state: RunState, runtime: Runtime[RunContext]) -> dict:
     candidates, votes = _with_precision(calibration.candidates, pilot), calibration.votes
     agreement = {name: consensus_agreement(name, votes) for name in votes}
     accuracy = {name: verified_accuracy(votes[name], truth) for name in votes} if truth else {}
-    dropped = chance_level(candidates, votes, truth) if truth else {}
     signals = voter_signals(candidates, votes, truth) if truth else {}
+    dropped = without_signal(signals)
     chosen, skipped = [c for c in candidates if c.name not in dropped], {}
     if not settings.models and chosen:
         chosen, skipped = rank_voters(
