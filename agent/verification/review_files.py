@@ -9,7 +9,6 @@ or one of another run, cannot overwrite a label the run already settled.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -21,6 +20,7 @@ from xml.sax.saxutils import quoteattr
 from agent.errors import UserInputError
 from agent.files import replace_durably
 from agent.state import RunState
+from agent.verification.cache import text_key
 from agent.verification.store import read_jsonl
 
 RUN = "run"
@@ -35,9 +35,10 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """How a cell a spreadsheet runs as a formula starts (OWASP's CSV injection rule)."""
 
 
-def text_sha256(text: Any) -> str:
-    """The hash an exported row carries, of the text the run recorded for it."""
-    return hashlib.sha256(str(text).encode("utf-8")).hexdigest()
+def text_sha256(text: str) -> str:
+    """The hash an exported row carries, of the text the run recorded for it: the verdict
+    cache's key of that text."""
+    return text_key(text)
 
 
 def disputed_records(state: RunState) -> list[Path]:
