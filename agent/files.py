@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,9 +52,11 @@ def sync_folder(folder: Path | str) -> None:
 def write_text_atomically(path: Path | str, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file, flushed, then renamed."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # A name of its own: threads and processes writing the same file never share a temporary.
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = Path(name)
     try:
-        with open(temporary, "w", encoding="utf-8") as handle:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)
         replace_durably(temporary, path)
     except BaseException:

@@ -29,7 +29,7 @@ import sandbox as sandbox_package
 from agent import __version__
 from agent.context import RunContext
 from agent.errors import SandboxCheckError
-from agent.files import replace_durably
+from agent.files import write_text_atomically
 from agent.packaging.image import BuildPath, check_build_path, uses_package_images
 from agent.packaging.probe import SandboxProbe, probe_sandbox
 from agent.settings import Settings
@@ -214,6 +214,5 @@ def _remember(cache: Path, key: str, probe: SandboxProbe) -> None:
     newest = sorted(entries.items(), key=lambda item: item[1].get("checked_at", 0))
     kept = dict(newest[-CACHE_ENTRIES:])
     cache.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"passed": kept}, indent=2) + "\n", encoding="utf-8")
-    replace_durably(temporary, cache)  # atomic: a concurrent run reads the old file or the new one
+    # atomic: a concurrent run reads the old file or the new one
+    write_text_atomically(cache, json.dumps({"passed": kept}, indent=2) + "\n")

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from agent.context import RunContext
 from agent.discovery.label_names import IGNORE, LabelMapping, all_opaque, check_mapping
 from agent.discovery.vetting import decide_mapping
 from agent.errors import ModelOutputError
+from agent.files import write_text_atomically
 from agent.llm.client import LanguageModel, Message
 from agent.llm.prompts import load_prompt, prompt_version
 from agent.state import TaskPlan
@@ -158,12 +157,8 @@ class LabelMapRecords:
             "llm_identity": llm,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump({"model": model_id, "maps": maps}, stream, indent=1, sort_keys=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        record = {"model": model_id, "maps": maps}
+        write_text_atomically(path, json.dumps(record, indent=1, sort_keys=True))
 
     def _path(self, model_id: str) -> Path:
         return self.root / f"{model_id.strip('/').replace('/', '--')}.json"

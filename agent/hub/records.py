@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from agent.files import replace_durably
+from agent.files import write_text_atomically
 
 
 def default_root() -> Path:
@@ -94,7 +92,4 @@ def _read_json(path: Path) -> Any:
 def _write_json(path: Path, payload: Any) -> None:
     """Atomically: a concurrent run reads the old record or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(payload, stream, indent=1, sort_keys=True)
-    replace_durably(temporary, path)
+    write_text_atomically(path, json.dumps(payload, indent=1, sort_keys=True))

@@ -23,7 +23,7 @@ from langgraph.runtime import Runtime
 from agent.context import RunContext
 from agent.dataset import iter_rows
 from agent.estimate import describe, estimate_final_labels
-from agent.files import replace_durably
+from agent.files import replace_durably, write_text_atomically
 from agent.labeler_runtime import LABEL, LEARNED_KINDS, output_text_column
 from agent.rounds.schedule import (
     StopCheck,
@@ -163,9 +163,7 @@ def _saved_or_chosen(state, number, size, spent, heldout, share) -> dict:
         "records": choice.records,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(saved, ensure_ascii=False) + "\n", encoding="utf-8")
-    replace_durably(temporary, path)
+    write_text_atomically(path, json.dumps(saved, ensure_ascii=False) + "\n")
     return saved
 
 

@@ -15,14 +15,13 @@ goes through Jinja's HTML autoescaping.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 
-from agent.files import replace_durably
+from agent.files import write_text_atomically
 from agent.reporting.figures import (
     plot_agreement_matrix,
     plot_confidence_histogram,
@@ -51,9 +50,7 @@ def write_report(
     page = build_page(state, run_dir, reporter_timings or {})
     html = _template().render(page=page)
     target = run_dir / REPORT_FILE
-    temporary = target.with_name(f".{REPORT_FILE}.tmp-{os.getpid()}")
-    temporary.write_text(html, encoding="utf-8")
-    replace_durably(temporary, target)
+    write_text_atomically(target, html)
     return target
 
 

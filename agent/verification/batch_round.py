@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.context import Reporter
-from agent.files import replace_durably
+from agent.files import write_text_atomically
 from agent.llm.batch import BatchAnswer, BatchClient, BatchStatus, wait_for_batch
 from agent.llm.client import TokenUsage
 from agent.llm.pricing import Price
@@ -182,6 +182,4 @@ def _load(path: Path) -> dict[str, Any] | None:
 def _save(path: Path, record: dict[str, Any]) -> None:
     """Written whole or not at all (a crash mid-write must not lose the batch id)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
-    replace_durably(temporary, path)
+    write_text_atomically(path, json.dumps(record, ensure_ascii=False) + "\n")
