@@ -4,10 +4,10 @@ whether the labeler beats always answering the most common label.
 The final output gives every verified row its verified label, so those rows are right by
 definition; every other row keeps the labeler's prediction. How often those predictions
 are right is read off the unmarked held-out rows: a uniform sample of the rows like the
-unverified ones, never trained on, each with its true and its predicted label. The
-accuracy interval is the Jeffreys interval of that share, carried to the whole output;
-the macro-F1 interval is a Bayesian bootstrap over the held-out rows. A pure service
-module: numpy and the standard library, no scipy, nothing from the agent.
+unverified ones, never trained on, each with its true and its predicted label, taken per
+predicted label (post-stratified). Accuracy and macro-F1 come with intervals drawn from
+one posterior over each predicted label's true labels. A pure service module: numpy and
+the standard library, no scipy, nothing from the agent.
 """
 
 from __future__ import annotations
@@ -73,9 +73,11 @@ class Estimate:
 def estimate_final_labels(
     heldout: Sequence[tuple[str, str]],
     verified_labels: Mapping[str, int],
-    unverified: int,
+    unverified: Mapping[str, int],
     labels: Sequence[str],
     *,
+    marked: Sequence[tuple[str, str]] = (),
+    pending: Mapping[str, int] | None = None,
     draws: int = 4000,
     seed: int = 0,
     level: float = 0.95,
@@ -84,94 +86,109 @@ def estimate_final_labels(
 
     ``heldout``: (true label, predicted label) of the unmarked held-out rows;
     ``verified_labels``: verified rows per true label, all of them; ``unverified``: rows
-    that keep their prediction. None when nothing can be said: unverified rows but no
-    held-out row to judge them by, or no rows at all. Deterministic for a ``seed``."""
+    that keep their prediction, per predicted label; ``marked`` and ``pending``: the same
+    for the marked held-out rows and for the rows chosen for verification that have no
+    verdict (judged by the marked rows). None when nothing can be said: unverified rows but
+    no held-out row to judge them by, or no rows at all. Deterministic for a ``seed``.
+
+    Post-stratified: the rows predicted ``l`` are right at the rate the reference rows
+    predicted ``l`` are. Each such rate (the distribution of the true label given the
+    prediction) has a Dirichlet posterior: the reference rows with that prediction plus
+    Jeffreys' prior. The intervals are the posterior's quantiles, drawn."""
+    pending = pending or {}
     verified = sum(verified_labels.values())
-    if (unverified > 0 and not heldout) or verified + unverified == 0:
+    left = sum(unverified.values()) + sum(pending.values())
+    if (left > 0 and not heldout) or verified + left == 0:
         return None
-    order = _label_order(labels, heldout, verified_labels)
-    diagonal = np.array([verified_labels.get(label, 0) for label in order], dtype=float)
-    if unverified == 0:
+    order = _label_order(labels, [*heldout, *marked], verified_labels, [*unverified, *pending])
+    diagonal = np.diag([float(verified_labels.get(label, 0)) for label in order])
+    if left == 0:
         exact = Interval(1.0, 1.0, 1.0)
-        f1 = _macro_f1(np.diag(diagonal)[None], len(labels))[0]
+        f1 = _macro_f1(diagonal[None], len(labels))[0]
         return Estimate(exact, Interval(f1, f1, f1), len(heldout), verified, 0, level)
+    strata = _strata(order, [(heldout, unverified), (marked, pending)])
+    point = diagonal.copy()
+    sampled = np.repeat(diagonal[None], draws, axis=0)
+    rng = np.random.default_rng(seed)
+    for column, rows, alpha, observed in strata:
+        point[:, column] += rows * observed
+        gammas = rng.standard_gamma(alpha, size=(draws, len(order)))
+        sampled[:, :, column] += rows * gammas / gammas.sum(axis=1, keepdims=True)
+    total = verified + left
+    accuracy = np.trace(sampled, axis1=1, axis2=2) / total
+    f1 = _macro_f1(sampled, len(labels))
     return Estimate(
-        accuracy=_accuracy(heldout, verified, unverified, level),
-        macro_f1=_macro_f1_interval(
-            heldout, diagonal, unverified, order, len(labels), draws=draws, seed=seed, level=level
-        ),
+        accuracy=_interval(float(np.trace(point)) / total, accuracy, level),
+        macro_f1=_interval(float(_macro_f1(point[None], len(labels))[0]), f1, level),
         heldout_rows=len(heldout),
         verified_rows=verified,
-        unverified_rows=unverified,
+        unverified_rows=left,
         level=level,
     )
 
 
-def _label_order(
-    labels: Sequence[str], heldout: Sequence[tuple[str, str]], verified: Mapping[str, int]
-) -> list[str]:
-    """``labels`` first (the ones macro-F1 averages over), then any other label seen, so a
-    prediction outside the label set still counts against its row's true label."""
-    known = set(labels)
-    seen = {label for pair in heldout for label in pair} | set(verified)
-    return list(labels) + sorted(seen - known)
+def _strata(
+    order: list[str], groups: Sequence[tuple[Sequence[tuple[str, str]], Mapping[str, int]]]
+) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(confusion column, rows, Dirichlet parameters, point shares) per predicted label of
+    each group of rows to estimate: (reference rows, rows per predicted label).
 
-
-def _accuracy(
-    heldout: Sequence[tuple[str, str]], verified: int, unverified: int, level: float
-) -> Interval:
-    """Verified rows are right; the unverified ones are right at the held-out rate, whose
-    Jeffreys interval is carried through the same weighted mean."""
-    right = sum(1 for true, predicted in heldout if true == predicted)
-    low, high = jeffreys_interval(right, len(heldout), level)
-
-    def final(rate: float) -> float:
-        return (verified + unverified * rate) / (verified + unverified)
-
-    point = final(right / len(heldout))
-    return Interval(point, min(final(low), point), max(final(high), point))
-
-
-def _macro_f1_interval(
-    heldout: Sequence[tuple[str, str]],
-    diagonal: np.ndarray,
-    unverified: int,
-    order: list[str],
-    averaged: int,
-    *,
-    draws: int,
-    seed: int,
-    level: float,
-) -> Interval:
-    """The confusion of the final labels is the verified diagonal plus the held-out
-    confusion scaled to the unverified rows. The interval is a Bayesian bootstrap: row
-    weights drawn from Dirichlet(1, ..., 1); summed per confusion cell, those weights are
-    Dirichlet(cell counts), so the draws cost one gamma per cell, not one per row."""
+    The prior is Jeffreys': half a row on the prediction being right, half a row spread
+    over the other labels (with two labels, Beta(1/2, 1/2)), so a label few reference rows
+    share gets an interval as wide as those rows allow, and none an interval as wide as one
+    row allows. The point is the observed shares (not the posterior mean, which the prior
+    would pull towards 1/2 in every small stratum: a bias); a label no reference row shares
+    takes the group's overall accuracy, its errors spread evenly."""
     index = {label: position for position, label in enumerate(order)}
     size = len(order)
-    cells = Counter(index[true] * size + index[predicted] for true, predicted in heldout)
-    positions = np.fromiter(cells.keys(), dtype=int)
-    counts = np.fromiter(cells.values(), dtype=float)
-    base = np.diag(diagonal).reshape(-1)
+    strata = []
+    for reference, counts in groups:
+        right = sum(1 for true, predicted in reference if true == predicted)
+        rate = right / len(reference) if reference else 0.5
+        for predicted, rows in counts.items():
+            if rows <= 0:
+                continue
+            column = index[predicted]
+            seen = np.zeros(size)
+            for true, guess in reference:
+                if guess == predicted:
+                    seen[index[true]] += 1
+            alpha = np.full(size, 0.5 / max(size - 1, 1))
+            alpha[column] = 0.5 if size > 1 else 1.0
+            if seen.sum() > 0:
+                observed = seen / seen.sum()
+            else:
+                observed = np.full(size, (1 - rate) / max(size - 1, 1))
+                observed[column] = rate if size > 1 else 1.0
+            strata.append((column, rows, alpha + seen, observed))
+    return strata
 
-    def confusions(shares: np.ndarray) -> np.ndarray:
-        flat = np.repeat(base[None], len(shares), axis=0)
-        flat[:, positions] += unverified * shares
-        return flat.reshape(len(shares), size, size)
 
-    point = _macro_f1(confusions((counts / counts.sum())[None]), averaged)[0]
-    gammas = np.random.default_rng(seed).standard_gamma(counts, size=(draws, len(counts)))
-    sampled = _macro_f1(confusions(gammas / gammas.sum(axis=1, keepdims=True)), averaged)
+def _interval(point: float, sampled: np.ndarray, level: float) -> Interval:
     low, high = np.quantile(sampled, [(1 - level) / 2, (1 + level) / 2])
     return Interval(point, min(float(low), point), max(float(high), point))
 
 
+def _label_order(
+    labels: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    verified: Mapping[str, int],
+    predicted: Sequence[str],
+) -> list[str]:
+    """``labels`` first (the ones macro-F1 averages over), then any other label seen, so a
+    prediction outside the label set still counts against its row's true label."""
+    known = set(labels)
+    seen = {label for pair in pairs for label in pair} | set(verified) | set(predicted)
+    return list(labels) + sorted(seen - known)
+
+
 def _macro_f1(confusions: np.ndarray, averaged: int) -> np.ndarray:
     """Macro-F1 of each (true x predicted) confusion over its first ``averaged`` labels; a
-    label with no true and no predicted mass is left out of the mean, and none left gives 0."""
+    label with less than half a row of true and predicted mass (none, or a prior's
+    fraction) is left out of the mean, and none left gives 0."""
     true_pos = np.diagonal(confusions, axis1=1, axis2=2)[:, :averaged]
     mass = (confusions.sum(axis=2) + confusions.sum(axis=1))[:, :averaged]
-    present = mass > 0
+    present = mass >= 0.5
     f1 = np.divide(2 * true_pos, mass, out=np.zeros_like(mass), where=present)
     counted = present.sum(axis=1)
     return np.divide(f1.sum(axis=1), counted, out=np.zeros(len(f1)), where=counted > 0)

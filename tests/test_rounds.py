@@ -77,12 +77,20 @@ def test_an_uninformative_pass_picks_a_seeded_uniform_sample_not_the_first_rows(
     assert rows != [record["row"] for record in other.gain]
 
 
-def test_the_held_out_slice_is_stratified_by_label_and_apart_from_the_gain_rows():
+def test_the_held_out_slice_is_uniform_whatever_the_label_and_apart_from_the_gain_rows():
     choice = choose(labeled(400), gain_rows=20, heldout_rows=40)
     assert len(choice.heldout) == 40
-    labels = Counter(record["vote"] for record in choice.heldout)
-    assert labels == {"a": 30, "b": 10}  # the pass labels a quarter of the rows "b"
     assert not {r["row"] for r in choice.heldout} & {r["row"] for r in choice.gain}
+    # Every free row is as likely to be held out, even in a slice of two: a quarter of the
+    # rows are labeled "b", so a quarter of the held-out rows are (a slice split by label
+    # in proportion would round one of two up to "b": half).
+    rows = list(labeled(200))
+    drawn = Counter(
+        record["vote"]
+        for seed in range(400)
+        for record in choose(iter(rows), gain_rows=10, heldout_rows=2, seed=str(seed)).heldout
+    )
+    assert abs(drawn["b"] / 800 - 0.25) < 0.05
 
 
 def test_held_out_rows_the_gain_rule_would_pick_are_marked():

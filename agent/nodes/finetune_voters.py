@@ -29,8 +29,9 @@ from agent.labeler_runtime import (
 from agent.learning import EXAMPLE_LABEL, EXAMPLE_TEXT, Reservoir, example_column_arguments
 from agent.packaging.build import package_names
 from agent.packaging.runner import run_package
+from agent.rounds.heldout import replay_exclusions
 from agent.state import FinetuneStage, RunState, VoterTuning
-from agent.verification.store import training_labels, verified_labels
+from agent.verification.store import read_heldout, training_labels, verified_labels
 
 FOLDER = "finetune"
 HOLDOUT = "holdout.jsonl"
@@ -139,10 +140,11 @@ def write_examples(
     At most ``max_rows`` of each kind are read (a seeded sample of larger sets).
 
     Consensus rows are the rows nobody verified that the voters agreed on in the
-    latest labeling pass.
+    latest labeling pass; the unmarked held-out rows count as unverified there (they stand
+    for those rows, :mod:`agent.rounds.heldout`), with the labeler's label.
     """
     text_column = output_text_column(state)
-    verified_rows = set(verified_labels(state))
+    verified_rows = replay_exclusions(verified_labels(state), read_heldout(Path(state.run_dir)))
     seed = f"{state.dataset.sha256}-{len(state.finetune)}"
     fresh_rows: Reservoir[dict] = Reservoir(max_rows, f"{seed}-verified")
     replayable: Reservoir[dict] = Reservoir(max_rows, f"{seed}-consensus")

@@ -13,7 +13,6 @@ round retrains light models only.
 
 from __future__ import annotations
 
-import heapq
 import shutil
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from langgraph.runtime import Runtime
 from agent.context import RunContext
 from agent.dataset import cell_text, iter_rows
 from agent.labeler_runtime import (
-    CONFIDENCE,
     LABEL,
     TableWriter,
     install_learned,
@@ -37,8 +35,9 @@ from agent.learning import (
 )
 from agent.packaging.build import package_names
 from agent.packaging.runner import run_package
+from agent.rounds.heldout import replay_exclusions, replay_rows
 from agent.state import LearnedVoterRecord, RunState, VoteRecord
-from agent.verification.store import VERDICTS_FILE, training_labels
+from agent.verification.store import VERDICTS_FILE, read_heldout, training_labels
 from agent.verification.stream import latest_by_row
 
 FOLDER = "learned"
@@ -143,24 +142,22 @@ def write_examples(state: RunState, verified: dict[int, str], target: Path, max_
 
 def write_replay(state: RunState, target: Path, count: int, settings) -> int:
     """The ``count`` rows of the latest pass its vote is surest of (at least
-    ``--replay-min-confidence``), not verified, with the vote's label: self-training rows."""
+    ``--replay-min-confidence``), with the vote's label: self-training rows. Rows verified or
+    chosen for it are left out, but not the unmarked held-out rows: they stand for the
+    unverified rows and are treated as those are (:mod:`agent.rounds.heldout`)."""
     if state.labeling is None or count <= 0:
         return 0
     verdicts = latest_by_row(Path(state.run_dir) / VERDICTS_FILE)
     spent = {verdict["row"] for verdict in verdicts if verdict["source"] != "vote"}
+    exclude = replay_exclusions(spent, read_heldout(Path(state.run_dir)))
     text_column = output_text_column(state)
-    surest: list[tuple[float, int, dict]] = []
-    for number, row in enumerate(iter_rows(state.labeling.output_path)):
-        confidence = float(row[CONFIDENCE])
-        if number in spent or confidence < settings.replay_min_confidence:
-            continue
-        text = cell_text(row.get(text_column))
-        entry = (confidence, -number, {EXAMPLE_TEXT: text, EXAMPLE_LABEL: row[LABEL]})
-        if len(surest) < count:
-            heapq.heappush(surest, entry)
-        elif entry[:2] > surest[0][:2]:
-            heapq.heapreplace(surest, entry)
-    rows = [entry[2] for entry in sorted(surest, key=lambda e: -e[1])]
+    surest = replay_rows(
+        iter_rows(state.labeling.output_path), exclude, count, settings.replay_min_confidence
+    )
+    rows = [
+        {EXAMPLE_TEXT: cell_text(row.get(text_column)), EXAMPLE_LABEL: row[LABEL]}
+        for _, row in surest
+    ]
     if rows:
         with TableWriter(target, [EXAMPLE_TEXT, EXAMPLE_LABEL]) as writer:
             writer.write(rows)

@@ -1,8 +1,9 @@
 """plan_round: after each labeling pass, measure the labels, then choose the next round or stop.
 
 The estimate: every verified row gets its verified label, and the accuracy of the rest is
-read off the unmarked held-out rows (:mod:`agent.estimate`: accuracy and macro-F1
-with 95% intervals; with the LLM as verifier it is agreement with the LLM). The pilot's
+read off the unmarked held-out rows, per predicted label (:mod:`agent.rounds.heldout`,
+:mod:`agent.estimate`: accuracy and macro-F1 with 95% intervals; with the LLM as verifier
+it is agreement with the LLM). The pilot's
 verified rows are the first held-out slice. Then the rounds stop at the first rule that
 holds (:mod:`agent.rounds.schedule`: no verifier, the target reached, the budget spent,
 every row verified, the learning curve flat), or the next round's rows are chosen
@@ -15,16 +16,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 from langgraph.runtime import Runtime
 
 from agent.context import RunContext
 from agent.dataset import iter_rows
-from agent.estimate import describe, estimate_final_labels
+from agent.estimate import describe
 from agent.files import replace_durably, write_text_atomically
-from agent.labeler_runtime import LABEL, LEARNED_KINDS, output_text_column
+from agent.labeler_runtime import LEARNED_KINDS, output_text_column
+from agent.rounds.heldout import estimate as estimate_labels
+from agent.rounds.heldout import gather, open_round, predicted_labels
 from agent.rounds.schedule import (
     StopCheck,
     round_rows,
@@ -57,7 +59,10 @@ def plan_round(state: RunState, runtime: Runtime[RunContext]) -> dict:
         heldout = {row: False for row in pilot}  # the pilot's uniform sample: held out
         write_heldout(run_dir, heldout)
     verifier = verifier_basis(settings.resolved_verifier(), context)
-    estimate = _estimate(state, verified, heldout)
+    evidence = gather(
+        predicted_labels(iter_rows(state.labeling.output_path)), verified, spent, heldout
+    )
+    estimate = estimate_labels(evidence, state.plan.label_names)
     limit = settings.verification_limit(state.dataset.rows)
     left = None if limit is None else limit - len(spent)
     record = RoundRecord(
@@ -119,20 +124,6 @@ def _verdicts(run_dir: Path) -> tuple[dict[int, str], set[int], set[int]]:
     return verified, spent, pilot
 
 
-def _estimate(state: RunState, verified: dict[int, str], heldout: dict[int, bool]):
-    """The estimate of the labels of this pass, from its unmarked held-out rows."""
-    wanted = {row for row, marked in heldout.items() if not marked and row in verified}
-    predicted = {}
-    for number, row in enumerate(iter_rows(state.labeling.output_path)):
-        if number in wanted:
-            predicted[number] = row[LABEL]
-    pairs = [(verified[row], predicted[row]) for row in sorted(wanted) if row in predicted]
-    unverified = state.dataset.rows - len(verified)
-    return estimate_final_labels(
-        pairs, Counter(verified.values()), unverified, state.plan.label_names, seed=0
-    )
-
-
 def _saved_or_chosen(state, number, size, spent, heldout, share) -> dict:
     """This round's choice: the one saved by an interrupted attempt at it, else a new one."""
     path = Path(state.run_dir) / FOLDER / f"round-{number}.json"
@@ -172,10 +163,7 @@ def _open_round(
 ) -> RoundRecord:
     """Register the round's held-out rows and marks, and write its rows for the verifier."""
     run_dir = Path(state.run_dir)
-    for row in choice["marked"]:
-        heldout[row] = True
-    for row in choice["heldout"]:
-        heldout.setdefault(row, False)
+    open_round(heldout, choice["heldout"], choice["marked"])
     write_heldout(run_dir, heldout)
     path = run_dir / FOLDER / f"round-{record.round}.jsonl"
     temporary = path.with_suffix(".tmp")

@@ -7,8 +7,9 @@ quarter of the weight, the learned voters' disagreement with the vote (the share
 that voted another label: where the models that learn from these rows are still unsure).
 The round verifies the highest-scoring rows, ties broken by a
 seeded hash of the row number (never by position, so an uninformative first pass picks a
-uniform sample), and a slice drawn uniformly from the rest, stratified by the pass's
-label, that is held out: never trained on, it measures the labels.
+uniform sample), and a slice drawn uniformly from the rest (every row equally likely, so
+it stands for the rows left unverified whatever their labels: the estimate stratifies by
+label afterwards, :mod:`agent.rounds.heldout`), that is held out: it measures the labels.
 
 The held-out rows that the gain rule would have picked (a score at least the round's
 threshold) are *marked*: they resemble the rows verified for their gain, not the rows left
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,7 +80,7 @@ class RoundChoice:
 
     @property
     def records(self) -> list[dict]:
-        return sorted(self.gain + self.heldout, key=lambda record: record["row"])
+        return sorted(self.gain + self.heldout, key=_row)
 
 
 def row_record(number: int, row: Mapping[str, Any], text_column: str, voters) -> dict:
@@ -114,8 +114,8 @@ def choose_rows(
     rows of ``heldout`` (row -> marked) that the gain rule would have picked. ``learned``:
     the learned voters among ``voters``."""
     best: list[tuple[float, float, int, dict]] = []  # a min-heap of the top gain_rows
-    strata: dict[str, list[tuple[float, int, dict]]] = {}  # per label, smallest keys (max-heap)
-    counts: Counter = Counter()
+    uniform: list[tuple[float, int, dict]] = []  # the smallest keys (a max-heap)
+    candidates = 0
     keep = gain_rows + heldout_rows
     scored: dict[int, tuple[float, float]] = {}
     for number, row in enumerate(rows):
@@ -126,44 +126,25 @@ def choose_rows(
             continue
         if number in spent:
             continue
-        counts[row[LABEL]] += 1
+        candidates += 1
         score = gain_score(row, learned)
         if gain_rows and (len(best) < gain_rows or (score, key) > best[0][:2]):
             entry = (score, key, number, row_record(number, row, text_column, voters))
             (heapq.heappush if len(best) < gain_rows else heapq.heapreplace)(best, entry)
-        stratum = strata.setdefault(str(row[LABEL]), [])
-        if heldout_rows and (len(stratum) < keep or -key > stratum[0][0]):
+        if heldout_rows and (len(uniform) < keep or -key > uniform[0][0]):
             entry = (-key, number, row_record(number, row, text_column, voters))
-            (heapq.heappush if len(stratum) < keep else heapq.heapreplace)(stratum, entry)
-    choice = RoundChoice(candidates=sum(counts.values()))
+            (heapq.heappush if len(uniform) < keep else heapq.heapreplace)(uniform, entry)
+    choice = RoundChoice(candidates=candidates)
     best.sort(reverse=True)
     choice.gain = [entry[3] for entry in best]
     if best:
         choice.threshold = best[-1][:2]
         choice.marked = {row for row, key in scored.items() if key >= choice.threshold}
     taken = {record["row"] for record in choice.gain}
-    choice.heldout = _stratified(strata, counts, heldout_rows, taken)
+    drawn = [entry for entry in sorted(uniform, key=lambda e: -e[0]) if entry[1] not in taken]
+    choice.heldout = sorted((record for _, _, record in drawn[:heldout_rows]), key=_row)
     return choice
 
 
-def _stratified(strata, counts: Counter, wanted: int, taken: set[int]) -> list[dict]:
-    """``wanted`` rows in all, each label's share proportional to its count (largest
-    remainder), each stratum's rows those with the smallest seeded keys."""
-    free = {
-        label: counts[label] - sum(1 for _, n, _ in strata[label] if n in taken) for label in strata
-    }
-    total = sum(free.values())
-    wanted = min(wanted, total)
-    if wanted <= 0:
-        return []
-    exact = {label: wanted * free[label] / total for label in strata}
-    quota = {label: int(share) for label, share in exact.items()}
-    for label in sorted(exact, key=lambda lab: (quota[lab] - exact[lab], lab))[
-        : wanted - sum(quota.values())
-    ]:
-        quota[label] += 1
-    chosen = []
-    for label, entries in strata.items():
-        ordered = sorted(entries, key=lambda entry: -entry[0])
-        chosen += [record for _, number, record in ordered if number not in taken][: quota[label]]
-    return sorted(chosen, key=lambda record: record["row"])
+def _row(record: dict) -> int:
+    return record["row"]
