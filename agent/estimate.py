@@ -4,9 +4,9 @@ whether the labeler beats always answering the most common label.
 The final output gives every verified row its verified label, so those rows are right by
 definition; every other row keeps the labeler's prediction. How often those predictions
 are right is read off the unmarked held-out rows: a uniform sample of the rows like the
-unverified ones, never trained on, each with its true and its predicted label, taken per
-predicted label (post-stratified). Accuracy and macro-F1 come with intervals drawn from
-one posterior over each predicted label's true labels. A pure service module: numpy and
+unverified ones (:mod:`agent.rounds.heldout` says how they keep standing for them), each
+with its true and its predicted label. Accuracy and macro-F1 come with intervals drawn from
+one posterior over those rows' (true, predicted) cells. A pure service module: numpy and
 the standard library, no scipy, nothing from the agent.
 """
 
@@ -73,11 +73,11 @@ class Estimate:
 def estimate_final_labels(
     heldout: Sequence[tuple[str, str]],
     verified_labels: Mapping[str, int],
-    unverified: Mapping[str, int],
+    unverified: int,
     labels: Sequence[str],
     *,
     marked: Sequence[tuple[str, str]] = (),
-    pending: Mapping[str, int] | None = None,
+    pending: int = 0,
     draws: int = 4000,
     seed: int = 0,
     level: float = 0.95,
@@ -86,34 +86,35 @@ def estimate_final_labels(
 
     ``heldout``: (true label, predicted label) of the unmarked held-out rows;
     ``verified_labels``: verified rows per true label, all of them; ``unverified``: rows
-    that keep their prediction, per predicted label; ``marked`` and ``pending``: the same
-    for the marked held-out rows and for the rows chosen for verification that have no
-    verdict (judged by the marked rows). None when nothing can be said: unverified rows but
-    no held-out row to judge them by, or no rows at all. Deterministic for a ``seed``.
+    that keep their prediction; ``marked``: the same pairs for the marked held-out rows, by
+    which the ``pending`` rows (chosen for verification, no verdict: the gain rule picked
+    them, as it would have the marked ones) are judged, or by every held-out row while none
+    is marked. None when nothing can be said: unverified rows but no held-out row to judge
+    them by, or no rows at all. Deterministic for a ``seed``.
 
-    Post-stratified: the rows predicted ``l`` are right at the rate the reference rows
-    predicted ``l`` are. Each such rate (the distribution of the true label given the
-    prediction) has a Dirichlet posterior: the reference rows with that prediction plus
-    Jeffreys' prior. The intervals are the posterior's quantiles, drawn."""
-    pending = pending or {}
+    Each group's share of each (true, predicted) cell has a Dirichlet posterior: the
+    reference rows' counts plus Jeffreys' prior on right against wrong (half a row each, so
+    its accuracy is Beta(right + 1/2, wrong + 1/2), the Jeffreys interval). Accuracy and
+    macro-F1 intervals are that posterior's quantiles, drawn; the points are the observed
+    shares."""
     verified = sum(verified_labels.values())
-    left = sum(unverified.values()) + sum(pending.values())
+    left = unverified + pending
     if (left > 0 and not heldout) or verified + left == 0:
         return None
-    order = _label_order(labels, [*heldout, *marked], verified_labels, [*unverified, *pending])
+    order = _label_order(labels, [*heldout, *marked], verified_labels)
     diagonal = np.diag([float(verified_labels.get(label, 0)) for label in order])
     if left == 0:
         exact = Interval(1.0, 1.0, 1.0)
         f1 = _macro_f1(diagonal[None], len(labels))[0]
         return Estimate(exact, Interval(f1, f1, f1), len(heldout), verified, 0, level)
-    strata = _strata(order, [(heldout, unverified), (marked, pending)])
     point = diagonal.copy()
     sampled = np.repeat(diagonal[None], draws, axis=0)
     rng = np.random.default_rng(seed)
-    for column, rows, alpha, observed in strata:
-        point[:, column] += rows * observed
-        gammas = rng.standard_gamma(alpha, size=(draws, len(order)))
-        sampled[:, :, column] += rows * gammas / gammas.sum(axis=1, keepdims=True)
+    for reference, rows in ((heldout, unverified), (marked or heldout, pending)):
+        if rows > 0:
+            observed, drawn = _cells(order, reference, draws, rng)
+            point += rows * observed
+            sampled += rows * drawn
     total = verified + left
     accuracy = np.trace(sampled, axis1=1, axis2=2) / total
     f1 = _macro_f1(sampled, len(labels))
@@ -127,41 +128,31 @@ def estimate_final_labels(
     )
 
 
-def _strata(
-    order: list[str], groups: Sequence[tuple[Sequence[tuple[str, str]], Mapping[str, int]]]
-) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(confusion column, rows, Dirichlet parameters, point shares) per predicted label of
-    each group of rows to estimate: (reference rows, rows per predicted label).
-
-    The prior is Jeffreys': half a row on the prediction being right, half a row spread
-    over the other labels (with two labels, Beta(1/2, 1/2)), so a label few reference rows
-    share gets an interval as wide as those rows allow, and none an interval as wide as one
-    row allows. The point is the observed shares (not the posterior mean, which the prior
-    would pull towards 1/2 in every small stratum: a bias); a label no reference row shares
-    takes the group's overall accuracy, its errors spread evenly."""
-    index = {label: position for position, label in enumerate(order)}
+def _cells(
+    order: list[str], reference: Sequence[tuple[str, str]], draws: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the observed share of each (true, predicted) cell among ``reference``, ``draws``
+    draws of those shares from their posterior). The posterior is Dirichlet(cell counts
+    plus Jeffreys' prior): half a row spread over the right cells the reference rows use,
+    half a row over the wrong ones (over every wrong cell while none is used), so the
+    accuracy a draw implies is Beta(right + 1/2, wrong + 1/2) distributed."""
     size = len(order)
-    strata = []
-    for reference, counts in groups:
-        right = sum(1 for true, predicted in reference if true == predicted)
-        rate = right / len(reference) if reference else 0.5
-        for predicted, rows in counts.items():
-            if rows <= 0:
-                continue
-            column = index[predicted]
-            seen = np.zeros(size)
-            for true, guess in reference:
-                if guess == predicted:
-                    seen[index[true]] += 1
-            alpha = np.full(size, 0.5 / max(size - 1, 1))
-            alpha[column] = 0.5 if size > 1 else 1.0
-            if seen.sum() > 0:
-                observed = seen / seen.sum()
-            else:
-                observed = np.full(size, (1 - rate) / max(size - 1, 1))
-                observed[column] = rate if size > 1 else 1.0
-            strata.append((column, rows, alpha + seen, observed))
-    return strata
+    index = {label: position for position, label in enumerate(order)}
+    counts = np.zeros((size, size))
+    for true, predicted in reference:
+        counts[index[true], index[predicted]] += 1
+    right = np.eye(size, dtype=bool)
+    prior = np.zeros((size, size))
+    for mask in (right, ~right):
+        used = mask & (counts > 0)
+        target = used if used.any() else mask
+        prior[target] = 0.5 / target.sum()
+    parameters = (counts + prior).reshape(-1)
+    live = parameters > 0
+    gammas = np.zeros((draws, size * size))
+    gammas[:, live] = rng.standard_gamma(parameters[live], size=(draws, int(live.sum())))
+    drawn = gammas / gammas.sum(axis=1, keepdims=True)
+    return counts / counts.sum(), drawn.reshape(draws, size, size)
 
 
 def _interval(point: float, sampled: np.ndarray, level: float) -> Interval:
@@ -170,15 +161,12 @@ def _interval(point: float, sampled: np.ndarray, level: float) -> Interval:
 
 
 def _label_order(
-    labels: Sequence[str],
-    pairs: Sequence[tuple[str, str]],
-    verified: Mapping[str, int],
-    predicted: Sequence[str],
+    labels: Sequence[str], pairs: Sequence[tuple[str, str]], verified: Mapping[str, int]
 ) -> list[str]:
     """``labels`` first (the ones macro-F1 averages over), then any other label seen, so a
     prediction outside the label set still counts against its row's true label."""
     known = set(labels)
-    seen = {label for pair in pairs for label in pair} | set(verified) | set(predicted)
+    seen = {label for pair in pairs for label in pair} | set(verified)
     return list(labels) + sorted(seen - known)
 
 

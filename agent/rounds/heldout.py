@@ -14,11 +14,11 @@ chance tells a held-out row from an unverified one. So:
   is memorised, so leaving the held-out rows out would keep the labeler's confident errors
   on the unverified rows while the held-out ones, never memorised, drift into the gain
   rule's picks and out of the estimate: an estimate too high);
-* the estimate post-stratifies by the final pass's label: the unverified rows predicted
-  ``l`` are right at the rate the unmarked held-out rows predicted ``l`` are, so a mix of
-  labels that differs between the two by chance or by round does not tilt it; rows chosen
-  for verification that got no verdict (unresolved, or awaiting a person) are judged by the
-  marked held-out rows, which the same rule picked.
+* each round's slice is a uniform draw, every free row equally likely whatever its label
+  (a slice split by label in proportion rounds a small label's share up: two rows of a
+  75/25 pass would be one and one);
+* rows chosen for verification that got no verdict (unresolved, or awaiting a person) are
+  judged by the marked held-out rows, which the same rule picked, not by the unmarked ones.
 
 Pure functions over the registry (held-out row -> marked) and streamed rows.
 """
@@ -80,11 +80,10 @@ class Evidence:
     """(verified, predicted) label of each unmarked held-out row."""
     marked: list[tuple[str, str]] = field(default_factory=list)
     """(verified, predicted) label of each marked held-out row."""
-    unverified: Counter = field(default_factory=Counter)
-    """Rows left unverified and never chosen, per predicted label."""
-    pending: Counter = field(default_factory=Counter)
-    """Rows chosen for verification without a verdict (unresolved, or awaiting one), per
-    predicted label."""
+    unverified: int = 0
+    """Rows left unverified and never chosen."""
+    pending: int = 0
+    """Rows chosen for verification without a verdict (unresolved, or awaiting one)."""
     verified: Counter = field(default_factory=Counter)
     """Verified rows per verified label."""
 
@@ -105,9 +104,9 @@ def gather(
                 pair = (verified[number], label)
                 (evidence.marked if heldout[number] else evidence.unmarked).append(pair)
         elif number in spent:
-            evidence.pending[label] += 1
+            evidence.pending += 1
         else:
-            evidence.unverified[label] += 1
+            evidence.unverified += 1
     return evidence
 
 
