@@ -131,10 +131,10 @@ class Settings(BaseSettings):
     """Rows the first round verifies (each later round doubles it); None: 3% of the rows,
     within [40, 2000]."""
     heldout_share: float = Field(default=0.05, ge=0.0, lt=1.0)
-    """Share of each round drawn uniformly and held out: never trained on, it measures the
-    labels (the pilot's verified rows are held out too). Measured: BENCHMARKS.md, "Fewer
-    held-out rows in the rounds": 5% beat 10% in both settings on both halves of ten
-    samples, the interval still holding the truth in all 20 of those runs."""
+    """Share of each round drawn uniformly and held out: its labels never trained on, it
+    measures the labels (the pilot's verified rows are held out too). Measured:
+    BENCHMARKS.md, "Fewer held-out rows in the rounds": 5% beat 10% in both settings on both
+    halves of ten samples, the interval still holding the truth in all 20 of those runs."""
     min_round_yield: float = Field(default=0.1, ge=0.0, le=1.0)
     """Stop when the rows the next round would verify for their gain are expected to fix
     fewer labels per verified row than this (the learning curve has flattened)."""

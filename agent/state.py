@@ -225,7 +225,7 @@ class RoundRecord(Record):
     verified: int
     """Rows verified so far, the pilot's and the held-out ones included."""
     heldout: int
-    """Held-out rows so far (never trained on)."""
+    """Held-out rows so far (their labels never trained on)."""
     unverified: int
     estimate: dict[str, Any] | None = None
     """:meth:`agent.estimate.Estimate.as_dict` of the labels now, or None without

@@ -86,7 +86,8 @@ def _rounds_note(last: RoundRecord | None) -> str:
     note = (
         "Each point is the estimated accuracy of the final labels after a labeling pass: "
         "verified rows keep their verified label, and the accuracy of the rest is read off "
-        f"the held-out rows (verified, never trained on); the band is the {level} interval."
+        f"the held-out rows (verified, their labels never trained on); the band is the {level} "
+        "interval."
     )
     basis = estimate["basis"]
     if basis.startswith("llm"):

@@ -13,7 +13,7 @@ consensus.
 The verified pilot rows are not thrown away after scoring: :func:`keep_verified` appends
 them to the run's ``verdicts.jsonl``, so they are applied to the labeled data, count as
 verified (and against ``--max-verified``), and are never put to a verifier again. A uniform
-sample, they are the first held-out slice: never trained on, they measure the labels.
+sample, they are the first held-out slice: their labels never trained on, they measure the labels.
 
 Paid verification of pilot rows is never wasted: it scores the candidates, drops those no
 better than the majority label, and measures the labels. A person (``--verifier human``)

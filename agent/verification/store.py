@@ -143,7 +143,8 @@ def verified_labels(state: RunState) -> dict[int, str]:
 
 
 HELDOUT_FILE = "heldout.json"
-"""The held-out rows (never trained on) and whether each is marked, in the run folder."""
+"""The held-out rows (their labels never trained on) and whether each is marked, in the run
+folder."""
 
 
 def read_heldout(run_dir: Path) -> dict[int, bool]:
