@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -33,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.cli import main  # noqa: E402
+from agent.labeler_runtime import voter_label_column, voter_probability_column  # noqa: E402
 from benchmarks.datasets import DATASETS, corpus_sample  # noqa: E402
 
 
@@ -96,6 +98,67 @@ def true_curve(run_dir: Path, gold: list[str], rounds: list[dict]) -> list[float
     return curve
 
 
+def heldout_groups(run_dir: Path, gold: list[str], final: list[dict], last_pass: int) -> dict:
+    """How often the last pass labels each kind of row right: the unmarked held-out rows (what
+    the estimate rests on), the marked ones, and the rows left unverified (what it estimates)."""
+    output = read(next((run_dir / "labeled" / f"pass-{last_pass}").glob("output.*")))
+    marks = json.loads((run_dir / "heldout.json").read_text(encoding="utf-8"))["rows"]
+    marks = {int(row): marked for row, marked in marks.items()}
+    kinds = {
+        "unmarked": [row for row, marked in marks.items() if not marked],
+        "marked": [row for row, marked in marks.items() if marked],
+        "unverified": [row for row, entry in enumerate(final) if entry["source"] != "human"],
+    }
+    return {
+        kind: {
+            "rows": len(rows),
+            "right": share(output[row]["label"] == gold[row] for row in rows),
+            "confidence": sum(float(output[row]["confidence"]) for row in rows) / max(len(rows), 1),
+        }
+        for kind, rows in kinds.items()
+    }
+
+
+BUDGET = 0.3
+"""The agent's default ``--max-verified`` (30%), the budget the baseline gets too."""
+
+
+def unanimity_baseline(run_dir: Path, gold: list[str], summary: dict, seed: int) -> dict | None:
+    """The paper's rule with the specialists the agent kept (those that carry signal): their
+    unanimous label stands, every other row is disputed and verified, up to the same budget
+    (the disputed rows in a seeded order; the rest keep the plain vote of the first pass).
+    None when no specialist was kept."""
+    output = read(next((run_dir / "labeled" / "pass-1").glob("output.*")))
+    learned = {record["voter"] for record in summary["learned"]}
+    names = [c[len("label_") :] for c in output[0] if c.startswith("label_")]
+    columns = [
+        voter_label_column(name)
+        for name in names
+        if name not in learned and voter_probability_column(name) in output[0]
+    ]  # a voter has both columns; an input column renamed label_input has one
+    if not columns:
+        return None
+    disputed = []
+    for number, row in enumerate(output):
+        votes = {row[column] for column in columns if row[column]}
+        if len(votes) != 1:
+            disputed.append(number)
+    random.Random(seed).shuffle(disputed)
+    verified = set(disputed[: int(BUDGET * len(gold))])
+    at_budget = share(
+        (gold[n] if n in verified else row["label"]) == gold[n] for n, row in enumerate(output)
+    )
+    every = set(disputed)
+    return {
+        "specialists": len(columns),
+        "disputed": len(disputed) / len(gold),
+        "accuracy_at_budget": at_budget,
+        "accuracy_every_disputed": share(
+            (gold[n] if n in every else row["label"]) == gold[n] for n, row in enumerate(output)
+        ),
+    }
+
+
 def run(rows: int, seed: int, extra: tuple[str, ...], dataset: str = "pang-lee") -> dict:
     data = corpus_sample(dataset, rows, seed)
     gold = [row["label"] for row in read(data)]
@@ -112,6 +175,8 @@ def run(rows: int, seed: int, extra: tuple[str, ...], dataset: str = "pang-lee")
         final = read(work / "labeled.csv")
         run_dir = next((work / "runs").iterdir())
         curve = true_curve(run_dir, gold, summary["rounds"])
+        groups = heldout_groups(run_dir, gold, final, summary["rounds"][-1]["labeling_pass"])
+        baseline = unanimity_baseline(run_dir, gold, summary, seed)
     estimate = summary["estimate"]["accuracy"]
     accuracy = share(row["label"] == g for row, g in zip(final, gold, strict=True))
     return {
@@ -133,6 +198,8 @@ def run(rows: int, seed: int, extra: tuple[str, ...], dataset: str = "pang-lee")
             for r, t in zip(summary["rounds"], curve, strict=True)
         ],
         "voters": summary["voters"],
+        "groups": groups,
+        "unanimity": baseline,
         "seconds": seconds,
     }
 
@@ -156,6 +223,7 @@ def table(results: list[dict], dataset: str, extra: tuple[str, ...]) -> str:
             f"{len(r['rounds']) - 1} | {r['stopped']} | {r['seconds']:.0f} |"
         )
     count = len(results)
+    baselines = [r["unanimity"] for r in results if r.get("unanimity")]
     mae = sum(abs(r["estimate"]["point"] - r["accuracy"]) for r in results) / count
     seconds = sum(r["seconds"] for r in results) / count
     lines += [
@@ -166,6 +234,15 @@ def table(results: list[dict], dataset: str, extra: tuple[str, ...]) -> str:
         f"estimate {mae * 100:.1f} points; mean time {seconds:.0f} s; always answering the "
         f"most common label would score {sum(r['majority'] for r in results) / count:.3f}",
     ]
+    if baselines:
+        n = len(baselines)
+        lines.append(
+            f"the paper's unanimity vote of the kept specialists, disputed rows verified up to "
+            f"the same {BUDGET:.0%}: {sum(b['accuracy_at_budget'] for b in baselines) / n:.3f}; "
+            f"with every disputed row verified "
+            f"({sum(b['disputed'] for b in baselines) / n:.1%} of the rows): "
+            f"{sum(b['accuracy_every_disputed'] for b in baselines) / n:.3f}"
+        )
     return "\n".join(lines)
 
 
