@@ -182,31 +182,6 @@ def _macro_f1(confusions: np.ndarray, averaged: int) -> np.ndarray:
     return np.divide(f1.sum(axis=1), counted, out=np.zeros(len(f1)), where=counted > 0)
 
 
-def jeffreys_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
-    """The Jeffreys interval of a binomial share: Beta(k + 1/2, n - k + 1/2) quantiles, with
-    the lower end 0 at k = 0 and the upper end 1 at k = n (Brown, Cai and DasGupta)."""
-    if trials <= 0:
-        return 0.0, 1.0
-    a, b = successes + 0.5, trials - successes + 0.5
-    low = 0.0 if successes == 0 else beta_quantile((1 - level) / 2, a, b)
-    high = 1.0 if successes == trials else beta_quantile((1 + level) / 2, a, b)
-    return low, high
-
-
-def beta_quantile(q: float, a: float, b: float) -> float:
-    """The ``q`` quantile of Beta(a, b), by bisection on the regularised incomplete beta."""
-    low, high = 0.0, 1.0
-    for _ in range(200):
-        middle = (low + high) / 2
-        if regularized_beta(middle, a, b) < q:
-            low = middle
-        else:
-            high = middle
-        if high - low < 1e-13:
-            break
-    return (low + high) / 2
-
-
 def regularized_beta(x: float, a: float, b: float) -> float:
     """I_x(a, b), the Beta(a, b) distribution function at ``x``, in log space (Numerical
     Recipes' continued fraction), so it holds for a and b in the millions."""

@@ -17,7 +17,6 @@ from agent.estimate import (
     better_than_chance,
     describe,
     estimate_final_labels,
-    jeffreys_interval,
     majority_rate,
 )
 
@@ -189,13 +188,6 @@ def test_describe_says_what_the_estimate_rests_on() -> None:
         line + "; agreement with the LLM verifier, not with the truth"
     )
     assert "LLM" not in describe(estimate, "human")
-
-
-def test_jeffreys_interval_ends_at_the_bounds_for_all_or_nothing() -> None:
-    assert jeffreys_interval(0, 10)[0] == 0.0
-    assert jeffreys_interval(10, 10)[1] == 1.0
-    # Beta(3.5, 7.5) quantiles, from scipy.stats.beta.ppf.
-    assert jeffreys_interval(3, 10) == pytest.approx((0.0926946, 0.6058183), abs=1e-6)
 
 
 def test_half_right_at_even_odds_is_not_better_than_chance() -> None:

@@ -1,15 +1,14 @@
 """plan_round: after each labeling pass, measure the labels, then choose the next round or stop.
 
 The estimate: every verified row gets its verified label, and the accuracy of the rest is
-read off the unmarked held-out rows, per predicted label (:mod:`agent.rounds.heldout`,
-:mod:`agent.estimate`: accuracy and macro-F1 with 95% intervals; with the LLM as verifier
-it is agreement with the LLM). The pilot's
-verified rows are the first held-out slice. Then the rounds stop at the first rule that
-holds (:mod:`agent.rounds.schedule`: no verifier, the target reached, the budget spent,
-every row verified, the learning curve flat), or the next round's rows are chosen
-(:mod:`agent.rounds.selection`: by expected gain, plus a uniform held-out slice) and
-written to ``rounds/round-N.jsonl`` for ``verify_round``. A round's choice is saved before
-the held-out registry changes, so a resumed run makes the same choice.
+read off the unmarked held-out rows (:mod:`agent.rounds.heldout`, :mod:`agent.estimate`:
+accuracy and macro-F1 with 95% intervals; with the LLM as verifier it is agreement with
+the LLM). The pilot's verified rows are the first held-out slice. Then the rounds stop at
+the first rule that holds (:mod:`agent.rounds.schedule`: no verifier, the target reached,
+the budget spent, every row verified, the learning curve flat), or the next round's rows
+are chosen (:mod:`agent.rounds.selection`: by expected gain, plus a uniform held-out
+slice) and written to ``rounds/round-N.jsonl`` for ``verify_round``. A round's choice is
+saved before the held-out registry changes, so a resumed run makes the same choice.
 """
 
 from __future__ import annotations
